@@ -1,0 +1,573 @@
+"""The HTTP client for one Loops account: rate limiting, retries, idempotency and error mapping.
+
+``LoopsClient`` owns one ``httpx.Client`` (connection reuse, timeouts) and a client-side
+``RateLimiter``. Every failure leaves it as an ``IntegrationError`` from ``luabridge.errors``,
+built by ``map_error``, the only place that turns HTTP statuses and httpx exceptions into codes.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json as jsonlib
+import random
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Mapping
+from email.utils import parsedate_to_datetime
+from types import TracebackType
+from typing import Any, Final
+
+import httpx
+
+from luabridge.errors import (
+    APIError,
+    AuthenticationError,
+    IntegrationError,
+    NotFoundError,
+    RateLimitError,
+    TransportError,
+)
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "ClientState",
+    "LoopsClient",
+    "RateLimiter",
+    "map_error",
+    "redact",
+]
+
+DEFAULT_BASE_URL: Final = "https://app.loops.so/api/v1"
+
+#: Methods that can be repeated without changing the outcome. Repeating a POST is still safe
+#: for Loops (a repeated create gives 409, a repeated delete 404, and the two sending endpoints
+#: carry an Idempotency-Key), so this set only decides how we describe a doubtful retry.
+_IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+_MAX_IDEMPOTENCY_KEY: Final = 100
+#: A Retry-After longer than this is not worth waiting for inside one script run.
+_MAX_RETRY_AFTER: Final = 60.0
+_SNIPPET: Final = 120
+_USER_AGENT: Final = "luabridge-loops/0.1"
+
+
+class ClientState(enum.Enum):
+    """Lifecycle of a ``LoopsClient``."""
+
+    #: Requests may be sent; the connection pool is live.
+    OPEN = "open"
+    #: ``close()`` was called: the pool is released and every request raises.
+    CLOSED = "closed"
+
+
+class RateLimiter:
+    """A thread-safe sliding-window limiter: at most ``rate`` request starts per second.
+
+    It keeps the start times of the last ``n`` requests (``n = floor(rate)``, at least 1) and
+    lets a new one start only once the oldest of them is a full window (``n / rate`` seconds,
+    plus ``slack``) old. Unlike a token bucket it never allows a burst above the limit, so a
+    burst of 50 calls at 10/s puts at most 10 in any one-second window. Slots are reserved in
+    order under a lock and waited for outside it.
+
+    - ``rate``: requests per second (> 0)
+    - ``clock`` / ``sleep``: time sources (default ``time.monotonic`` / ``time.sleep``), for tests
+    - ``slack``: extra seconds added to the window, to absorb network jitter (default 0.01)
+
+    >>> limiter = RateLimiter(10.0)
+    >>> limiter.acquire(deadline=None)
+    True
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        slack: float = 0.01,
+    ) -> None:
+        if not rate > 0:
+            raise ValueError(f"rate must be a number of requests per second > 0 (got {rate!r})")
+        self.rate = float(rate)
+        self._size = max(1, int(rate))
+        self._window = self._size / self.rate + slack
+        self._starts: deque[float] = deque(maxlen=self._size)
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"RateLimiter(rate={self.rate:g}/s)"
+
+    def acquire(self, deadline: float | None = None) -> bool:
+        """Wait for a request slot; False (without waiting) if it would open after ``deadline``."""
+        with self._lock:
+            now = self._clock()
+            start = now
+            if len(self._starts) == self._size:
+                start = max(now, self._starts[0] + self._window)
+            if deadline is not None and start > deadline:
+                return False
+            self._starts.append(start)
+        if start > now:
+            self._sleep(start - now)
+        return True
+
+
+# Limiters are shared by every client of the same team (same base URL, key and rate) in this
+# process, because Loops counts requests per team, not per connection. Weak values let a
+# limiter go away with the last client that uses it.
+_LIMITERS: weakref.WeakValueDictionary[tuple[str, float], RateLimiter] = (
+    weakref.WeakValueDictionary()
+)
+_LIMITERS_LOCK = threading.Lock()
+
+
+def _shared_limiter(base_url: str, api_key: str, rate: float) -> RateLimiter:
+    team = hashlib.sha256(f"{base_url}\n{api_key}".encode()).hexdigest()
+    with _LIMITERS_LOCK:
+        limiter = _LIMITERS.get((team, rate))
+        if limiter is None:
+            limiter = RateLimiter(rate)
+            _LIMITERS[(team, rate)] = limiter
+        return limiter
+
+
+def redact(value: Any, secret: str) -> Any:
+    """``value`` with every occurrence of ``secret`` in its strings replaced by ``[redacted]``."""
+    if not secret:
+        return value
+    if isinstance(value, str):
+        return value.replace(secret, "[redacted]")
+    if isinstance(value, Mapping):
+        return {redact(k, secret): redact(v, secret) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact(v, secret) for v in value]
+    return value
+
+
+def _detail(body: Any) -> str:
+    """The error text of a Loops body: ``error.message``, then ``error``, then ``message``."""
+    if not isinstance(body, Mapping):
+        return ""
+    error = body.get("error")
+    if isinstance(error, Mapping) and isinstance(error.get("message"), str) and error["message"]:
+        return str(error["message"])
+    if isinstance(error, str) and error:
+        return error
+    message = body.get("message")
+    return message if isinstance(message, str) else ""
+
+
+def _parse_body(response: httpx.Response) -> tuple[Any, bool]:
+    """``(parsed JSON, True)``, or ``(text, False)`` when the body is not JSON."""
+    try:
+        return jsonlib.loads(response.content), True
+    except (ValueError, UnicodeDecodeError):
+        return response.content.decode("utf-8", "replace"), False
+
+
+def _snippet(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _SNIPPET else text[: _SNIPPET - 3] + "..."
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
+def _request_id(response: httpx.Response) -> str | None:
+    for name in ("x-request-id", "x-vercel-id", "cf-ray"):
+        if name in response.headers:
+            return response.headers[name]
+    return None
+
+
+def map_error(
+    failure: httpx.Response | Exception,
+    *,
+    response: httpx.Response | None = None,
+    secret: str = "",
+    attempts: int = 1,
+    timeout: float | None = None,
+) -> IntegrationError:
+    """Translate a failed exchange with Loops into the ``IntegrationError`` a script sees.
+
+    ``failure`` is either the non-successful ``httpx.Response`` (including a 2xx whose body says
+    ``success: false``), an ``httpx.RequestError`` raised while sending, or the ``ValueError``
+    raised while decoding the ``response`` body. Codes:
+
+    - 401 ``loops.unauthorized``; 404 ``loops.not_found``; 409 ``loops.conflict``;
+      400 ``loops.bad_request``; other 4xx ``loops.http_<status>``
+    - 429 ``loops.rate_limited`` and 5xx ``loops.server_error`` (both retryable)
+    - ``loops.timeout`` / ``loops.connection_error`` for transport failures (retryable)
+    - ``loops.invalid_response`` for a body that is not the JSON Loops promises
+    - ``loops.api_error`` for a 2xx body carrying ``success: false``
+
+    ``secret`` (the API key) is removed from the message and the body by value.
+    """
+    tries = f" (gave up after {attempts} attempts)" if attempts > 1 else ""
+    error: IntegrationError
+    if isinstance(failure, httpx.TimeoutException):
+        limit = f" within {timeout:g} s" if timeout is not None else ""
+        error = TransportError(
+            f"Loops did not answer{limit} ({type(failure).__name__}){tries}. Try again later, "
+            "or give the account a longer timeout.",
+            code="loops.timeout",
+        )
+    elif isinstance(failure, httpx.DecodingError):
+        error = TransportError(
+            f"Loops sent a body that could not be decoded ({failure}){tries}.",
+            code="loops.invalid_response",
+        )
+    elif isinstance(failure, httpx.RequestError):
+        try:
+            host = failure.request.url.host
+        except RuntimeError:  # httpx raises when the request is not attached
+            host = "Loops"
+        error = TransportError(
+            f"could not talk to {host} ({type(failure).__name__}: {failure}){tries}. Check the "
+            "account's base_url and the network, then try again.",
+            code="loops.connection_error",
+        )
+    elif isinstance(failure, ValueError) and response is not None:
+        text = response.content.decode("utf-8", "replace")
+        shown = f": {_snippet(text)!r}" if text.strip() else " (empty body)"
+        error = TransportError(
+            f"Loops answered HTTP {response.status_code} with a body that is not valid JSON "
+            f"(truncated or not JSON){shown}. The request may have been carried out; check "
+            "before repeating a write.",
+            code="loops.invalid_response",
+            status=response.status_code,
+            retryable=False,
+            body=text[:1000],
+            request_id=_request_id(response),
+        )
+    elif isinstance(failure, httpx.Response):
+        error = _error_from_status(failure, tries)
+    else:
+        error = TransportError(
+            f"unexpected failure while talking to Loops: {type(failure).__name__}: {failure}",
+            code="loops.connection_error",
+        )
+    if secret:
+        error.message = redact(error.message, secret)
+        error.args = (error.message,)
+        error.body = redact(error.body, secret)
+    return error
+
+
+def _error_from_status(response: httpx.Response, tries: str) -> IntegrationError:
+    status = response.status_code
+    body, is_json = _parse_body(response)
+    detail = _detail(body) if is_json else ""
+    if not detail and not is_json and body.strip() and "<" not in body:
+        detail = _snippet(body)
+    fallback = f"Loops answered HTTP {status} {response.reason_phrase}".rstrip()
+    text = _sentence(detail or fallback)
+    common: dict[str, Any] = {
+        "status": status,
+        "body": body if is_json else body[:1000],
+        "request_id": _request_id(response),
+    }
+    if 200 <= status < 300:
+        return APIError(
+            _sentence(detail or "Loops answered success=false without a message"),
+            code="loops.api_error",
+            **common,
+        )
+    if status == 401:
+        return AuthenticationError(
+            f"{text} Check the API key configured for this account.",
+            code="loops.unauthorized",
+            **common,
+        )
+    if status == 404:
+        return NotFoundError(text, code="loops.not_found", **common)
+    if status == 409:
+        return APIError(text, code="loops.conflict", **common)
+    if status == 429:
+        limit = response.headers.get("x-ratelimit-limit", "10")
+        text = _sentence(detail or f"Rate limit of {limit} requests per second exceeded")
+        return RateLimitError(
+            f"{text[:-1]}{tries}. Make fewer calls per second, or try again in a moment.",
+            code="loops.rate_limited",
+            retryable=True,
+            **common,
+        )
+    if status >= 500:
+        return APIError(
+            f"{text[:-1]}{tries}. Loops had a server error; try again later.",
+            code="loops.server_error",
+            retryable=True,
+            **common,
+        )
+    code = "loops.bad_request" if status == 400 else f"loops.http_{status}"
+    return APIError(text, code=code, **common)
+
+
+def _retry_after(response: httpx.Response | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP date), if any."""
+    if response is None or "retry-after" not in response.headers:
+        return None
+    raw = response.headers["retry-after"].strip()
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class LoopsClient:
+    """A client for one Loops account (one team and API key), safe to share between threads.
+
+    - ``api_key``: the account's key, sent as ``Authorization: Bearer``; never shown in any
+      message, ``repr`` or error body
+    - ``base_url``: the API root (default ``https://app.loops.so/api/v1``)
+    - ``timeout``: seconds per attempt for connect, read and write (default 10.0)
+    - ``rate_limit``: client-side requests per second (default 10.0, the Loops team limit);
+      ``0`` or ``None`` turns it off. Clients of the same team in one process share the budget
+    - ``max_retries``: extra attempts after a connection error, 429 or 5xx (default 3)
+    - ``backoff_base`` / ``backoff_cap``: the exponential backoff, in seconds (default 0.25
+      doubling up to 2.0), with jitter; a ``Retry-After`` header wins when present
+    - ``transport``: an ``httpx`` transport, for tests
+
+    Retries never sleep past the ``deadline`` given to ``request``: when the next wait would
+    cross it, the last failure is raised instead. Example::
+
+        with LoopsClient(api_key=key) as loops:
+            team = loops.request("GET", "/api-key")["teamName"]
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str = DEFAULT_BASE_URL,
+        timeout: float = 10.0,
+        rate_limit: float | None = 10.0,
+        max_retries: int = 3,
+        backoff_base: float = 0.25,
+        backoff_cap: float = 2.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if not api_key:
+            raise ValueError("api_key is empty; pass the Loops API key of the account")
+        if not timeout > 0:
+            raise ValueError(f"timeout must be a number of seconds > 0 (got {timeout!r})")
+        if rate_limit is not None and rate_limit < 0:
+            raise ValueError(f"rate_limit must be >= 0 requests per second (got {rate_limit!r})")
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0 (got {max_retries!r})")
+        self.base_url = base_url.rstrip("/")
+        self.timeout = float(timeout)
+        self.max_retries = max_retries
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self._api_key = api_key
+        self._limiter = (
+            _shared_limiter(self.base_url, api_key, float(rate_limit)) if rate_limit else None
+        )
+        self._random = random.Random()
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            headers={
+                "Authorization": f"Bearer {api_key}",
+                "Accept": "application/json",
+                "User-Agent": _USER_AGENT,
+            },
+            timeout=httpx.Timeout(self.timeout),
+            transport=transport,
+            follow_redirects=False,
+        )
+        self._state = ClientState.OPEN
+
+    def __repr__(self) -> str:
+        rate = f"{self._limiter.rate:g}/s" if self._limiter else "off"
+        return (
+            f"LoopsClient(base_url={self.base_url!r}, rate_limit={rate}, state={self._state.value})"
+        )
+
+    def __enter__(self) -> LoopsClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def state(self) -> ClientState:
+        return self._state
+
+    @property
+    def rate_limit(self) -> float | None:
+        """Requests per second this client keeps to, or None when limiting is off."""
+        return self._limiter.rate if self._limiter else None
+
+    def close(self) -> None:
+        """Release the connection pool. Closing twice is harmless."""
+        if self._state is ClientState.OPEN:
+            self._state = ClientState.CLOSED
+            self._http.close()
+
+    def url_for(self, path: str) -> str:
+        """The full URL of ``path`` (relative to the base URL), without a query string."""
+        return f"{self.base_url}/{path.lstrip('/')}"
+
+    def preview(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """The request ``request`` would send, as a dry-run plan (never with Authorization)."""
+        headers = {"Accept": "application/json"}
+        if json is not None:
+            headers["Content-Type"] = "application/json"
+        if idempotency_key:
+            headers["Idempotency-Key"] = idempotency_key
+        return {
+            "method": method.upper(),
+            "url": self.url_for(path),
+            "params": dict(params) if params else None,
+            "json": json,
+            "headers": headers,
+        }
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        idempotency_key: str | None = None,
+        deadline: float | None = None,
+    ) -> Any:
+        """Send one logical request and return its parsed JSON body.
+
+        Connection errors, 429 and 5xx are retried (``max_retries`` times at most) with capped
+        exponential backoff and jitter, honouring ``Retry-After``. ``idempotency_key`` goes out
+        as ``Idempotency-Key`` on every attempt; when an earlier attempt may have reached Loops
+        (a 5xx or a connection lost after sending) a 409 means the first one was carried out,
+        and the result is ``{"success": True, "deduplicated": True}``. ``deadline`` is a
+        ``time.monotonic()`` value that no attempt and no wait may go past.
+
+        Raises an ``IntegrationError`` (see ``map_error``) when the request fails for good.
+        """
+        if self._state is ClientState.CLOSED:
+            raise RuntimeError(
+                "this LoopsClient has been closed; open a new one to send more requests"
+            )
+        method = method.upper()
+        headers: dict[str, str] = {}
+        if idempotency_key:
+            if len(idempotency_key) > _MAX_IDEMPOTENCY_KEY:
+                raise ValueError(
+                    f"idempotency_key is {len(idempotency_key)} characters long; Loops accepts "
+                    f"at most {_MAX_IDEMPOTENCY_KEY}"
+                )
+            headers["Idempotency-Key"] = idempotency_key
+        attempts = 0
+        maybe_delivered = False  # an earlier attempt may have been carried out by Loops
+        while True:
+            attempts += 1
+            if self._limiter is not None and not self._limiter.acquire(deadline):
+                raise RateLimitError(
+                    f"the client-side rate limit ({self._limiter.rate:g} requests per second) "
+                    "has no free slot before the run's deadline. Make fewer calls, or give the "
+                    "run more time.",
+                    code="loops.rate_limited",
+                    retryable=True,
+                )
+            timeout = self._attempt_timeout(deadline, attempts)
+            response: httpx.Response | None = None
+            try:
+                response = self._http.request(
+                    method, path, params=params, json=json, headers=headers, timeout=timeout
+                )
+            except httpx.RequestError as exc:
+                delay = self._next_delay(attempts, None)
+                if delay is None or not self._fits(delay, deadline):
+                    raise map_error(
+                        exc, secret=self._api_key, attempts=attempts, timeout=timeout
+                    ) from exc
+                # A refused or never-opened connection carried nothing to Loops.
+                unsent = httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout
+                maybe_delivered = maybe_delivered or not isinstance(exc, unsent)
+                time.sleep(delay)
+                continue
+            status = response.status_code
+            if 200 <= status < 300:
+                return self._parse_success(response, attempts)
+            if status == 409 and idempotency_key and maybe_delivered:
+                return {"success": True, "deduplicated": True}
+            retry = status == 429 or status >= 500
+            delay = self._next_delay(attempts, response) if retry else None
+            if delay is None or not self._fits(delay, deadline):
+                failure = map_error(response, secret=self._api_key, attempts=attempts)
+                doubtful = maybe_delivered and method not in _IDEMPOTENT_METHODS
+                if doubtful and not idempotency_key and status in {404, 409}:
+                    failure.message += (
+                        " An earlier attempt of this request failed after it may have reached "
+                        "Loops, so this answer may be the result of that attempt."
+                    )
+                    failure.args = (failure.message,)
+                raise failure
+            maybe_delivered = maybe_delivered or status >= 500
+            time.sleep(delay)
+
+    @staticmethod
+    def _fits(delay: float, deadline: float | None) -> bool:
+        """Whether waiting ``delay`` seconds still leaves time before ``deadline``."""
+        return deadline is None or time.monotonic() + delay < deadline
+
+    def _attempt_timeout(self, deadline: float | None, attempts: int) -> float:
+        """This attempt's timeout: the client's, cut to what is left before ``deadline``."""
+        if deadline is None:
+            return self.timeout
+        left = deadline - time.monotonic()
+        if left <= 0:
+            again = " before it could be retried" if attempts > 1 else " before it was sent"
+            raise TransportError(
+                f"the run's deadline passed{again}; give the run more time.",
+                code="loops.timeout",
+            )
+        return min(self.timeout, left)
+
+    def _next_delay(self, attempts: int, response: httpx.Response | None) -> float | None:
+        """Seconds to wait before the next attempt, or None to stop retrying."""
+        if attempts > self.max_retries:
+            return None
+        hinted = _retry_after(response)
+        if hinted is not None:
+            return hinted if hinted <= _MAX_RETRY_AFTER else None
+        ceiling = min(self.backoff_cap, self.backoff_base * 2.0 ** (attempts - 1))
+        return ceiling / 2 + self._random.uniform(0, ceiling / 2)
+
+    def _parse_success(self, response: httpx.Response, attempts: int) -> Any:
+        if response.status_code == 204:
+            return None
+        try:
+            data = jsonlib.loads(response.content)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise map_error(
+                exc, response=response, secret=self._api_key, attempts=attempts
+            ) from exc
+        if isinstance(data, Mapping) and data.get("success") is False:
+            raise map_error(response, secret=self._api_key, attempts=attempts)
+        return data

@@ -1,0 +1,295 @@
+"""The contact directory: a local SQLite record of the Loops contacts this integration has seen.
+
+The Loops API can neither list contacts nor fetch one by its id (reference, section 8), so the
+integration keeps its own record, per account, of every contact it creates, updates, finds,
+fetches or deletes. ``list_contacts`` pages over it and ``get_contact`` resolves ids through it.
+It relies only on ``sqlite3``; one file serves every account, process and thread of a workspace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final
+
+from luabridge.errors import LuabridgeError
+
+__all__ = [
+    "ENV_VAR",
+    "ContactDirectory",
+    "DirectoryError",
+    "account_identity",
+    "default_directory_path",
+]
+
+#: Environment variable holding the directory's file path; it overrides the default location.
+ENV_VAR: Final = "LUABRIDGE_LOOPS_DIRECTORY"
+_FILE_NAME: Final = "loops-contacts.sqlite3"
+_SCHEMA_VERSION: Final = 1
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS contacts (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- first-seen order, the listing order
+    account TEXT NOT NULL,                  -- account_identity(...)
+    contact_id TEXT NOT NULL,               -- the id Loops gave the contact
+    email TEXT,                             -- lower-cased, for matching
+    user_id TEXT,
+    data TEXT NOT NULL,                     -- JSON: the contact as last seen (Loops' keys)
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    UNIQUE (account, contact_id)
+);
+CREATE INDEX IF NOT EXISTS contacts_by_email ON contacts (account, email);
+CREATE INDEX IF NOT EXISTS contacts_by_user_id ON contacts (account, user_id);
+"""
+
+
+class DirectoryError(LuabridgeError, OSError):
+    """The directory's file cannot be created, opened, read or written."""
+
+
+def default_directory_path(environ: Mapping[str, str] | None = None) -> Path:
+    """Where the directory lives: ``$LUABRIDGE_LOOPS_DIRECTORY`` if set, else
+    ``$XDG_DATA_HOME/luabridge/loops-contacts.sqlite3``, else
+    ``~/.local/share/luabridge/loops-contacts.sqlite3``."""
+    env = os.environ if environ is None else environ
+    if env.get(ENV_VAR):
+        return Path(env[ENV_VAR]).expanduser()
+    data_home = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data_home).expanduser() / "luabridge" / _FILE_NAME
+
+
+def account_identity(name: str, base_url: str, api_key: str) -> str:
+    """A stable key for one account's rows: its name and a short fingerprint of where it points.
+
+    The fingerprint is the first 12 hex digits of SHA-256 over the base URL and the API key, so
+    two teams (or the emulator and production) never share rows, and the key itself is never
+    stored.
+    """
+    digest = hashlib.sha256(f"{base_url.rstrip('/')}\n{api_key}".encode()).hexdigest()
+    return f"{name}:{digest[:12]}"
+
+
+def _merge(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """``new`` laid over ``old``; mailing-list flags merge, and only subscribed lists are kept."""
+    merged = dict(old)
+    for key, value in new.items():
+        if key == "mailingLists" and isinstance(value, Mapping):
+            lists = dict(merged.get("mailingLists") or {})
+            for list_id, subscribed in value.items():
+                if subscribed:
+                    lists[str(list_id)] = True
+                else:
+                    lists.pop(str(list_id), None)
+            merged[key] = lists
+        else:
+            merged[key] = value
+    return merged
+
+
+def _norm_email(email: Any) -> str | None:
+    return email.strip().lower() if isinstance(email, str) and email.strip() else None
+
+
+def _norm_user_id(user_id: Any) -> str | None:
+    return user_id if isinstance(user_id, str) and user_id else None
+
+
+class ContactDirectory:
+    """The contacts of every account, as this integration last saw them, in one SQLite file.
+
+    - ``path``: the database file; its folder is created when missing. Use
+      ``default_directory_path()`` for the documented default.
+    - ``busy_timeout``: seconds a writer waits for another one to finish (default 10.0)
+
+    Contacts go in and come out with Loops' own keys (``id``, ``email``, ``firstName``,
+    ``userId``, ``mailingLists``, custom properties). Rows are keyed by ``account_identity``.
+    Safe for many threads (one connection each) and processes (WAL journal, busy timeout,
+    short transactions). Example::
+
+        with ContactDirectory(default_directory_path()) as directory:
+            directory.upsert(account, {"id": "c1", "email": "jane@example.com"})
+            rows, total = directory.page(account, limit=50, offset=0)
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 10.0) -> None:
+        self.path = Path(path).expanduser()
+        self.busy_timeout = busy_timeout
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise self._error(f"cannot create the folder {str(self.path.parent)!r}", exc) from exc
+        with self._transaction() as db:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+
+    def __repr__(self) -> str:
+        return f"ContactDirectory({str(self.path)!r})"
+
+    def __enter__(self) -> ContactDirectory:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close every connection this object opened. Closing twice is harmless."""
+        with self._lock:
+            self._closed = True
+            connections, self._connections = self._connections, []
+        for connection in connections:
+            connection.close()
+
+    def _error(self, what: str, exc: BaseException) -> DirectoryError:
+        return DirectoryError(
+            f"{what} for the Loops contact directory ({type(exc).__name__}: {exc}). Point "
+            f"{ENV_VAR} at a file in a writable folder, or fix the permissions of "
+            f"{str(self.path)!r}."
+        )
+
+    def _connection(self) -> sqlite3.Connection:
+        """This thread's connection (a forked child opens its own instead of the parent's)."""
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is not None and self._local.pid == os.getpid():
+            return connection
+        with self._lock:
+            if self._closed:
+                raise DirectoryError(f"{self!r} has been closed; open a new ContactDirectory")
+            try:
+                connection = sqlite3.connect(
+                    self.path,
+                    timeout=self.busy_timeout,
+                    isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+                    check_same_thread=False,  # so that close() can close it from any thread
+                )
+                connection.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+                connection.execute("PRAGMA journal_mode = WAL")
+                connection.execute("PRAGMA synchronous = NORMAL")
+            except sqlite3.Error as exc:
+                raise self._error(f"cannot open {str(self.path)!r}", exc) from exc
+            self._connections.append(connection)
+        self._local.connection = connection
+        self._local.pid = os.getpid()
+        return connection
+
+    @contextmanager
+    def _transaction(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
+        """One short transaction; writers take the write lock up front to avoid deadlocks."""
+        db = self._connection()
+        try:
+            db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            action = "cannot write to" if write else "cannot read"
+            raise self._error(f"{action} {str(self.path)!r}", exc) from exc
+
+    def upsert(self, account_id: str, contact: Mapping[str, Any], *, replace: bool = False) -> None:
+        """Record ``contact`` (it needs an ``id``) for ``account_id``.
+
+        With ``replace`` (a full snapshot, as ``/contacts/find`` returns) the stored copy is
+        replaced; otherwise the given fields are laid over it. Any other row of the account that
+        claims the same email or userId is dropped: it describes a contact that no longer exists.
+        """
+        contact_id = contact.get("id")
+        if not isinstance(contact_id, str) or not contact_id:
+            raise ValueError(f"a contact needs a non-empty string 'id' to be recorded: {contact!r}")
+        now = time.time()
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT data FROM contacts WHERE account = ? AND contact_id = ?",
+                (account_id, contact_id),
+            ).fetchone()
+            old = {} if replace or row is None else json.loads(row[0])
+            data = _merge(old, contact)
+            email = _norm_email(data.get("email"))
+            user_id = _norm_user_id(data.get("userId"))
+            db.execute(
+                "DELETE FROM contacts WHERE account = ? AND contact_id != ? AND "
+                "((email IS NOT NULL AND email = ?) OR (user_id IS NOT NULL AND user_id = ?))",
+                (account_id, contact_id, email, user_id),
+            )
+            db.execute(
+                "INSERT INTO contacts (account, contact_id, email, user_id, data, first_seen, "
+                "last_seen) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (account, contact_id) DO "
+                "UPDATE SET email = excluded.email, user_id = excluded.user_id, "
+                "data = excluded.data, last_seen = excluded.last_seen",
+                (account_id, contact_id, email, user_id, json.dumps(data), now, now),
+            )
+
+    def remove(
+        self,
+        account_id: str,
+        *,
+        email: str | None = None,
+        user_id: str | None = None,
+        contact_id: str | None = None,
+    ) -> int:
+        """Forget the account's contacts matching any identifier given; returns how many."""
+        if email is None and user_id is None and contact_id is None:
+            raise ValueError("remove() needs an email, a user_id or a contact_id")
+        with self._transaction() as db:
+            cursor = db.execute(
+                "DELETE FROM contacts WHERE account = ? AND (email = ? OR user_id = ? OR "
+                "contact_id = ?)",
+                (account_id, _norm_email(email), _norm_user_id(user_id), contact_id),
+            )
+            return cursor.rowcount
+
+    def get(self, account_id: str, contact_id: str) -> dict[str, Any] | None:
+        """The stored contact with this id, or None when the account never saw it."""
+        with self._transaction(write=False) as db:
+            row = db.execute(
+                "SELECT data FROM contacts WHERE account = ? AND contact_id = ?",
+                (account_id, contact_id),
+            ).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def lookup(
+        self, account_id: str, *, email: str | None = None, user_id: str | None = None
+    ) -> dict[str, Any] | None:
+        """The stored contact with this email (any case) or userId, or None."""
+        with self._transaction(write=False) as db:
+            row = db.execute(
+                "SELECT data FROM contacts WHERE account = ? AND (email = ? OR user_id = ?) "
+                "ORDER BY seq LIMIT 1",
+                (account_id, _norm_email(email), _norm_user_id(user_id)),
+            ).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def page(self, account_id: str, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
+        """Up to ``limit`` contacts after skipping ``offset``, in first-seen order, and the
+        account's total."""
+        if limit < 0 or offset < 0:
+            raise ValueError(f"limit and offset must be >= 0 (got {limit}, {offset})")
+        with self._transaction(write=False) as db:
+            rows = db.execute(
+                "SELECT data FROM contacts WHERE account = ? ORDER BY seq LIMIT ? OFFSET ?",
+                (account_id, limit, offset),
+            ).fetchall()
+            (total,) = db.execute(
+                "SELECT COUNT(*) FROM contacts WHERE account = ?", (account_id,)
+            ).fetchone()
+        return [dict(json.loads(data)) for (data,) in rows], int(total)
