@@ -1,0 +1,192 @@
+"""Action metadata: the one place an integration declares what scripts can call.
+
+An integration pack builds one :class:`Integration` holding :class:`Action` objects. From them the
+runtime derives argument validation, the Lua bindings, policy checks, dry-run plans, the Markdown
+reference, JSON schemas, LuaLS stubs and the CLI listing. A pack imports only this module, the
+errors module and ``luabridge.accounts.AccountSettings``; it never reaches into runtime internals.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from luabridge.accounts import AccountSettings
+
+__all__ = [
+    "EFFECTS",
+    "Action",
+    "ActionInput",
+    "ActionResult",
+    "CallContext",
+    "Effect",
+    "Example",
+    "Integration",
+    "SupportsClose",
+]
+
+Effect = Literal["read", "write", "destructive"]
+
+#: Effect tags, from least to most dangerous, with what each means for policy.
+EFFECTS: dict[str, str] = {
+    "read": "reads remote state; always allowed",
+    "write": "creates or changes remote state; needs allow 'write'",
+    "destructive": "deletes remote state; needs allow 'destructive'",
+}
+
+
+class ActionInput(BaseModel):
+    """Base of every action's input model: unknown fields are refused.
+
+    Declare an alternative spelling with
+    ``Field(validation_alias=AliasChoices("canonical", "alias"))``; the field name is the
+    canonical Lua name that the docs show.
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, str_strip_whitespace=False)
+
+
+class ActionResult(BaseModel):
+    """Base of every action's output model: the fields every result table can carry.
+
+    A success is ``{success = true, ...}`` with the model's own fields. A remote failure is
+    ``{success = false, error = ..., code = ..., status = ..., retryable = ...}``. A dry-run
+    placeholder has ``dry_run = true``.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    success: bool = Field(description="true when the call did what was asked")
+    error: str | None = Field(
+        default=None, description="what went wrong, when success is false"
+    )
+    code: str | None = Field(
+        default=None,
+        description="stable error code such as 'loops.rate_limited', when success is false",
+    )
+    status: int | None = Field(
+        default=None, description="HTTP status of the failed response, when there was one"
+    )
+    retryable: bool | None = Field(
+        default=None, description="whether trying again later can help, when success is false"
+    )
+    dry_run: bool | None = Field(
+        default=None, description="true when this is a dry-run placeholder: nothing was sent"
+    )
+
+
+@dataclass(frozen=True)
+class Example:
+    """One Lua example for the docs: ``title`` becomes a ``--`` comment above ``code``.
+
+    Every example runs in the test suite against the emulator, so write it to succeed there.
+    """
+
+    code: str
+    title: str = ""
+
+
+class SupportsClose(Protocol):
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class CallContext:
+    """What a handler gets besides its validated parameters.
+
+    - ``account``: the account name the script used (``default`` for the bare namespace)
+    - ``client``: the account's client, made once per account by ``Integration.open_client``
+    - ``deadline``: ``time.monotonic()`` value after which the run is over; retries stop there
+    - ``execution_id``: the run's id, for logs and idempotency keys
+    """
+
+    integration: str
+    account: str
+    client: Any
+    deadline: float
+    execution_id: str
+
+    def remaining(self) -> float:
+        """Seconds left before the run's deadline (never negative)."""
+        return max(0.0, self.deadline - time.monotonic())
+
+
+Handler = Callable[[CallContext, Any], Mapping[str, Any] | BaseModel]
+Planner = Callable[[CallContext, Any], Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class Action:
+    """One callable action, declared once.
+
+    - ``name``: the Lua name, snake_case ``verb_noun``
+    - ``summary``: one line for listings; ``description`` (optional) is the docs paragraph
+    - ``input`` / ``output``: pydantic models (``ActionInput`` / ``ActionResult`` subclasses)
+    - ``effect``: ``read``, ``write`` or ``destructive``
+    - ``handler(ctx, params)``: does the work and returns the output fields; raises an
+      ``IntegrationError`` for remote failures (the runtime returns them as results)
+    - ``plan(ctx, params)``: the exact request the call would send; used by dry runs and
+      recorded in the call log. Required for write and destructive actions.
+    - ``endpoint``: the remote endpoint it uses, for the docs (e.g. ``POST /contacts/create``)
+    - ``examples``: Lua examples (at least one)
+    """
+
+    name: str
+    summary: str
+    input: type[ActionInput]
+    output: type[ActionResult]
+    effect: Effect
+    handler: Handler
+    examples: tuple[Example, ...]
+    description: str = ""
+    plan: Planner | None = None
+    endpoint: str = ""
+
+    def __post_init__(self) -> None:
+        if self.effect not in EFFECTS:
+            raise ValueError(f"action {self.name!r}: unknown effect {self.effect!r}")
+        if self.effect != "read" and self.plan is None:
+            raise ValueError(f"action {self.name!r} is a {self.effect} action and needs a plan")
+        if not self.examples:
+            raise ValueError(f"action {self.name!r} needs at least one example")
+
+
+@dataclass(frozen=True)
+class Integration:
+    """An integration pack: its actions and how to make a client for an account.
+
+    - ``name``: the namespace under ``app.integrations`` (``loops``)
+    - ``title``: the human name used in the docs title (``Loops``)
+    - ``env_prefix``: accounts come from ``<PREFIX>_API_KEY`` (``default``),
+      ``<PREFIX>_API_KEY_<NAME>`` and ``<PREFIX>_BASE_URL``
+    - ``open_client(settings)``: a client for one account; the bridge keeps one per account
+      and closes it with the bridge
+    - ``docs_notes``: extra Markdown placed before the multi-account section
+    """
+
+    name: str
+    title: str
+    actions: tuple[Action, ...]
+    open_client: Callable[[AccountSettings], SupportsClose]
+    env_prefix: str
+    default_base_url: str
+    docs_notes: str = ""
+    _index: dict[str, Action] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for action in self.actions:
+            if action.name in self._index:
+                raise ValueError(f"integration {self.name!r}: duplicate action {action.name!r}")
+            self._index[action.name] = action
+
+    def action(self, name: str) -> Action | None:
+        """The action called ``name``, or None."""
+        return self._index.get(name)
+
+    @property
+    def action_names(self) -> list[str]:
+        return [a.name for a in self.actions]

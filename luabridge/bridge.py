@@ -1,0 +1,460 @@
+"""The public entry point: :class:`Bridge` runs scripts and :class:`RunResult` reports them.
+
+A bridge owns the configured accounts, one client per account, the default limits and the
+worker pool. Each ``run`` gets its own dispatcher (policy, granted accounts, call records), so
+one bridge can serve many threads at once without runs seeing each other.
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib
+import json
+import os
+import pkgutil
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from luabridge.accounts import AccountSettings, load_accounts, read_config_file
+from luabridge.action import EFFECTS, Integration, SupportsClose
+from luabridge.dispatch import CallRecord, Dispatcher, RunPolicy, suggest
+from luabridge.docs import (
+    action_schema,
+    help_text,
+    render_luals,
+    render_markdown,
+    render_schema_bundle,
+)
+from luabridge.errors import ConfigError, LuabridgeError, error_class
+from luabridge.limits import DEFAULT_LIMITS, Limits
+from luabridge.redact import Redactor
+from luabridge.sandbox import RunOutcome, execute
+
+__all__ = ["Bridge", "Isolation", "RunError", "RunResult", "discover_integrations"]
+
+Isolation = Literal["process", "inprocess"]
+
+
+class _State(enum.Enum):
+    OPEN = "open"  # runs are accepted
+    CLOSED = "closed"  # close() was called: clients and workers are gone
+
+
+def discover_integrations() -> list[Integration]:
+    """Every integration pack installed under the ``integrations`` package."""
+    try:
+        package = importlib.import_module("integrations")
+    except ImportError:
+        return []
+    found = []
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
+        module = importlib.import_module(f"integrations.{info.name}")
+        integ = getattr(module, "integration", None)
+        if isinstance(integ, Integration):
+            found.append(integ)
+    return found
+
+
+@dataclass(frozen=True)
+class RunError:
+    """Why a run failed: ``type`` (see ``luabridge.errors.ERROR_TYPES``), ``message``, ``line``."""
+
+    type: str
+    message: str
+    line: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "message": self.message, "line": self.line}
+
+
+@dataclass
+class RunResult:
+    """The outcome of one run.
+
+    - ``ok``: true when the script returned normally
+    - ``value``: its return value as JSON-compatible Python (``None`` on failure)
+    - ``error``: a :class:`RunError` when ``ok`` is false
+    - ``output``: what the script printed
+    - ``calls``: every action call, as :class:`luabridge.dispatch.CallRecord`
+    - ``execution_id``: this run's id
+    - ``usage``: wall time, instructions, peak Lua memory, output bytes and calls, for billing
+      and tuning limits
+    """
+
+    ok: bool
+    value: Any
+    error: RunError | None
+    output: str
+    calls: list[CallRecord]
+    execution_id: str
+    usage: dict[str, Any] = field(default_factory=dict)
+
+    def raise_for_error(self) -> None:
+        """Raise the matching ``ScriptError`` subclass when the run failed."""
+        if self.error is not None:
+            raise error_class(self.error.type)(self.error.message, line=self.error.line)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The CLI's JSON envelope."""
+        return {
+            "ok": self.ok,
+            "result": self.value,
+            "error": None if self.error is None else self.error.to_dict(),
+            "output": self.output,
+            "calls": [c.to_dict() for c in self.calls],
+            "meta": {
+                "executionId": self.execution_id,
+                "durationMs": self.usage.get("wall_ms"),
+                "usage": self.usage,
+            },
+        }
+
+
+def _parse_allow(allow: Iterable[str] | str | None) -> frozenset[str]:
+    if allow is None:
+        return frozenset({"read"})
+    items = allow.split(",") if isinstance(allow, str) else list(allow)
+    effects = {a.strip() for a in items if a and a.strip()}
+    unknown = effects - set(EFFECTS)
+    if unknown:
+        raise ConfigError(
+            f"allow: unknown effect(s) {', '.join(sorted(unknown))}; use read, write, destructive"
+        )
+    return frozenset(effects | {"read"})
+
+
+class Bridge:
+    """Runs Lua scripts in a sandbox with ``app.integrations.*`` bound to real APIs.
+
+    - ``integrations``: the packs to expose (default: every installed pack)
+    - ``accounts``: ``{integration: {name: AccountSettings}}``; see :meth:`from_config`
+    - ``default_accounts``: ``{integration: name}`` of the account the bare namespace uses
+    - ``limits``: default :class:`Limits` of every run (see ``luabridge.limits``)
+    - ``isolation``: ``"process"`` (default: each run in a killable worker process) or
+      ``"inprocess"`` (faster; cannot stop a script stuck in one C call, see the threat model)
+    - ``workers``: size of the worker pool (default 2)
+
+    Example::
+
+        bridge = Bridge.from_config()
+        result = bridge.run("return app.integrations.loops.get_current_user()")
+        print(result.ok, result.value)
+    """
+
+    def __init__(
+        self,
+        *,
+        integrations: Sequence[Integration] | None = None,
+        accounts: Mapping[str, Mapping[str, AccountSettings]] | None = None,
+        default_accounts: Mapping[str, str | None] | None = None,
+        limits: Limits | Mapping[str, Any] | None = None,
+        isolation: Isolation = "process",
+        workers: int = 2,
+    ) -> None:
+        if isolation not in ("process", "inprocess"):
+            raise ConfigError(f"isolation must be 'process' or 'inprocess', got {isolation!r}")
+        integs = discover_integrations() if integrations is None else list(integrations)
+        self.integrations: dict[str, Integration] = {i.name: i for i in integs}
+        self.accounts: dict[str, dict[str, AccountSettings]] = {
+            name: dict((accounts or {}).get(name, {})) for name in self.integrations
+        }
+        self.default_accounts: dict[str, str | None] = {}
+        for name in self.integrations:
+            given = (default_accounts or {}).get(name)
+            if given is None and "default" in self.accounts[name]:
+                given = "default"
+            self.default_accounts[name] = given
+        self.limits = DEFAULT_LIMITS.merged(dict(limits) if isinstance(limits, Mapping) else limits)
+        self.isolation: Isolation = isolation
+        self._clients: dict[tuple[str, str], SupportsClose] = {}
+        self._lock = threading.Lock()
+        self._state = _State.OPEN
+        self._redactor = Redactor(
+            a.api_key for accs in self.accounts.values() for a in accs.values()
+        )
+        self._pool: Any = None
+        self._workers = workers
+
+    @classmethod
+    def from_config(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+        integrations: Sequence[Integration] | None = None,
+        **options: Any,
+    ) -> Bridge:
+        """A bridge whose accounts come from the environment and ``luabridge.toml``.
+
+        ``path`` names the config file; without it, ``luabridge.toml`` in the working directory
+        is read when it exists. ``options`` go to the constructor (``limits``, ``isolation``...).
+        """
+        config: dict[str, Any] = {}
+        config_name = "luabridge.toml"
+        if path is not None:
+            config = read_config_file(path)
+            config_name = str(path)
+        elif Path("luabridge.toml").is_file():
+            config = read_config_file("luabridge.toml")
+        integs = discover_integrations() if integrations is None else list(integrations)
+        accounts: dict[str, dict[str, AccountSettings]] = {}
+        defaults: dict[str, str | None] = {}
+        for integ in integs:
+            accounts[integ.name], defaults[integ.name] = load_accounts(
+                env_prefix=integ.env_prefix,
+                integration=integ.name,
+                default_base_url=integ.default_base_url,
+                environ=environ,
+                config=config,
+                config_path=config_name,
+            )
+        limits = options.pop("limits", None)
+        if limits is None and isinstance(config.get("limits"), Mapping):
+            limits = dict(config["limits"])
+        return cls(
+            integrations=integs,
+            accounts=accounts,
+            default_accounts=defaults,
+            limits=limits,
+            **options,
+        )
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close every client and stop the workers; the bridge cannot run scripts afterwards."""
+        with self._lock:
+            if self._state is _State.CLOSED:
+                return
+            self._state = _State.CLOSED
+            clients, self._clients = list(self._clients.values()), {}
+            pool, self._pool = self._pool, None
+        for client in clients:
+            client.close()
+        if pool is not None:
+            pool.close()
+
+    def __enter__(self) -> Bridge:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        accs = {n: sorted(a) for n, a in self.accounts.items()}
+        return f"Bridge(integrations={sorted(self.integrations)}, accounts={accs}, isolation={self.isolation!r})"
+
+    def _check_open(self) -> None:
+        if self._state is _State.CLOSED:
+            raise LuabridgeError("this Bridge was closed; create a new one to run more scripts")
+
+    def _client(self, integration: str, account: str) -> SupportsClose:
+        key = (integration, account)
+        client = self._clients.get(key)
+        if client is not None:
+            return client
+        with self._lock:
+            self._check_open()
+            client = self._clients.get(key)
+            if client is None:
+                settings = self.accounts[integration][account]
+                if not settings.api_key:
+                    integ = self.integrations[integration]
+                    var = f"{integ.env_prefix}_API_KEY" + (
+                        "" if account == "default" else f"_{account.upper()}"
+                    )
+                    where = settings.key_source or var
+                    raise ConfigError(
+                        f"{integration} account '{account}' has no API key; set {where}"
+                    )
+                client = self.integrations[integration].open_client(settings)
+                self._clients[key] = client
+        return client
+
+    # -- runs -----------------------------------------------------------------------------------
+
+    def _grants(self, accounts: Mapping[str, Iterable[str]] | None) -> dict[str, list[str]]:
+        granted: dict[str, list[str]] = {}
+        for name in self.integrations:
+            granted[name] = sorted(self.accounts[name])
+        if accounts is None:
+            return granted
+        for name, wanted in accounts.items():
+            if name not in self.integrations:
+                raise ConfigError(
+                    f"accounts: unknown integration '{name}'{suggest(name, self.integrations)}; "
+                    f"known: {', '.join(self.integrations) or 'none'}"
+                )
+            wanted_list = [wanted] if isinstance(wanted, str) else list(wanted)
+            configured = self.accounts[name]
+            for acc in wanted_list:
+                if acc not in configured:
+                    raise ConfigError(
+                        f"accounts: {name} account '{acc}' is not configured"
+                        f"{suggest(acc, configured)}; configured: "
+                        f"{', '.join(sorted(configured)) or 'none'}"
+                    )
+            granted[name] = sorted(set(wanted_list))
+        for name in self.integrations:
+            if name not in accounts:
+                granted[name] = []
+        return granted
+
+    def run(
+        self,
+        source: str,
+        input: Any = None,
+        *,
+        allow: Iterable[str] | str | None = None,
+        dry_run: bool = False,
+        accounts: Mapping[str, Iterable[str]] | None = None,
+        limits: Limits | Mapping[str, Any] | None = None,
+    ) -> RunResult:
+        """Run ``source`` with ``input`` as its first argument; never raises for script errors.
+
+        - ``allow``: effects the run may perform besides ``read`` (``{"write"}``,
+          ``{"write", "destructive"}``); read-only by default
+        - ``dry_run``: run everything, perform reads, plan writes without sending them
+        - ``accounts``: ``{"loops": ["default"]}`` grants only those accounts; an integration
+          not named gets none; ``None`` grants every configured account
+        - ``limits``: overrides of the bridge's limits for this run
+
+        Raises ``ConfigError`` for bad options (unknown effect, account or limit).
+        """
+        self._check_open()
+        policy_allow = _parse_allow(allow)
+        run_limits = self.limits.merged(dict(limits) if isinstance(limits, Mapping) else limits)
+        granted = self._grants(accounts)
+        execution_id = "exec_" + uuid.uuid4().hex
+        started = time.monotonic()
+        policy = RunPolicy(
+            allow=policy_allow,
+            dry_run=bool(dry_run),
+            max_calls=run_limits.calls,
+            deadline=started + run_limits.timeout,
+            execution_id=execution_id,
+        )
+        dispatcher = Dispatcher(
+            integrations=self.integrations,
+            granted=granted,
+            defaults=self.default_accounts,
+            policy=policy,
+            client_for=self._client,
+            redactor=self._redactor,
+            help_text=lambda topic: help_text(self.integrations, granted, topic),
+            schema_of=self._schema_by_name,
+        )
+        try:
+            input_copy = json.loads(json.dumps(input)) if input is not None else None
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"input must be JSON-compatible data: {exc}") from exc
+        if self.isolation == "process":
+            outcome = self._worker_pool().run(source, input_copy, dispatcher, run_limits, started)
+        else:
+            outcome = execute(source, input_copy, host=dispatcher, limits=run_limits, started=started)
+        return self._result(outcome, dispatcher, execution_id)
+
+    def _worker_pool(self) -> Any:
+        with self._lock:
+            if self._pool is None:
+                from luabridge.worker import WorkerPool
+
+                self._pool = WorkerPool(size=self._workers)
+            return self._pool
+
+    def _result(self, outcome: RunOutcome, dispatcher: Dispatcher, execution_id: str) -> RunResult:
+        red = self._redactor
+        error = None
+        if outcome.error is not None:
+            err = outcome.error
+            error = RunError(
+                type=str(err.get("type") or "InternalError"),
+                message=red.text(str(err.get("message") or "")),
+                line=err.get("line"),
+            )
+        usage = dict(outcome.usage)
+        usage["calls"] = len(dispatcher.calls)
+        return RunResult(
+            ok=outcome.ok and error is None,
+            value=red.data(outcome.value) if outcome.ok else None,
+            error=error,
+            output=red.text(outcome.output),
+            calls=list(dispatcher.calls),
+            execution_id=execution_id,
+            usage=usage,
+        )
+
+    # -- docs and introspection ------------------------------------------------------------------
+
+    def _integration(self, name: str) -> Integration:
+        integ = self.integrations.get(name)
+        if integ is None:
+            raise ConfigError(
+                f"unknown integration '{name}'{suggest(name, self.integrations)}; "
+                f"known: {', '.join(self.integrations) or 'none'}"
+            )
+        return integ
+
+    def docs(self, integration: str, action: str | None = None, *, format: str = "markdown") -> str:
+        """The reference of one integration (or one action) as markdown, json or luals."""
+        integ = self._integration(integration)
+        accounts = sorted(self.accounts[integration])
+        if format == "markdown":
+            if action is None:
+                return render_markdown(integ, accounts)
+            return help_text(self.integrations, {integration: accounts}, f"{integration}.{action}")
+        if format == "json":
+            if action is None:
+                return json.dumps(render_schema_bundle(integ), indent=2) + "\n"
+            return json.dumps(self.schema(integration, action), indent=2) + "\n"
+        if format == "luals":
+            return render_luals([integ], {integration: accounts})
+        raise ConfigError(f"unknown docs format {format!r}; use markdown, json or luals")
+
+    def schema(self, integration: str, action: str) -> dict[str, Any]:
+        """Input and output JSON schema of one action."""
+        integ = self._integration(integration)
+        act = integ.action(action)
+        if act is None:
+            raise ConfigError(
+                f"unknown action '{integration}.{action}'{suggest(action, integ.action_names)}; "
+                f"actions: {', '.join(integ.action_names)}"
+            )
+        return action_schema(integ, act)
+
+    def _schema_by_name(self, name: str) -> dict[str, Any]:
+        integration, _, action = name.partition(".")
+        if not action:
+            raise ConfigError(f"expected '<integration>.<action>', got '{name}'")
+        return self.schema(integration, action)
+
+    def actions(self, integration: str | None = None) -> list[dict[str, str]]:
+        """Name, effect and summary of every action (of one integration, or all)."""
+        names = [integration] if integration else list(self.integrations)
+        return [
+            {"integration": n, "action": a.name, "effect": a.effect, "summary": a.summary}
+            for n in names
+            for a in self._integration(n).actions
+        ]
+
+    def account_info(self) -> list[dict[str, Any]]:
+        """Configured accounts and whether a key is present (never the key itself)."""
+        rows = []
+        for name, accs in self.accounts.items():
+            for acc in sorted(accs.values(), key=lambda a: a.name):
+                rows.append(
+                    {
+                        "integration": name,
+                        "account": acc.name,
+                        "default": self.default_accounts.get(name) == acc.name,
+                        "has_key": acc.has_key,
+                        "key_source": acc.key_source,
+                        "base_url": acc.base_url,
+                    }
+                )
+        return rows

@@ -1,0 +1,173 @@
+"""Value conversion between Lua and Python: every rule lives here (and in the Lua encoder it drives).
+
+Lua → Python (script results, action parameters, ``app.json.encode``). Trusted Lua in
+``lua/bootstrap.lua`` walks the value with raw access (no metamethod ever runs) under the run's
+limits and writes JSON text, which :func:`decode_lua_json` parses here:
+
+- ``nil`` → ``None``; ``app.null`` → ``None`` (JSON null); booleans and strings as they are.
+- Numbers: an integral value within ±2^53 becomes ``int``, anything else ``float``. NaN and
+  ±inf are refused. Where an action's schema declares a float field, ints are accepted as floats;
+  where it declares an integer, a fractional number is refused.
+- Tables: a table whose keys are exactly ``1..n`` is an array (list); a table whose keys are all
+  strings is an object (dict). An empty table is an array, unless marked with ``app.object{}``;
+  ``app.array{}`` forces an array. Where an action's schema declares an object field, an empty
+  unmarked table becomes ``{}`` (see :func:`shape_for_schema`).
+- Refused, with a ``ValidationError`` naming the path (``result.items[3].name``): cycles,
+  nesting deeper than ``limits.depth`` (64), functions, coroutines, userdata, tables with a
+  metatable (other than the app.array/app.object marks), mixed or non-string keys, arrays with
+  holes (use ``app.null``), keys containing NUL, and strings that are not valid UTF-8.
+- Size: the encoded text may not pass ``limits.result_bytes`` (results; ``ResultLimitError``) or
+  ``limits.argument_bytes`` (parameters; ``ValidationError``). The budget is checked while
+  encoding, never after building the whole value.
+
+Python → Lua (the script's input, action results, ``app.json.decode``): :func:`to_lua` accepts
+JSON-compatible values only:
+
+- ``dict`` → table with string keys; a ``None`` value in a dict is left out (reads as ``nil``);
+  an empty dict becomes ``app.object{}`` so it converts back to ``{}``.
+- ``list``/``tuple`` → array table ``1..n``; ``None`` inside a list becomes ``app.null`` so
+  positions survive; an empty list becomes ``app.array{}``.
+- ``str`` → Lua string (UTF-8 bytes); ``bool``; ``int`` (beyond ±2^53 it is sent as a float);
+  ``float`` (NaN/inf refused). Nesting deeper than the depth limit is refused. Any other type is
+  refused with a ``ValidationError``: Python objects never enter a Lua state.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel
+
+from luabridge.errors import ValidationError
+
+__all__ = [
+    "MAX_DEPTH",
+    "LuaMarkers",
+    "decode_lua_json",
+    "shape_for_schema",
+    "to_lua",
+]
+
+#: Deepest nesting accepted in either direction.
+MAX_DEPTH = 64
+_SAFE_INT = 2**53
+
+
+def decode_lua_json(text: bytes | str) -> Any:
+    """Parse the JSON text written by the trusted Lua encoder."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8")
+    return json.loads(text)
+
+
+class LuaMarkers:
+    """Per-state makers for the values Python builds inside a Lua state.
+
+    - ``null``: the state's ``app.null`` table
+    - ``new_object`` / ``new_array``: Lua functions returning a fresh marked empty table
+    - ``table_from``: the runtime's ``table_from``
+    """
+
+    __slots__ = ("new_array", "new_object", "null", "table_from")
+
+    def __init__(
+        self,
+        null: Any,
+        new_object: Callable[[], Any],
+        new_array: Callable[[], Any],
+        table_from: Callable[..., Any],
+    ) -> None:
+        self.null = null
+        self.new_object = new_object
+        self.new_array = new_array
+        self.table_from = table_from
+
+
+def _prepare(value: Any, markers: LuaMarkers, depth: int, path: str) -> Any:
+    if value is None:
+        return markers.null
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value if -_SAFE_INT <= value <= _SAFE_INT else float(value)
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            raise ValidationError(f"{path}: {value!r} cannot be sent to Lua; use a finite number")
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass")
+    if depth >= MAX_DEPTH:
+        raise ValidationError(f"{path}: nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, dict):
+        if not value:
+            return markers.new_object()
+        out: dict[bytes, Any] = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise ValidationError(f"{path}: object key {k!r} is not a string")
+            if v is None:
+                continue
+            out[k.encode("utf-8", "surrogatepass")] = _prepare(v, markers, depth + 1, f"{path}.{k}")
+        return out if out else markers.new_object()
+    if isinstance(value, list | tuple):
+        if not value:
+            return markers.new_array()
+        return [_prepare(v, markers, depth + 1, f"{path}[{i + 1}]") for i, v in enumerate(value)]
+    raise ValidationError(
+        f"{path}: a Python {type(value).__name__} cannot be sent to Lua; "
+        "use JSON-compatible values (dict, list, str, int, float, bool, None)"
+    )
+
+
+def to_lua(value: Any, markers: LuaMarkers, *, path: str = "value") -> Any:
+    """Convert a JSON-compatible Python value into Lua values of one state (see module rules)."""
+    prepared = _prepare(value, markers, 0, path)
+    if isinstance(prepared, dict | list):
+        return markers.table_from(prepared, recursive=True)
+    return prepared
+
+
+def _field_kind(annotation: Any) -> str | None:
+    """'object', 'array' or None for a model field's (possibly optional) annotation."""
+    import types
+    import typing
+
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        kinds = {_field_kind(a) for a in typing.get_args(annotation) if a is not type(None)}
+        kinds.discard(None)
+        return kinds.pop() if len(kinds) == 1 else None
+    if origin is typing.Annotated:
+        return _field_kind(typing.get_args(annotation)[0])
+    if annotation is dict or origin is dict:
+        return "object"
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "object"
+    if annotation in (list, tuple) or origin in (list, tuple):
+        return "array"
+    return None
+
+
+def shape_for_schema(params: dict[str, Any], model: type[BaseModel]) -> dict[str, Any]:
+    """Apply schema-directed shapes: an empty array ``[]`` given for an object field becomes ``{}``.
+
+    Lua cannot tell an empty array from an empty object, and the encoder writes an unmarked
+    empty table as ``[]``; the action's model decides. Keys are matched by field name and alias.
+    """
+    out = dict(params)
+    for name, info in model.model_fields.items():
+        if _field_kind(info.annotation) != "object":
+            continue
+        keys = {name}
+        alias = info.validation_alias
+        if isinstance(alias, str):
+            keys.add(alias)
+        elif alias is not None and hasattr(alias, "choices"):
+            keys.update(c for c in alias.choices if isinstance(c, str))
+        for key in keys:
+            if out.get(key) == []:
+                out[key] = {}
+    return out

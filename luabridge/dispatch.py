@@ -1,0 +1,399 @@
+"""The per-run dispatcher: every binding call from Lua lands here.
+
+It owns what Lua must never decide: which accounts exist in the run, the policy (effect tags and
+dry run), the call limit, argument validation against the action's model, calling the handler
+with the account's client, shaping results by the output model, redaction, and the call records.
+It never raises into Lua: each answer is a :data:`luabridge.sandbox.Reply`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ValidationError as PydanticValidationError
+
+from luabridge.action import Action, ActionResult, CallContext, Integration
+from luabridge.convert import shape_for_schema
+from luabridge.errors import IntegrationError, LuabridgeError
+from luabridge.redact import Redactor
+from luabridge.sandbox import Reply
+
+__all__ = ["CallRecord", "Dispatcher", "RunPolicy", "accepted_names", "suggest"]
+
+_EFFECT_ORDER = ("read", "write", "destructive")
+
+
+@dataclass
+class CallRecord:
+    """One action call as the audit log and ``RunResult.calls`` show it (secrets redacted).
+
+    ``outcome`` is ``ok``, ``failed`` (the remote side said no; the script got
+    ``success = false``), ``dry_run`` (validated and planned, nothing sent), ``invalid`` (bad
+    arguments), ``refused`` (policy) or ``limit`` (call limit reached).
+    """
+
+    integration: str
+    account: str
+    action: str
+    effect: str
+    params: Any
+    outcome: str
+    duration_ms: float
+    dry_run: bool
+    request: dict[str, Any] | None = None
+    error: str | None = None
+    code: str | None = None
+    status: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {
+            "integration": self.integration,
+            "account": self.account,
+            "action": self.action,
+            "effect": self.effect,
+            "params": self.params,
+            "outcome": self.outcome,
+            "duration_ms": self.duration_ms,
+            "dry_run": self.dry_run,
+        }
+        for key in ("request", "error", "code", "status"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        return out
+
+
+@dataclass(frozen=True)
+class RunPolicy:
+    """What one run may do: the allowed effects, dry run, granted accounts, the call limit."""
+
+    allow: frozenset[str]
+    dry_run: bool
+    max_calls: int
+    deadline: float
+    execution_id: str
+
+
+def suggest(name: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` when a choice is close to ``name``, else an empty string."""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def accepted_names(model: type[BaseModel]) -> dict[str, str]:
+    """Every parameter name a model accepts, mapped to its canonical (field) name."""
+    names: dict[str, str] = {}
+    for fname, info in model.model_fields.items():
+        names[fname] = fname
+        alias = info.validation_alias
+        if isinstance(alias, str):
+            names[alias] = fname
+        elif alias is not None and hasattr(alias, "choices"):
+            for choice in alias.choices:
+                if isinstance(choice, str):
+                    names[choice] = fname
+    return names
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "nil"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return f"{value} (a number)"
+    if isinstance(value, str):
+        shown = value if len(value) <= 60 else value[:57] + "..."
+        return f"{json.dumps(shown)} (a string)"
+    if isinstance(value, list):
+        return f"an array of {len(value)} item(s)"
+    if isinstance(value, dict):
+        return f"a table with {len(value)} key(s)"
+    return type(value).__name__
+
+
+def _pydantic_message(label: str, exc: PydanticValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "__root__")
+        kind = err.get("type", "")
+        if kind == "missing":
+            parts.append(f"'{loc}' is required (got nil)")
+        elif not loc:
+            parts.append(str(err.get("msg", "")).removeprefix("Value error, "))
+        else:
+            msg = str(err.get("msg", "")).removeprefix("Value error, ")
+            parts.append(f"parameter '{loc}': {msg} (got {_describe(err.get('input'))})")
+    return f"{label}: " + "; ".join(parts)
+
+
+def _placeholder(model: type[ActionResult]) -> dict[str, Any]:
+    """A schema-valid result for a dry run: success, dry_run, and a neutral value per field."""
+    out: dict[str, Any] = {"success": True, "dry_run": True}
+    for name, info in model.model_fields.items():
+        if name in out or not info.is_required():
+            continue
+        ann = info.annotation
+        neutral: Any = None
+        for typ, value in ((str, ""), (bool, False), (int, 0), (float, 0.0), (list, []), (dict, {})):
+            if ann is typ or getattr(ann, "__origin__", None) is typ:
+                neutral = value
+                break
+        out[name] = neutral
+    return out
+
+
+class Dispatcher:
+    """The :class:`luabridge.sandbox.Host` of one run.
+
+    - ``integrations``: the bridge's integrations by name
+    - ``granted``: ``{integration: [account names]}`` that exist in this run
+    - ``defaults``: ``{integration: default account name or None}``
+    - ``client_for(integration, account)``: the account's client (made once by the bridge)
+    - ``docs``: renders help text and schemas (see ``luabridge.docs``)
+    """
+
+    def __init__(
+        self,
+        *,
+        integrations: Mapping[str, Integration],
+        granted: Mapping[str, list[str]],
+        defaults: Mapping[str, str | None],
+        policy: RunPolicy,
+        client_for: Callable[[str, str], Any],
+        redactor: Redactor,
+        help_text: Callable[[str | None], str],
+        schema_of: Callable[[str], dict[str, Any]],
+    ) -> None:
+        self.integrations = integrations
+        self.granted = granted
+        self.defaults = defaults
+        self.policy = policy
+        self.client_for = client_for
+        self.redactor = redactor
+        self.help_text = help_text
+        self.schema_of = schema_of
+        self.calls: list[CallRecord] = []
+        self._count = 0
+        self._lock = threading.Lock()
+        self.spec: dict[str, Any] = {}
+        for name, integ in integrations.items():
+            accounts = list(granted.get(name, []))
+            default = defaults.get(name)
+            self.spec[name] = {
+                "actions": integ.action_names,
+                "accounts": accounts,
+                "default": default if default in accounts else None,
+                "summary": (
+                    f"<{name} integration: {len(integ.actions)} actions, accounts: "
+                    f"{', '.join(accounts) or 'none'}; call app.help('{name}') for the reference>"
+                ),
+            }
+
+    # -- errors for unknown names -------------------------------------------------------------
+
+    def explain(self, integration: str, account: str | None, name: str | None) -> str:
+        if integration not in self.integrations:
+            known = ", ".join(sorted(self.integrations)) or "none"
+            return (
+                f"unknown integration '{integration}'{suggest(integration, self.integrations)}; "
+                f"available: {known}"
+            )
+        integ = self.integrations[integration]
+        accounts = self.spec[integration]["accounts"]
+        name = name or ""
+        if account is not None:
+            return (
+                f"{integration}: unknown action '{name}'{suggest(name, integ.action_names)}; "
+                f"actions: {', '.join(integ.action_names)}"
+            )
+        if name in integ.action_names or name == "default":
+            if not accounts:
+                return (
+                    f"{integration}: no account is available to this run; configure one "
+                    f"(set {integ.env_prefix}_API_KEY) and grant it to the run"
+                )
+            return (
+                f"{integration}: this run has no default account; use a named one: "
+                + ", ".join(f"app.integrations.{integration}.{a}" for a in accounts)
+            )
+        hint = suggest(name, [*integ.action_names, *accounts])
+        return (
+            f"{integration}: unknown action or account '{name}'{hint}; "
+            f"accounts in this run: {', '.join(accounts) or 'none'}; "
+            f"actions: {', '.join(integ.action_names)}"
+        )
+
+    # -- introspection --------------------------------------------------------------------------
+
+    def help(self, topic: str | None) -> Reply:
+        try:
+            return ("ok", self.help_text(topic), None)
+        except LuabridgeError as exc:
+            return ("raise", f"app.help: {exc}", "RuntimeError")
+
+    def schema(self, name: str) -> Reply:
+        try:
+            return ("ok", self.schema_of(name), None)
+        except LuabridgeError as exc:
+            return ("raise", f"app.schema: {exc}", "RuntimeError")
+
+    def accounts(self, name: str) -> Reply:
+        if name not in self.integrations:
+            return ("raise", "app.accounts: " + self.explain(name, None, None), "RuntimeError")
+        allowed = [e for e in _EFFECT_ORDER if e in self.policy.allow]
+        rows = [
+            {
+                "name": acc,
+                "default": acc == self.spec[name]["default"],
+                "allowed": allowed,
+                "dry_run": self.policy.dry_run,
+            }
+            for acc in self.spec[name]["accounts"]
+        ]
+        return ("ok", rows, None)
+
+    # -- calls ----------------------------------------------------------------------------------
+
+    def _record(self, record: CallRecord) -> None:
+        with self._lock:
+            self.calls.append(record)
+
+    def call(self, integration: str, account: str, action_name: str, params_text: str) -> Reply:
+        started = time.monotonic()
+        integ = self.integrations.get(integration)
+        action = integ.action(action_name) if integ else None
+        if integ is None or action is None or account not in self.spec[integration]["accounts"]:
+            return ("raise", self.explain(integration, account, action_name), "RuntimeError")
+        label = f"{integration}.{action_name}"
+        try:
+            raw = json.loads(params_text)
+        except ValueError:
+            raw = {}
+        params: dict[str, Any] = raw if isinstance(raw, dict) else {}
+
+        def record(outcome: str, **extra: Any) -> None:
+            self._record(
+                CallRecord(
+                    integration=integration,
+                    account=account,
+                    action=action_name,
+                    effect=action.effect,
+                    params=self.redactor.data(params),
+                    outcome=outcome,
+                    duration_ms=round((time.monotonic() - started) * 1000, 3),
+                    dry_run=self.policy.dry_run,
+                    **extra,
+                )
+            )
+
+        with self._lock:
+            self._count += 1
+            over = self._count > self.policy.max_calls
+        if over:
+            msg = (
+                f"call limit reached ({self.policy.max_calls} action calls); "
+                "raise limits.calls or make fewer calls per run"
+            )
+            record("limit", error=msg)
+            return ("limit", msg, "CallLimitError")
+
+        if action.effect not in self.policy.allow:
+            allowed = ", ".join(e for e in _EFFECT_ORDER if e in self.policy.allow)
+            msg = (
+                f"{label} is a {action.effect} action and this run allows only: {allowed}; "
+                f"allow it with allow={{..., '{action.effect}'}} (CLI: --allow {action.effect})"
+                + (", or add dry_run=True to plan it without sending" if not self.policy.dry_run else "")
+            )
+            record("refused", error=msg)
+            return ("raise", msg, "PermissionError")
+
+        names = accepted_names(action.input)
+        for key in params:
+            if key not in names:
+                canonical = sorted(set(names.values()))
+                msg = (
+                    f"{label}: unknown parameter '{key}'{suggest(key, names)}; "
+                    f"parameters: {', '.join(canonical) or 'none'}"
+                )
+                record("invalid", error=msg)
+                return ("raise", msg, "ValidationError")
+        try:
+            model = action.input.model_validate(shape_for_schema(params, action.input), strict=True)
+        except PydanticValidationError as exc:
+            msg = self.redactor.text(_pydantic_message(label, exc))
+            record("invalid", error=msg)
+            return ("raise", msg, "ValidationError")
+
+        ctx = CallContext(
+            integration=integration,
+            account=account,
+            client=None,
+            deadline=self.policy.deadline,
+            execution_id=self.policy.execution_id,
+        )
+        if self.policy.dry_run and action.effect != "read":
+            assert action.plan is not None
+            try:
+                request = self.redactor.data(dict(action.plan(ctx, model)))
+            except Exception as exc:  # noqa: BLE001 - a planner bug must not end the run
+                request = {"error": f"could not plan the request: {type(exc).__name__}: {exc}"}
+            record("dry_run", request=request)
+            return ("ok", self._shape(action, _placeholder(action.output)), None)
+
+        result: dict[str, Any]
+        try:
+            client = self.client_for(integration, account)
+            ctx = CallContext(
+                integration=integration,
+                account=account,
+                client=client,
+                deadline=self.policy.deadline,
+                execution_id=self.policy.execution_id,
+            )
+            produced = action.handler(ctx, model)
+            result = self._shape(action, produced)
+        except IntegrationError as exc:
+            failure = exc.to_result()
+            if not str(failure["code"]).startswith(integration + "."):
+                failure["code"] = f"{integration}.{failure['code']}"
+            result = self.redactor.data(failure)
+        except LuabridgeError as exc:
+            result = {
+                "success": False,
+                "error": self.redactor.text(str(exc)),
+                "code": f"{integration}.config_error",
+                "retryable": False,
+            }
+        except Exception as exc:  # noqa: BLE001 - a handler bug becomes a failed result
+            result = {
+                "success": False,
+                "error": self.redactor.text(f"internal error in {label}: {type(exc).__name__}: {exc}"),
+                "code": "luabridge.internal_error",
+                "retryable": False,
+            }
+        if result.get("success") is False:
+            record(
+                "failed",
+                error=result.get("error"),
+                code=result.get("code"),
+                status=result.get("status"),
+            )
+        else:
+            record("ok")
+        return ("ok", result, None)
+
+    def _shape(self, action: Action, produced: Mapping[str, Any] | BaseModel) -> dict[str, Any]:
+        """The handler's answer, validated and shaped by the output model, secrets redacted."""
+        if isinstance(produced, BaseModel):
+            data = produced.model_dump(mode="json", exclude_none=True)
+        else:
+            data = {"success": True, **dict(produced)}
+        model = action.output.model_validate(data)
+        return dict(self.redactor.data(model.model_dump(mode="json", exclude_none=True)))

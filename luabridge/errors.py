@@ -1,0 +1,234 @@
+"""The exception tree of luabridge, and the error-type names a run reports.
+
+Every exception the library raises derives from :class:`LuabridgeError`::
+
+    LuabridgeError
+    ├── ConfigError (ValueError)            bad configuration: accounts, limits, options
+    ├── ScriptError                         a run ended in error (``Bridge.run`` never raises it;
+    │   │                                   ``RunResult.raise_for_error()`` does)
+    │   ├── ScriptSyntaxError (SyntaxError)
+    │   ├── ScriptRuntimeError
+    │   ├── ValidationError (ValueError)    bad arguments or values crossing the boundary
+    │   ├── PolicyError (PermissionError)   the run's policy forbids the call
+    │   └── LimitError                      a resource limit ended the run
+    │       ├── TimeLimitError (TimeoutError)
+    │       ├── InstructionLimitError
+    │       ├── MemoryLimitError (MemoryError)
+    │       ├── OutputLimitError
+    │       ├── CallLimitError
+    │       └── ResultLimitError
+    └── IntegrationError                    the remote side failed (returned to Lua, not raised)
+        ├── AuthenticationError             HTTP 401
+        ├── NotFoundError                   HTTP 404
+        ├── RateLimitError                  HTTP 429 still exceeded after retries
+        ├── APIError                        any other HTTP error, or a 200 with success=false
+        └── TransportError                  connect, read, timeout, broken or non-JSON bodies
+
+``ERROR_TYPES`` lists the values ``RunResult.error.type`` can take; each run-ending class has its
+``error_type``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+__all__ = [
+    "ERROR_TYPES",
+    "APIError",
+    "AuthenticationError",
+    "CallLimitError",
+    "ConfigError",
+    "InstructionLimitError",
+    "IntegrationError",
+    "LimitError",
+    "LuabridgeError",
+    "MemoryLimitError",
+    "NotFoundError",
+    "OutputLimitError",
+    "PolicyError",
+    "RateLimitError",
+    "ResultLimitError",
+    "ScriptError",
+    "ScriptRuntimeError",
+    "ScriptSyntaxError",
+    "TimeLimitError",
+    "TransportError",
+    "ValidationError",
+    "error_class",
+]
+
+#: Every value ``RunResult.error.type`` can take, with what it means.
+ERROR_TYPES: dict[str, str] = {
+    "SyntaxError": "the script does not compile",
+    "RuntimeError": "the script raised an error, or touched something the sandbox does not have",
+    "ValidationError": "a value crossing the boundary was refused (arguments, input, result)",
+    "PermissionError": "the run's policy forbids the call (effect tag or account)",
+    "TimeoutError": "the wall-clock limit was reached",
+    "InstructionLimitError": "the instruction budget was used up",
+    "MemoryError": "the Lua heap limit was reached",
+    "OutputLimitError": "print() wrote more than the output limit",
+    "CallLimitError": "the script made more action calls than allowed",
+    "ResultLimitError": "the returned value is larger than allowed",
+    "WorkerCrashError": "the worker process running the script died (native crash or kill)",
+    "InternalError": "a bug in luabridge itself; the message says what happened",
+}
+
+
+class LuabridgeError(Exception):
+    """Base class of every luabridge exception."""
+
+
+class ConfigError(LuabridgeError, ValueError):
+    """Configuration that cannot work: unknown account, bad limit, unreadable config file."""
+
+
+class ScriptError(LuabridgeError):
+    """A run ended in error. Carries the run's error type, message and script line."""
+
+    error_type: ClassVar[str] = "RuntimeError"
+
+    def __init__(self, message: str, *, line: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+
+
+class ScriptSyntaxError(ScriptError, SyntaxError):
+    error_type = "SyntaxError"
+
+
+class ScriptRuntimeError(ScriptError):
+    error_type = "RuntimeError"
+
+
+class ValidationError(ScriptError, ValueError):
+    """A value was refused at the boundary: an action's arguments, the input or the result."""
+
+    error_type = "ValidationError"
+
+
+class PolicyError(ScriptError, PermissionError):
+    error_type = "PermissionError"
+
+
+class LimitError(ScriptError):
+    """A resource limit ended the run. ``limit`` names it, ``value`` is its setting."""
+
+    limit: ClassVar[str] = ""
+
+
+class TimeLimitError(LimitError, TimeoutError):
+    error_type = "TimeoutError"
+    limit = "timeout"
+
+
+class InstructionLimitError(LimitError):
+    error_type = "InstructionLimitError"
+    limit = "instructions"
+
+
+class MemoryLimitError(LimitError, MemoryError):
+    error_type = "MemoryError"
+    limit = "memory"
+
+
+class OutputLimitError(LimitError):
+    error_type = "OutputLimitError"
+    limit = "output_bytes"
+
+
+class CallLimitError(LimitError):
+    error_type = "CallLimitError"
+    limit = "calls"
+
+
+class ResultLimitError(LimitError):
+    error_type = "ResultLimitError"
+    limit = "result_bytes"
+
+
+class IntegrationError(LuabridgeError):
+    """The remote side failed. Actions turn it into ``{success = false, ...}`` for the script.
+
+    - ``code``: stable, documented, ``<integration>.<kind>`` (for example ``loops.rate_limited``)
+    - ``status``: the HTTP status where there was a response
+    - ``retryable``: whether trying again later can help
+    - ``body``: the parsed error body, if any (redacted before it leaves the bridge)
+    """
+
+    default_code: ClassVar[str] = "api_error"
+    default_retryable: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        status: int | None = None,
+        retryable: bool | None = None,
+        body: Any = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code or self.default_code
+        self.status = status
+        self.retryable = self.default_retryable if retryable is None else retryable
+        self.body = body
+        self.request_id = request_id
+
+    def to_result(self) -> dict[str, Any]:
+        """The failure table an action returns to Lua."""
+        out: dict[str, Any] = {
+            "success": False,
+            "error": self.message,
+            "code": self.code,
+            "retryable": self.retryable,
+        }
+        if self.status is not None:
+            out["status"] = self.status
+        return out
+
+
+class AuthenticationError(IntegrationError):
+    default_code = "unauthorized"
+
+
+class NotFoundError(IntegrationError):
+    default_code = "not_found"
+
+
+class RateLimitError(IntegrationError):
+    default_code = "rate_limited"
+    default_retryable = True
+
+
+class APIError(IntegrationError):
+    default_code = "api_error"
+
+
+class TransportError(IntegrationError):
+    default_code = "transport_error"
+    default_retryable = True
+
+
+_BY_TYPE: dict[str, type[ScriptError]] = {
+    cls.error_type: cls
+    for cls in (
+        ScriptSyntaxError,
+        ScriptRuntimeError,
+        ValidationError,
+        PolicyError,
+        TimeLimitError,
+        InstructionLimitError,
+        MemoryLimitError,
+        OutputLimitError,
+        CallLimitError,
+        ResultLimitError,
+    )
+}
+
+
+def error_class(error_type: str) -> type[ScriptError]:
+    """The exception class for a run's ``error.type`` (``ScriptError`` for the others)."""
+    return _BY_TYPE.get(error_type, ScriptError)

@@ -1,0 +1,546 @@
+-- Trusted bootstrap of one luabridge Lua state; loaded by luabridge/sandbox.py.
+--
+-- It runs before any script, captures the real library functions in locals, turns the JIT off,
+-- hides the VM-wide string metatable, and returns `prepare(host)`, which builds the sandbox
+-- environment for one run and returns the runner. Scripts never see this chunk's locals: the
+-- sandbox has no debug, getfenv, getmetatable or loaders, so upvalues stay out of reach.
+--
+-- Limits live here (count hook, output cap, depth caps, conversion budgets). Once a limit trips,
+-- the hook raises in every script frame and every wrapper that can catch an error (pcall,
+-- xpcall, coroutine.resume/wrap, gsub callbacks) re-raises it, so a script cannot swallow it.
+
+local jit = jit
+if jit then jit.off(); jit.flush() end
+
+local type, next, pairs, ipairs, select, tostring, tonumber = type, next, pairs, ipairs, select, tostring, tonumber
+local error, pcall, xpcall, unpack = error, pcall, xpcall, unpack
+local rawget, rawset, rawequal, setmetatable, getmetatable = rawget, rawset, rawequal, setmetatable, getmetatable
+local loadstring, setfenv, collectgarbage = loadstring, setfenv, collectgarbage
+local sethook, getinfo, getregistry = debug.sethook, debug.getinfo, debug.getregistry
+local sbyte, schar, sfind, sformat, sgsub, srep, ssub, smatch = string.byte, string.char, string.find, string.format, string.gsub, string.rep, string.sub, string.match
+local tconcat, tinsert, tsort = table.concat, table.insert, table.sort
+local mfloor, mhuge = math.floor, math.huge
+local co_create, co_resume, co_status, co_running = coroutine.create, coroutine.resume, coroutine.status, coroutine.running
+local co_yield = coroutine.yield
+
+-- Defence in depth: nothing below is reachable from scripts, but a state that never held these
+-- cannot leak them.
+do
+  local reg = getregistry()
+  if type(reg.POBJECT) == "table" then reg.POBJECT.__metatable = false end
+  local loaded = reg._LOADED
+  if type(loaded) == "table" then
+    loaded.python = nil; loaded.ffi = nil; loaded.jit = nil
+    for k in pairs(loaded) do if type(k) == "string" and ssub(k, 1, 4) == "jit." then loaded[k] = nil end end
+  end
+  if type(reg._PRELOAD) == "table" then
+    for k in pairs(reg._PRELOAD) do reg._PRELOAD[k] = nil end
+  end
+  python = nil
+end
+
+local SCRIPT_SOURCE = "@script.lua"
+local STEP = 1000                       -- instructions between two hook calls
+local MEMORY_MESSAGE = "not enough memory"
+
+local function pack(...) return {n = select("#", ...), ...} end
+
+local function copy(t)
+  local c = {}
+  for k, v in next, t do c[k] = v end
+  return c
+end
+
+return function(host)
+  local limits = host.limits
+  local dispatch, clock = host.dispatch, host.clock
+  local max_instructions = limits.instructions
+  local deadline = limits.deadline
+  local max_output = limits.output_bytes
+  local max_result = limits.result_bytes
+  local max_args = limits.argument_bytes
+  local max_depth = limits.depth
+  local memory_limit = limits.memory
+
+  -- Run state. `tripped` holds the error type of the limit that ended the run.
+  local tripped, tripped_msg = nil, nil
+  local hook_calls, peak_kb = 0, 0
+  local out, out_n, out_bytes = {}, 0, 0
+  local raised = {}            -- message -> error type, for errors raised by bindings
+  local gsub_depth, co_depth = 0, 0
+
+  local function trip(kind, msg)
+    if not tripped then tripped, tripped_msg = kind, msg end
+    error(tripped_msg, 0)
+  end
+
+  local function hook()
+    if tripped then
+      local info = getinfo(2, "S")
+      if info and info.source == SCRIPT_SOURCE then error(tripped_msg, 0) end
+      return
+    end
+    hook_calls = hook_calls + 1
+    local kb = collectgarbage("count")
+    if kb > peak_kb then peak_kb = kb end
+    local kind, msg
+    if hook_calls * STEP > max_instructions then
+      kind, msg = "InstructionLimitError", sformat("instruction limit reached (%d instructions); raise limits.instructions or do less work per run", max_instructions)
+    elseif clock() > deadline then
+      kind, msg = "TimeoutError", sformat("time limit reached (%.3g s); raise the timeout or do less work per run", limits.timeout)
+    end
+    if kind then
+      tripped, tripped_msg = kind, msg
+      local info = getinfo(2, "S")
+      if info and info.source == SCRIPT_SOURCE then error(msg, 0) end
+    end
+  end
+
+  local function is_memory_error(e) return e == MEMORY_MESSAGE end
+
+  -- After any protected call: a tripped limit or a memory error ends the run.
+  local function after_protected(r)
+    if tripped then error(tripped_msg, 0) end
+    if not r[1] and is_memory_error(r[2]) then
+      trip("MemoryError", sformat("memory limit reached (%d bytes); use less memory per run", memory_limit))
+    end
+    return unpack(r, 1, r.n)
+  end
+
+  ---------------------------------------------------------------------------
+  -- Value markers shared with the converter.
+  local null = setmetatable({}, {__metatable = "app.null", __tostring = function() return "app.null" end,
+    __newindex = function() error("app.null is read-only", 2) end})
+  local array_mt = {__metatable = "app.array"}
+  local object_mt = {__metatable = "app.object"}
+
+  ---------------------------------------------------------------------------
+  -- Lua -> JSON text, with raw access only and budgets. Raises error(ENCODE_FAIL) after
+  -- setting fail_kind/fail_msg, so callers use a protected call.
+  local ENCODE_FAIL = {}
+  local fail_kind, fail_msg
+  local ESC = {['"'] = '\\"', ['\\'] = '\\\\', ['\b'] = '\\b', ['\f'] = '\\f', ['\n'] = '\\n', ['\r'] = '\\r', ['\t'] = '\\t'}
+  for i = 0, 31 do local c = schar(i); if not ESC[c] then ESC[c] = sformat("\\u%04x", i) end end
+  ESC[schar(127)] = "\\u007f"
+
+  local function utf8_ok(s)
+    if not sfind(s, "[\128-\255]") then return true end
+    local i, n = 1, #s
+    while i <= n do
+      local c = sbyte(s, i)
+      if c < 0x80 then i = i + 1
+      elseif c >= 0xC2 and c <= 0xDF then
+        local c2 = sbyte(s, i + 1)
+        if not c2 or c2 < 0x80 or c2 > 0xBF then return false end
+        i = i + 2
+      elseif c >= 0xE0 and c <= 0xEF then
+        local c2, c3 = sbyte(s, i + 1, i + 2)
+        if not c3 or c2 < 0x80 or c2 > 0xBF or c3 < 0x80 or c3 > 0xBF then return false end
+        if (c == 0xE0 and c2 < 0xA0) or (c == 0xED and c2 > 0x9F) then return false end
+        i = i + 3
+      elseif c >= 0xF0 and c <= 0xF4 then
+        local c2, c3, c4 = sbyte(s, i + 1, i + 3)
+        if not c4 or c2 < 0x80 or c2 > 0xBF or c3 < 0x80 or c3 > 0xBF or c4 < 0x80 or c4 > 0xBF then return false end
+        if (c == 0xF0 and c2 < 0x90) or (c == 0xF4 and c2 > 0x8F) then return false end
+        i = i + 4
+      else
+        return false
+      end
+    end
+    return true
+  end
+
+  local function encode(root, what, budget)
+    local buf, nbuf, size = {}, 0, 0
+    local path, visiting = {}, {}
+
+    local function where()
+      local parts = {what}
+      for i = 1, #path do
+        local k = path[i]
+        if type(k) == "number" then parts[#parts + 1] = sformat("[%d]", k)
+        else parts[#parts + 1] = "." .. k end
+      end
+      return tconcat(parts)
+    end
+    local function fail(kind, msg)
+      fail_kind, fail_msg = kind, msg .. " (at " .. where() .. ")"
+      error(ENCODE_FAIL, 0)
+    end
+    local function emit(s)
+      size = size + #s
+      if size > budget then
+        fail(what == "result" and "ResultLimitError" or "ValidationError",
+          sformat("%s is larger than the limit of %d bytes", what, budget))
+      end
+      nbuf = nbuf + 1; buf[nbuf] = s
+    end
+    local function str(s)
+      if not utf8_ok(s) then fail("ValidationError", "string is not valid UTF-8") end
+      if sfind(s, '[%c"\\\127]') then s = sgsub(s, '[%c"\\\127]', ESC) end
+      emit('"'); emit(s); emit('"')
+    end
+
+    local value
+    function value(v, depth)
+      local t = type(v)
+      if t == "string" then str(v)
+      elseif t == "number" then
+        if v ~= v then fail("ValidationError", "NaN cannot be converted; use a number or app.null")
+        elseif v == mhuge or v == -mhuge then fail("ValidationError", "infinity cannot be converted; use a finite number")
+        elseif v == mfloor(v) and v >= -9007199254740992 and v <= 9007199254740992 then emit(sformat("%.0f", v))
+        else emit(sformat("%.17g", v)) end
+      elseif t == "boolean" then emit(v and "true" or "false")
+      elseif t == "nil" then emit("null")
+      elseif t == "table" then
+        if rawequal(v, null) then emit("null"); return end
+        if depth >= max_depth then fail("ValidationError", sformat("tables are nested deeper than %d levels", max_depth)) end
+        if visiting[v] then fail("ValidationError", "table contains itself (a cycle); pass a copy without the loop") end
+        local mt = getmetatable(v)
+        local shape
+        if mt == nil then shape = nil
+        elseif mt == "app.array" then shape = "array"
+        elseif mt == "app.object" then shape = "object"
+        else fail("ValidationError", "table has a metatable; only plain tables (and app.array / app.object) can be converted") end
+        visiting[v] = true
+        local n, count, has_str, has_other = 0, 0, false, nil
+        for k in next, v do
+          count = count + 1
+          local kt = type(k)
+          if kt == "string" then has_str = true
+          elseif kt == "number" and k >= 1 and k == mfloor(k) then if k > n then n = k end
+          else has_other = k end
+        end
+        if has_other ~= nil then
+          fail("ValidationError", sformat("table has a %s key; keys must be strings (objects) or 1..n (arrays)", type(has_other)))
+        end
+        if shape == nil then shape = (count == 0 or not has_str) and "array" or "object" end
+        if shape == "array" then
+          if has_str then fail("ValidationError", "table mixes string keys and array items; use one or the other") end
+          if n ~= count then fail("ValidationError", sformat("array has holes (%d items, highest index %d); use app.null for empty slots", count, n)) end
+          emit("[")
+          for i = 1, n do
+            if i > 1 then emit(",") end
+            path[#path + 1] = i
+            value(rawget(v, i), depth + 1)
+            path[#path] = nil
+          end
+          emit("]")
+        else
+          if count ~= 0 and n > 0 then fail("ValidationError", "table mixes string keys and array items; use one or the other") end
+          emit("{")
+          local first = true
+          for k, x in next, v do
+            if not first then emit(",") end
+            first = false
+            if sfind(k, "%z") then fail("ValidationError", "key contains a NUL byte") end
+            str(k); emit(":")
+            path[#path + 1] = k
+            value(x, depth + 1)
+            path[#path] = nil
+          end
+          emit("}")
+        end
+        visiting[v] = nil
+      else
+        fail("ValidationError", sformat("a %s cannot be converted; pass strings, numbers, booleans, tables or app.null", t))
+      end
+    end
+    value(root, 0)
+    return tconcat(buf)
+  end
+
+  -- Protected encode: returns true, text or false, kind, message.
+  local function try_encode(v, what, budget)
+    local r = pack(pcall(encode, v, what, budget))
+    if tripped then return false, tripped, tripped_msg end
+    if r[1] then return true, r[2] end
+    if r[2] == ENCODE_FAIL then return false, fail_kind, fail_msg end
+    if is_memory_error(r[2]) then return false, "MemoryError", "memory limit reached while converting " .. what end
+    return false, "RuntimeError", tostring(r[2])
+  end
+
+  ---------------------------------------------------------------------------
+  -- The sandbox's versions of functions that can catch errors or recurse in C.
+  local function s_pcall(f, ...)
+    return after_protected(pack(pcall(f, ...)))
+  end
+  local function s_xpcall(f, handler, ...)
+    return after_protected(pack(xpcall(f, handler, ...)))
+  end
+  local function s_resume(co, ...)
+    if co_depth >= 100 then error("coroutine.resume: coroutines nested deeper than 100 levels", 2) end
+    co_depth = co_depth + 1
+    local r = pack(co_resume(co, ...))
+    co_depth = co_depth - 1
+    return after_protected(r)
+  end
+  local function s_wrap(f)
+    local co = co_create(f)
+    return function(...)
+      local r = pack(s_resume(co, ...))
+      if r[1] then return unpack(r, 2, r.n) end
+      error(r[2], 0)
+    end
+  end
+  local function s_gsub(s, pattern, repl, n)
+    if type(repl) ~= "function" then return sgsub(s, pattern, repl, n) end
+    if gsub_depth >= 20 then error("string.gsub: callbacks nested deeper than 20 levels", 2) end
+    gsub_depth = gsub_depth + 1
+    local r = pack(pcall(sgsub, s, pattern, repl, n))
+    gsub_depth = gsub_depth - 1
+    after_protected(r)
+    if not r[1] then error(r[2], 0) end
+    return r[2], r[3]
+  end
+  local function s_rep(s, n, sep)
+    if type(n) == "number" and n > 1 and (type(s) == "string" or type(s) == "number") then
+      local total = #tostring(s) * n
+      if type(sep) == "string" or type(sep) == "number" then total = total + #tostring(sep) * (n - 1) end
+      if total > memory_limit then
+        trip("MemoryError", sformat("string.rep would build %.0f bytes, over the memory limit of %d bytes", total, memory_limit))
+      end
+    end
+    return srep(s, n, sep)
+  end
+
+  local function s_print(...)
+    local n = select("#", ...)
+    local parts = {}
+    for i = 1, n do parts[i] = tostring((select(i, ...))) end
+    local line = tconcat(parts, "\t") .. "\n"
+    out_bytes = out_bytes + #line
+    if out_bytes > max_output then
+      trip("OutputLimitError", sformat("output limit reached (%d bytes printed); print less or raise limits.output_bytes", max_output))
+    end
+    out_n = out_n + 1; out[out_n] = line
+  end
+
+  ---------------------------------------------------------------------------
+  -- Library copies for this run. Each run gets its own tables, so changes die with the run.
+  local s_string = {}
+  for _, k in ipairs({"byte", "char", "find", "format", "gmatch", "len", "lower", "match", "reverse", "sub", "upper"}) do
+    s_string[k] = string[k]
+  end
+  s_string.gsub, s_string.rep = s_gsub, s_rep
+  local s_table = {insert = table.insert, remove = table.remove, concat = table.concat, sort = table.sort,
+    maxn = table.maxn, unpack = unpack}
+  local s_math = copy(math); s_math.randomseed = nil
+  local s_os = {time = os.time, clock = os.clock, date = os.date, difftime = os.difftime}
+  local s_coroutine = {create = co_create, resume = s_resume, wrap = s_wrap, yield = co_yield,
+    status = co_status, running = co_running, isyieldable = coroutine.isyieldable}
+
+  -- The VM-wide string metatable now points at this run's copy and cannot be read by scripts.
+  local smt = getmetatable("")
+  smt.__index = s_string
+  smt.__metatable = false
+
+  ---------------------------------------------------------------------------
+  -- The `app` table: namespaces, markers, help, JSON.
+  local function readonly(name, index, tostr)
+    return setmetatable({}, {
+      __index = index,
+      __newindex = function(_, k) error(sformat("%s is read-only (cannot set '%s')", name, tostring(k)), 2) end,
+      __tostring = tostr,
+      __metatable = false,
+    })
+  end
+
+  -- Errors raised for the script carry the error type the host told us.
+  local function raise(kind, msg, level)
+    raised[msg] = kind
+    error(msg, level + 1)
+  end
+
+  local OK, RAISE, LIMIT = "ok", "raise", "limit"
+
+  local function call_host(fn, ...)
+    local status, a, b = fn(...)
+    host.restore()
+    if status == OK then return a end
+    if status == LIMIT then trip(b, a) end
+    raise(b or "RuntimeError", a, 3)
+  end
+
+  local function make_binding(iname, account, aname)
+    local label = iname .. "." .. aname
+    return function(params, ...)
+      if select("#", ...) > 0 then
+        raise("ValidationError", sformat("%s: takes one table of named parameters, got %d arguments", label, select("#", ...) + 1), 2)
+      end
+      if params == nil then params = {} end
+      if type(params) ~= "table" or rawequal(params, null) then
+        raise("ValidationError", sformat("%s: expected one table of named parameters, got a %s; call it as %s({...})", label, type(params), label), 2)
+      end
+      local ok, text_or_kind, msg = try_encode(params, "params", max_args)
+      if not ok then
+        if text_or_kind ~= "ValidationError" and text_or_kind ~= "RuntimeError" then trip(text_or_kind, msg) end
+        raise("ValidationError", label .. ": " .. msg, 2)
+      end
+      local status, a, b = dispatch(iname, account, aname, text_or_kind)
+      host.restore()
+      if status == OK then return a end
+      if status == LIMIT then trip(b, a) end
+      raise(b or "RuntimeError", a, 2)
+    end
+  end
+
+  local function account_table(iname, account, actions)
+    local cache = {}
+    return readonly(sformat("app.integrations.%s.%s", iname, account), function(_, k)
+      local b = cache[k]
+      if b then return b end
+      if type(k) == "string" and actions[k] then
+        b = make_binding(iname, account, k)
+        cache[k] = b
+        return b
+      end
+      raise("RuntimeError", host.explain(iname, account, tostring(k)), 2)
+    end, function() return sformat("<%s account '%s': call app.help('%s') for its actions>", iname, account, iname) end)
+  end
+
+  local integrations_cache = {}
+  local function integration_table(iname, spec)
+    local actions = {}
+    for _, a in ipairs(spec.actions) do actions[a] = true end
+    local accounts = {}
+    for _, acc in ipairs(spec.accounts) do accounts[acc] = account_table(iname, acc, actions) end
+    local default = spec.default and accounts[spec.default]
+    return readonly("app.integrations." .. iname, function(_, k)
+      local acc = accounts[k]
+      if acc then return acc end
+      if k == "default" and default then return default end
+      if type(k) == "string" and actions[k] and default then return default[k] end
+      raise("RuntimeError", host.explain(iname, nil, tostring(k)), 2)
+    end, function() return spec.summary end)
+  end
+
+  local integrations = readonly("app.integrations", function(_, k)
+    local t = integrations_cache[k]
+    if t then return t end
+    local spec = host.spec[k]
+    if type(k) == "string" and spec then
+      t = integration_table(k, spec)
+      integrations_cache[k] = t
+      return t
+    end
+    raise("RuntimeError", host.explain(tostring(k), nil, nil), 2)
+  end, function() return "<app.integrations: call app.help() to list them>" end)
+
+  local function mark(mt, what)
+    return function(t)
+      if t == nil then t = {} end
+      if type(t) ~= "table" or rawequal(t, null) then error(sformat("app.%s: expected a table, got a %s", what, type(t)), 2) end
+      if getmetatable(t) ~= nil and getmetatable(t) ~= "app.array" and getmetatable(t) ~= "app.object" then
+        error(sformat("app.%s: table already has a metatable", what), 2)
+      end
+      return setmetatable(t, mt)
+    end
+  end
+
+  local function text_arg(fname, v, optional)
+    if v == nil and optional then return nil end
+    if type(v) ~= "string" then error(sformat("app.%s: expected a string, got a %s", fname, type(v)), 3) end
+    return v
+  end
+
+  local app_json = readonly("app.json", {
+    encode = function(v)
+      local ok, text, msg = try_encode(v, "value", max_result)
+      if not ok then
+        if text ~= "ValidationError" and text ~= "ResultLimitError" and text ~= "RuntimeError" then trip(text, msg) end
+        error("app.json.encode: " .. msg, 2)
+      end
+      return text
+    end,
+    decode = function(s)
+      text_arg("json.decode", s)
+      return call_host(host.json_decode, s)
+    end,
+  }, function() return "<app.json: encode(value), decode(text)>" end)
+
+  local app = readonly("app", {
+    integrations = integrations,
+    null = null,
+    array = mark(array_mt, "array"),
+    object = mark(object_mt, "object"),
+    json = app_json,
+    help = function(topic) return call_host(host.help, text_arg("help", topic, true)) end,
+    schema = function(name) return call_host(host.schema, text_arg("schema", name)) end,
+    accounts = function(name) return call_host(host.accounts, text_arg("accounts", name)) end,
+  }, function() return "<app: integrations, help, schema, accounts, null, array, object, json>" end)
+
+  host.set_markers(null, function() return setmetatable({}, object_mt) end, function() return setmetatable({}, array_mt) end)
+
+  ---------------------------------------------------------------------------
+  -- The script environment: an allow-list. Reading a name that is not defined raises.
+  local base = {
+    assert = assert, error = error, ipairs = ipairs, next = next, pairs = pairs, pcall = s_pcall,
+    select = select, tonumber = tonumber, tostring = tostring, type = type, unpack = unpack,
+    xpcall = s_xpcall, print = s_print,
+    string = s_string, table = s_table, math = s_math, os = s_os, coroutine = s_coroutine,
+    app = app, _VERSION = _VERSION,
+  }
+  local env = {}
+  base._G = env
+  setmetatable(env, {
+    __index = function(_, k)
+      local v = base[k]
+      if v ~= nil then return v end
+      error(sformat("undefined global '%s' (the sandbox has: %s)", tostring(k),
+        "assert error ipairs next pairs pcall select tonumber tostring type unpack xpcall print string table math os coroutine app"), 2)
+    end,
+    __newindex = function(t, k, v)
+      if k == "app" then error("global 'app' is read-only", 2) end
+      rawset(t, k, v)
+    end,
+    __metatable = false,
+  })
+
+  local function message_of(e)
+    local t = type(e)
+    if t == "string" then return e end
+    if t == "nil" then return "nil (error() was called without a message)" end
+    if t == "number" or t == "boolean" then return tostring(e) end
+    return sformat("(error object is a %s value; pass a string to error())", t)
+  end
+
+  local function usage()
+    return {instructions = hook_calls * STEP, peak_memory = peak_kb * 1024, output_bytes = out_bytes}
+  end
+
+  -- The runner: compile, run under the hook, convert the result. Returns a status and fields;
+  -- it never raises except when the heap itself is exhausted.
+  return function(source, input)
+    if sbyte(source, 1) == 27 then
+      return "error", "SyntaxError", "binary (precompiled) chunks are not accepted; send Lua source text", tconcat(out), usage()
+    end
+    local chunk, cerr = loadstring(source, SCRIPT_SOURCE)
+    if not chunk then return "error", "SyntaxError", cerr, "", usage() end
+    setfenv(chunk, env)
+    sethook(hook, "", STEP)
+    local r = pack(xpcall(chunk, function(e) return e end, input))
+    local ok, text, kind, msg
+    if r[1] and not tripped then
+      ok, text, msg = try_encode(r[2], "result", max_result)
+      if not ok then kind = text end
+    end
+    sethook()
+    local output = tconcat(out)
+    if tripped then return "error", tripped, tripped_msg, output, usage() end
+    if not r[1] then
+      local m = message_of(r[2])
+      if is_memory_error(m) then
+        return "error", "MemoryError", sformat("memory limit reached (%d bytes); use less memory per run", memory_limit), output, usage()
+      end
+      local etype = "RuntimeError"
+      for raised_msg, rkind in next, raised do
+        if #m >= #raised_msg and ssub(m, -#raised_msg) == raised_msg then etype = rkind; break end
+      end
+      if #m > 8192 then m = ssub(m, 1, 8192) .. "... (truncated)" end
+      return "error", etype, m, output, usage()
+    end
+    if not ok then return "error", kind, msg, output, usage() end
+    return "ok", text, nil, output, usage()
+  end
+end

@@ -1,0 +1,266 @@
+"""One sandboxed Lua run in this process: a fresh LuaJIT state, the trusted bootstrap, the script.
+
+The state is created per run with ``register_eval=False``, ``register_builtins=False``, deny-all
+attribute handlers, ``max_memory`` and byte strings (``encoding=None``), then discarded, so no
+state survives between runs. Only two kinds of Python object ever enter the state, both held in
+upvalues of the bootstrap's closures where scripts cannot reach them: the :class:`Host` service
+functions and ``time.monotonic``. Values cross as JSON text (Lua → Python) or as tables built by
+:mod:`luabridge.convert` (Python → Lua).
+
+What this layer cannot bound on its own: a script stuck inside one long C call (a pathological
+``string.find``), native crashes and lupa deadlocks. The worker pool (``luabridge.worker``) adds
+the process boundary and the hard kill for those.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from typing import Any, Protocol
+
+import lupa.luajit21 as lupa
+
+from luabridge.convert import LuaMarkers, decode_lua_json, to_lua
+from luabridge.errors import LuabridgeError, ValidationError
+from luabridge.limits import Limits
+
+__all__ = ["Host", "Reply", "RunOutcome", "execute", "line_of"]
+
+#: A host answer to a binding: ``("ok", value, None)``, ``("raise", message, error_type)`` or
+#: ``("limit", message, error_type)``.
+Reply = tuple[str, Any, str | None]
+
+_MEMORY_HEADROOM = 16 * 1024 * 1024
+_LINE = re.compile(r"^script\.lua:(\d+):")
+
+
+class Host(Protocol):
+    """The services a run's bindings call; implemented by the bridge (or its proxy in a worker)."""
+
+    spec: dict[str, Any]
+
+    def call(self, integration: str, account: str, action: str, params: str) -> Reply: ...
+    def help(self, topic: str | None) -> Reply: ...
+    def schema(self, name: str) -> Reply: ...
+    def accounts(self, name: str) -> Reply: ...
+    def explain(self, integration: str, account: str | None, name: str | None) -> str: ...
+
+
+@dataclass
+class RunOutcome:
+    """What a run produced, as plain data (it crosses process boundaries as JSON)."""
+
+    ok: bool
+    value: Any = None
+    error: dict[str, Any] | None = None
+    output: str = ""
+    usage: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "value": self.value,
+            "error": self.error,
+            "output": self.output,
+            "usage": self.usage,
+        }
+
+
+def line_of(message: str) -> int | None:
+    """The script line a Lua error message points at, if any."""
+    m = _LINE.match(message)
+    return int(m.group(1)) if m else None
+
+
+def error_dict(error_type: str, message: str) -> dict[str, Any]:
+    return {"type": error_type, "message": message, "line": line_of(message)}
+
+
+@lru_cache(maxsize=1)
+def _bootstrap_source() -> bytes:
+    return resources.files("luabridge").joinpath("lua/bootstrap.lua").read_bytes()
+
+
+def _deny_getattr(obj: object, name: object) -> None:
+    raise AttributeError("Python attributes are not accessible from Lua")
+
+
+def _deny_setattr(obj: object, name: object, value: object) -> None:
+    raise AttributeError("Python attributes are not accessible from Lua")
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return "" if value is None else str(value)
+
+
+class _Session:
+    """The Python side of one Lua state: host callbacks with memory headroom and conversion."""
+
+    def __init__(self, host: Host, limits: Limits) -> None:
+        self.host = host
+        self.limits = limits
+        self.lua = lupa.LuaRuntime(
+            register_eval=False,
+            register_builtins=False,
+            encoding=None,
+            unpack_returned_tuples=True,
+            max_memory=limits.memory,
+            attribute_handlers=(_deny_getattr, _deny_setattr),
+        )
+        self.markers: LuaMarkers | None = None
+
+    # Each callback returns (status, payload, error type) as byte strings or Lua values.
+    def _reply(self, reply: Reply) -> tuple[Any, ...]:
+        status, payload, etype = reply
+        if status == "ok":
+            assert self.markers is not None
+            try:
+                return (b"ok", to_lua(payload, self.markers, path="result"))
+            except ValidationError as exc:
+                return (b"raise", str(exc).encode(), b"ValidationError")
+        return (status.encode(), _text(payload).encode(), (etype or "RuntimeError").encode())
+
+    def _guarded(self, fn: Any, *args: Any) -> tuple[Any, ...]:
+        # The heap may be nearly full when a script calls in: answer with a memory limit rather
+        # than let lupa fail while it pushes the reply, and give the reply some headroom.
+        try:
+            if self.lua.get_memory_used() > self.limits.memory - 64 * 1024:
+                return (b"limit", b"memory limit reached before an action call", b"MemoryError")
+            self.lua.set_max_memory(self.limits.memory + _MEMORY_HEADROOM)
+            return self._reply(fn(*args))
+        except lupa.LuaMemoryError:
+            return (b"limit", b"memory limit reached while building a reply", b"MemoryError")
+        except LuabridgeError as exc:
+            return (b"raise", str(exc).encode(), b"RuntimeError")
+        except BaseException as exc:  # noqa: BLE001 - nothing may unwind through lupa into Lua
+            msg = f"internal error in the bridge ({type(exc).__name__}); the run was stopped"
+            return (b"limit", msg.encode(), b"InternalError")
+
+    def restore(self) -> None:
+        self.lua.set_max_memory(self.limits.memory)
+
+    def call(self, integration: bytes, account: bytes, action: bytes, params: bytes) -> Any:
+        return self._guarded(
+            self.host.call, _text(integration), _text(account), _text(action), _text(params)
+        )
+
+    def help(self, topic: bytes | None) -> Any:
+        return self._guarded(self.host.help, None if topic is None else _text(topic))
+
+    def schema(self, name: bytes) -> Any:
+        return self._guarded(self.host.schema, _text(name))
+
+    def accounts(self, name: bytes) -> Any:
+        return self._guarded(self.host.accounts, _text(name))
+
+    def json_decode(self, text: bytes) -> Any:
+        def decode(raw: bytes) -> Reply:
+            try:
+                return ("ok", decode_lua_json(raw), None)
+            except (ValueError, UnicodeDecodeError) as exc:
+                return ("raise", f"app.json.decode: not valid JSON: {exc}", "ValidationError")
+
+        return self._guarded(decode, text)
+
+    def explain(self, integration: bytes, account: bytes | None, name: bytes | None) -> bytes:
+        try:
+            msg = self.host.explain(
+                _text(integration),
+                None if account is None else _text(account),
+                None if name is None else _text(name),
+            )
+        except BaseException:  # noqa: BLE001
+            msg = "unknown name"
+        return msg.encode()
+
+    def set_markers(self, null: Any, new_object: Any, new_array: Any) -> None:
+        self.markers = LuaMarkers(null, new_object, new_array, self.lua.table_from)
+
+    def host_table(self, deadline: float) -> Any:
+        lim = self.limits
+        limits = self.lua.table_from(
+            {
+                b"instructions": lim.instructions,
+                b"deadline": deadline,
+                b"timeout": lim.timeout,
+                b"output_bytes": lim.output_bytes,
+                b"result_bytes": lim.result_bytes,
+                b"argument_bytes": lim.argument_bytes,
+                b"depth": 64,
+                b"memory": lim.memory,
+            }
+        )
+        spec = {
+            name.encode(): {
+                b"actions": [a.encode() for a in s["actions"]],
+                b"accounts": [a.encode() for a in s["accounts"]],
+                b"default": None if s["default"] is None else s["default"].encode(),
+                b"summary": s["summary"].encode(),
+            }
+            for name, s in self.host.spec.items()
+        }
+        return self.lua.table_from(
+            {
+                b"limits": limits,
+                b"spec": self.lua.table_from(spec, recursive=True),
+                b"dispatch": self.call,
+                b"clock": time.monotonic,
+                b"help": self.help,
+                b"schema": self.schema,
+                b"accounts": self.accounts,
+                b"json_decode": self.json_decode,
+                b"explain": self.explain,
+                b"restore": self.restore,
+                b"set_markers": self.set_markers,
+            }
+        )
+
+
+def execute(
+    source: str | bytes, input: Any, *, host: Host, limits: Limits, started: float | None = None
+) -> RunOutcome:
+    """Run one script in a fresh Lua state of this process and return its outcome.
+
+    Never raises for anything the script does; a bug in the bridge becomes an ``InternalError``.
+    """
+    t0 = time.monotonic() if started is None else started
+    deadline = t0 + limits.timeout
+    usage: dict[str, Any] = {}
+    try:
+        session = _Session(host, limits)
+        prepare = session.lua.execute(_bootstrap_source())
+        runner = prepare(session.host_table(deadline))
+        assert session.markers is not None
+        try:
+            lua_input = to_lua(input, session.markers, path="input")
+        except ValidationError as exc:
+            return RunOutcome(False, error=error_dict("ValidationError", str(exc)))
+        src = source.encode("utf-8") if isinstance(source, str) else source
+        status, a, b, output, lua_usage = runner(src, lua_input)
+        usage = {k.decode(): v for k, v in dict(lua_usage).items()} if lua_usage else {}
+        out_text = _text(output)
+        if status == b"ok":
+            try:
+                value = decode_lua_json(a)
+            except (ValueError, UnicodeDecodeError) as exc:
+                err = error_dict("ValidationError", f"the result could not be decoded: {exc}")
+                return RunOutcome(False, error=err, output=out_text, usage=usage)
+            return RunOutcome(True, value=value, output=out_text, usage=usage)
+        return RunOutcome(False, error=error_dict(_text(a), _text(b)), output=out_text, usage=usage)
+    except lupa.LuaMemoryError:
+        msg = f"memory limit reached ({limits.memory} bytes); use less memory per run"
+        return RunOutcome(False, error=error_dict("MemoryError", msg), usage=usage)
+    except lupa.LuaError as exc:
+        return RunOutcome(False, error=error_dict("RuntimeError", _text(exc.args[0] if exc.args else exc)))
+    except BaseException as exc:  # noqa: BLE001 - a run never takes the host down
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            raise
+        msg = f"internal error: {type(exc).__name__}: {exc}"
+        return RunOutcome(False, error=error_dict("InternalError", msg), usage=usage)
+    finally:
+        usage["wall_ms"] = round((time.monotonic() - t0) * 1000, 3)
