@@ -156,10 +156,14 @@ return function(host)
 
     local function where()
       local parts = {what}
-      for i = 1, #path do
+      local n = #path
+      for i = 1, n do
+        if n > 12 and i == 7 then parts[#parts + 1] = "..." end
+        if n > 12 and i > 6 and i <= n - 4 then goto continue end
         local k = path[i]
         if type(k) == "number" then parts[#parts + 1] = sformat("[%d]", k)
         else parts[#parts + 1] = "." .. k end
+        ::continue::
       end
       return tconcat(parts)
     end
@@ -506,6 +510,8 @@ return function(host)
   end
 
   local function usage()
+    local kb = collectgarbage("count")
+    if kb > peak_kb then peak_kb = kb end
     return {instructions = hook_calls * STEP, peak_memory = peak_kb * 1024, output_bytes = out_bytes}
   end
 

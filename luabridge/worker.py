@@ -1,0 +1,392 @@
+"""Process isolation: a pool of worker processes, each running scripts in its own Lua states.
+
+The parent never embeds Lua for an isolated run. It sends ``(source, input, limits, namespace
+spec)`` to a pre-started worker over a socket pair and serves the worker's host calls (action
+calls, help, schemas) itself, so API keys and clients stay in the parent: a compromised worker
+holds no secret. The parent kills the worker with SIGKILL half a second after the run's timeout
+(a script stuck inside one C call, a lupa deadlock), reports a worker that died (native crash)
+as a clean error, and replaces it. Workers are recycled after ``max_runs`` runs and after any
+run that hit the memory limit or was killed.
+
+Each worker starts with stdin on ``/dev/null``, stdout and stderr discarded, an environment
+without the parent's secrets, and OS limits: address space (``RLIMIT_AS``), no core dumps, few
+open files, no new processes (``RLIMIT_NPROC``; not enforced for root, where nothing in the
+sandbox can start a process anyway). Lua runs on a thread with a 64 MiB stack.
+
+Frames on the socket are a 4-byte big-endian length and a JSON document.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+from luabridge.limits import Limits
+from luabridge.sandbox import Host, Reply, RunOutcome, error_dict, execute
+
+__all__ = ["WorkerPool", "main"]
+
+_HEADER = struct.Struct(">I")
+_MAX_FRAME = 256 * 1024 * 1024
+_KILL_GRACE = 0.5  # seconds past the timeout before the worker is killed
+_LUA_STACK = 64 * 1024 * 1024
+_SAFE_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "SYSTEMROOT")
+
+
+class _Closed(Exception):
+    """The other end closed the socket."""
+
+
+class _Timeout(Exception):
+    """No frame arrived before the deadline."""
+
+
+def _send(sock: socket.socket, message: dict[str, Any]) -> None:
+    data = json.dumps(message, separators=(",", ":"), allow_nan=False).encode()
+    sock.sendall(_HEADER.pack(len(data)) + data)
+
+
+def _recv_exact(sock: socket.socket, n: int, deadline: float | None) -> bytes:
+    chunks = []
+    while n:
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _Timeout
+            sock.settimeout(remaining)
+        try:
+            chunk = sock.recv(min(n, 1 << 20))
+        except TimeoutError as exc:
+            raise _Timeout from exc
+        except OSError as exc:
+            raise _Closed from exc
+        if not chunk:
+            raise _Closed
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def _recv(sock: socket.socket, deadline: float | None = None) -> dict[str, Any]:
+    (size,) = _HEADER.unpack(_recv_exact(sock, _HEADER.size, deadline))
+    if size > _MAX_FRAME:
+        raise _Closed
+    message = json.loads(_recv_exact(sock, size, deadline))
+    if not isinstance(message, dict):
+        raise _Closed
+    return message
+
+
+# -- the worker side --------------------------------------------------------------------------
+
+
+class _ProxyHost:
+    """The worker's view of the parent's host: every call is a round trip on the socket."""
+
+    def __init__(self, sock: socket.socket, spec: dict[str, Any]) -> None:
+        self.sock = sock
+        self.spec = spec
+        self._ids = 0
+
+    def _ask(self, method: str, *args: Any) -> Any:
+        self._ids += 1
+        _send(self.sock, {"op": "host", "id": self._ids, "method": method, "args": list(args)})
+        reply = _recv(self.sock)
+        return reply.get("result")
+
+    def _reply(self, method: str, *args: Any) -> Reply:
+        status, payload, etype = self._ask(method, *args)
+        return (str(status), payload, etype)
+
+    def call(self, integration: str, account: str, action: str, params: str) -> Reply:
+        return self._reply("call", integration, account, action, params)
+
+    def help(self, topic: str | None) -> Reply:
+        return self._reply("help", topic)
+
+    def schema(self, name: str) -> Reply:
+        return self._reply("schema", name)
+
+    def accounts(self, name: str) -> Reply:
+        return self._reply("accounts", name)
+
+    def explain(self, integration: str, account: str | None, name: str | None) -> str:
+        return str(self._ask("explain", integration, account, name))
+
+
+def _apply_os_limits(address_space: int) -> None:
+    import resource
+
+    def limit(which: int, value: int) -> None:
+        try:
+            soft, hard = resource.getrlimit(which)
+            new_hard = value if hard == resource.RLIM_INFINITY else min(hard, value)
+            resource.setrlimit(which, (min(value, new_hard), new_hard))
+        except (ValueError, OSError):
+            pass  # a stricter limit set by the deployment stays in force
+
+    limit(resource.RLIMIT_CORE, 0)
+    limit(resource.RLIMIT_NOFILE, 32)
+    limit(resource.RLIMIT_NPROC, 0)
+    if address_space > 0:
+        limit(resource.RLIMIT_AS, address_space)
+
+
+def _serve(sock: socket.socket) -> None:
+    # Warm up so the first real run does not pay for the first state and bootstrap load.
+    warm = _ProxyHost(sock, {})
+    execute("return 1", None, host=warm, limits=Limits())
+    _send(sock, {"op": "ready", "pid": os.getpid()})
+    while True:
+        try:
+            message = _recv(sock)
+        except _Closed:
+            return
+        if message.get("op") != "run":
+            continue
+        host = _ProxyHost(sock, message["spec"])
+        limits = Limits(**message["limits"])
+        outcome = execute(
+            message["source"], message["input"], host=host, limits=limits, started=message["started"]
+        )
+        try:
+            _send(sock, {"op": "done", "outcome": outcome.to_dict()})
+        except ValueError:
+            err = error_dict("InternalError", "the run's outcome could not be encoded")
+            _send(sock, {"op": "done", "outcome": RunOutcome(False, error=err).to_dict()})
+
+
+def main() -> None:
+    """Entry point of a worker process: ``python -m luabridge.worker FD ADDRESS_SPACE``."""
+    fd = int(sys.argv[1])
+    address_space = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+    sock = socket.socket(fileno=fd)
+    threading.stack_size(_LUA_STACK)
+    thread = threading.Thread(target=_serve, args=(sock,), name="luabridge-lua", daemon=True)
+    thread.start()
+    _apply_os_limits(address_space)
+    thread.join()
+
+
+# -- the parent side --------------------------------------------------------------------------
+
+
+class _Worker:
+    """One worker process and the parent's end of its socket."""
+
+    def __init__(self, address_space: int) -> None:
+        parent, child = socket.socketpair()
+        env = {k: os.environ[k] for k in _SAFE_ENV if k in os.environ}
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "luabridge.worker", str(child.fileno()), str(address_space)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            pass_fds=(child.fileno(),),
+            env=env,
+            close_fds=True,
+        )
+        child.close()
+        self.sock = parent
+        self.runs = 0
+        self.ready = False
+
+    def wait_ready(self, timeout: float) -> None:
+        message = _recv(self.sock, time.monotonic() + timeout)
+        if message.get("op") != "ready":
+            raise _Closed
+        self.ready = True
+
+    def kill(self) -> None:
+        try:
+            self.proc.send_signal(signal.SIGKILL)
+        except OSError:
+            pass
+        self.proc.wait()
+        self.sock.close()
+
+    def stop(self) -> None:
+        self.sock.close()
+        try:
+            self.proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def death(self) -> str:
+        try:
+            code = self.proc.wait(timeout=1)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            code = self.proc.returncode
+        if code is not None and code < 0:
+            try:
+                return f"killed by signal {signal.Signals(-code).name}"
+            except ValueError:
+                return f"killed by signal {-code}"
+        return f"exit status {code}"
+
+
+class WorkerPool:
+    """Pre-started worker processes that run scripts with a hard wall-clock kill.
+
+    - ``size``: how many workers run at once (runs beyond that wait for a free worker)
+    - ``max_runs``: a worker is replaced after this many runs (default 200)
+    - ``address_space``: ``RLIMIT_AS`` of each worker in bytes (default 4 GiB; 0 for none)
+    """
+
+    def __init__(self, size: int = 2, *, max_runs: int = 200, address_space: int = 4 << 30) -> None:
+        if size < 1:
+            raise ValueError(f"a worker pool needs at least one worker, got size={size}")
+        self.size = size
+        self.max_runs = max_runs
+        self.address_space = address_space
+        self._idle: list[_Worker] = []
+        self._count = 0  # workers alive or starting
+        self._cond = threading.Condition()
+        self._closed = False
+        for _ in range(size):
+            self._start_async()
+
+    def _start_async(self) -> None:
+        with self._cond:
+            self._count += 1
+        threading.Thread(target=self._start_one, daemon=True, name="luabridge-worker-start").start()
+
+    def _start_one(self) -> None:
+        worker: _Worker | None = None
+        try:
+            worker = _Worker(self.address_space)
+            worker.wait_ready(30.0)
+        except (OSError, _Closed, _Timeout):
+            if worker is not None:
+                worker.kill()
+            worker = None
+        with self._cond:
+            if worker is None or self._closed:
+                self._count -= 1
+                if worker is not None:
+                    worker.kill()
+            else:
+                self._idle.append(worker)
+            self._cond.notify()
+
+    def _acquire(self) -> _Worker:
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise RuntimeError("the worker pool was closed")
+                if self._idle:
+                    return self._idle.pop()
+                if self._count < self.size:
+                    self._count += 1
+                    threading.Thread(target=self._start_one, daemon=True).start()
+                self._cond.wait(0.5)
+
+    def _release(self, worker: _Worker, *, retire: bool) -> None:
+        worker.runs += 1
+        if retire or worker.runs >= self.max_runs:
+            threading.Thread(target=worker.stop, daemon=True).start()
+            with self._cond:
+                self._count -= 1
+            if not self._closed:
+                self._start_async()
+            return
+        with self._cond:
+            if self._closed:
+                worker.stop()
+            else:
+                self._idle.append(worker)
+                self._cond.notify()
+
+    def _discard(self, worker: _Worker) -> None:
+        with self._cond:
+            self._count -= 1
+        if not self._closed:
+            self._start_async()
+
+    def run(
+        self, source: str, input: Any, host: Host, limits: Limits, started: float
+    ) -> RunOutcome:
+        """Run one script in a worker; the outcome has the shape of an in-process run."""
+        worker = self._acquire()
+        kill_at = started + limits.timeout + _KILL_GRACE
+        try:
+            _send(
+                worker.sock,
+                {
+                    "op": "run",
+                    "source": source,
+                    "input": input,
+                    "limits": limits.as_dict(),
+                    "spec": host.spec,
+                    "started": started,
+                },
+            )
+            while True:
+                message = _recv(worker.sock, kill_at)
+                op = message.get("op")
+                if op == "host":
+                    _send(worker.sock, {"op": "reply", "result": _serve_host(host, message)})
+                elif op == "done":
+                    outcome = RunOutcome(**message["outcome"])
+                    etype = (outcome.error or {}).get("type")
+                    self._release(worker, retire=etype in ("MemoryError", "InternalError"))
+                    return outcome
+        except _Timeout:
+            worker.kill()
+            self._discard(worker)
+            msg = (
+                f"time limit reached ({limits.timeout:g} s); the worker was stopped because the "
+                "script did not yield (for example a long string.find); do less work per run"
+            )
+            return _failed("TimeoutError", msg, started)
+        except (_Closed, OSError, ValueError):
+            reason = worker.death()
+            worker.kill()
+            self._discard(worker)
+            msg = f"the worker process running the script died ({reason}); the run was stopped"
+            return _failed("WorkerCrashError", msg, started)
+
+    def close(self) -> None:
+        """Stop every worker (idle ones at once; busy ones when their run ends)."""
+        with self._cond:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            self._cond.notify_all()
+        for worker in idle:
+            worker.stop()
+
+
+def _failed(error_type: str, message: str, started: float) -> RunOutcome:
+    usage = {"wall_ms": round((time.monotonic() - started) * 1000, 3)}
+    return RunOutcome(False, error=error_dict(error_type, message), usage=usage)
+
+
+def _serve_host(host: Host, message: dict[str, Any]) -> Any:
+    method = message.get("method")
+    args = message.get("args") or []
+    if method == "call":
+        return list(host.call(*args))
+    if method == "help":
+        return list(host.help(*args))
+    if method == "schema":
+        return list(host.schema(*args))
+    if method == "accounts":
+        return list(host.accounts(*args))
+    if method == "explain":
+        return host.explain(*args)
+    return ["raise", f"unknown host method {method!r}", "InternalError"]
+
+
+if __name__ == "__main__":
+    main()
