@@ -22,7 +22,7 @@ from luabridge.accounts import AccountSettings
 from luabridge.action import Action, ActionInput, CallContext, Example
 from luabridge.errors import APIError, ConfigError, IntegrationError, NotFoundError
 
-from .client import DEFAULT_BASE_URL, LoopsClient
+from .client import DEFAULT_BASE_URL, LoopsClient, preview_request
 from .directory import (
     ContactDirectory,
     DirectoryError,
@@ -153,7 +153,12 @@ class _Request:
 
 def _account(ctx: CallContext) -> LoopsAccount:
     if not isinstance(ctx.client, LoopsAccount):
-        raise TypeError(f"ctx.client should be a LoopsAccount, got {type(ctx.client).__name__}")
+        raise IntegrationError(
+            f"{ctx.integration}.{ctx.account}: no Loops client is open for this call (got "
+            f"{type(ctx.client).__name__}); a dry run cannot look contacts up without one, so "
+            "name the contact by email or user_id instead of contact_id",
+            code="loops.no_client",
+        )
     return ctx.client
 
 
@@ -169,7 +174,11 @@ def _send(ctx: CallContext, request: _Request) -> Any:
 
 
 def _preview(ctx: CallContext, request: _Request) -> dict[str, Any]:
-    return _account(ctx).client.preview(
+    """The plan of ``request``. Without the account's client (a dry run that opened none) the
+    base URL is unknown, so ``url`` is the path relative to the account's base URL."""
+    base_url = ctx.client.client.base_url if isinstance(ctx.client, LoopsAccount) else ""
+    return preview_request(
+        base_url,
         request.method,
         request.path,
         params=request.params,

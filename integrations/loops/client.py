@@ -37,6 +37,7 @@ __all__ = [
     "LoopsClient",
     "RateLimiter",
     "map_error",
+    "preview_request",
     "redact",
 ]
 
@@ -309,6 +310,31 @@ def _error_from_status(response: httpx.Response, tries: str) -> IntegrationError
     return APIError(text, code=code, **common)
 
 
+def preview_request(
+    base_url: str,
+    method: str,
+    path: str,
+    *,
+    params: Mapping[str, Any] | None = None,
+    json: Any = None,
+    idempotency_key: str | None = None,
+) -> dict[str, Any]:
+    """A request as a dry-run plan: method, full URL, query params, JSON body and the headers
+    that matter (never Authorization)."""
+    headers = {"Accept": "application/json"}
+    if json is not None:
+        headers["Content-Type"] = "application/json"
+    if idempotency_key:
+        headers["Idempotency-Key"] = idempotency_key
+    return {
+        "method": method.upper(),
+        "url": f"{base_url.rstrip('/')}/{path.lstrip('/')}",
+        "params": dict(params) if params else None,
+        "json": json,
+        "headers": headers,
+    }
+
+
 def _retry_after(response: httpx.Response | None) -> float | None:
     """Seconds from a ``Retry-After`` header (delta-seconds or HTTP date), if any."""
     if response is None or "retry-after" not in response.headers:
@@ -434,19 +460,15 @@ class LoopsClient:
         json: Any = None,
         idempotency_key: str | None = None,
     ) -> dict[str, Any]:
-        """The request ``request`` would send, as a dry-run plan (never with Authorization)."""
-        headers = {"Accept": "application/json"}
-        if json is not None:
-            headers["Content-Type"] = "application/json"
-        if idempotency_key:
-            headers["Idempotency-Key"] = idempotency_key
-        return {
-            "method": method.upper(),
-            "url": self.url_for(path),
-            "params": dict(params) if params else None,
-            "json": json,
-            "headers": headers,
-        }
+        """The request ``request`` would send, as a dry-run plan (see ``preview_request``)."""
+        return preview_request(
+            self.base_url,
+            method,
+            path,
+            params=params,
+            json=json,
+            idempotency_key=idempotency_key,
+        )
 
     def request(
         self,

@@ -14,7 +14,15 @@ import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
 
 from luabridge.action import ActionInput, ActionResult
 
@@ -411,6 +419,8 @@ class SendEventInput(ActionInput):
     idempotency_key: str | None = Field(
         None, min_length=1, max_length=100, description=_IDEMPOTENCY_DOC
     )
+    #: The key made for this call when none was given; retries and the plan reuse it.
+    _generated_key: str | None = PrivateAttr(default=None)
 
     @field_validator("email")
     @classmethod
@@ -490,6 +500,7 @@ class SendTransactionalEmailInput(ActionInput):
     idempotency_key: str | None = Field(
         None, min_length=1, max_length=100, description=_IDEMPOTENCY_DOC
     )
+    _generated_key: str | None = PrivateAttr(default=None)
 
     @field_validator("email")
     @classmethod
@@ -504,6 +515,12 @@ class ListTransactionalEmailsInput(ActionInput):
     cursor: str | None = Field(
         None, min_length=1, description="pagination.next_cursor from the previous page"
     )
+
+    @field_validator("per_page", mode="before")
+    @classmethod
+    def _digits(cls, value: Any) -> Any:
+        # Some scripts pass the page size as a string, as the Loops API itself takes it.
+        return int(value) if isinstance(value, str) and value.strip().isdigit() else value
 
 
 class ListDedicatedSendingIpsInput(ActionInput):

@@ -1,0 +1,512 @@
+"""Tests of ``integrations.loops.client``: rate limiting, retries, idempotency, error mapping.
+
+Faults the emulator cannot produce cleanly (timeouts, broken bodies, exact retry sequences)
+use ``httpx.MockTransport``; the rest talk to the emulator over HTTP when it is available.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from typing import Any
+
+import httpx
+import pytest
+
+from integrations.loops.client import (
+    DEFAULT_BASE_URL,
+    ClientState,
+    LoopsClient,
+    RateLimiter,
+    map_error,
+    preview_request,
+)
+from luabridge.errors import (
+    APIError,
+    AuthenticationError,
+    IntegrationError,
+    NotFoundError,
+    RateLimitError,
+    TransportError,
+)
+
+KEY = "sk_test_0123456789abcdef"
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+def make_client(handler: Handler, **options: Any) -> LoopsClient:
+    settings: dict[str, Any] = {
+        "api_key": KEY,
+        "base_url": "http://loops.test/api/v1",
+        "rate_limit": None,
+        "backoff_base": 0.01,
+        "backoff_cap": 0.02,
+    }
+    settings.update(options)
+    return LoopsClient(transport=httpx.MockTransport(handler), **settings)
+
+
+def replies(*responses: httpx.Response | Exception) -> tuple[Handler, list[httpx.Request]]:
+    """A handler answering with ``responses`` in turn (the last one repeats), and its log."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        answer = responses[min(len(seen), len(responses)) - 1]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    return handler, seen
+
+
+def fail(
+    client: LoopsClient, method: str = "GET", path: str = "/api-key", **kw: Any
+) -> IntegrationError:
+    with pytest.raises(IntegrationError) as info:
+        client.request(method, path, **kw)
+    return info.value
+
+
+# --- rate limiter ---------------------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def max_per_window(starts: list[float], window: float = 1.0) -> int:
+    """The most start times found in any half-open window ``[t, t + window)``."""
+    starts = sorted(starts)
+    best = 0
+    for i, first in enumerate(starts):
+        best = max(best, sum(1 for t in starts[i:] if t < first + window))
+    return best
+
+
+def test_limiter_burst_of_50_at_most_10_per_second() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(10, clock=clock, sleep=clock.sleep, slack=0.0)
+    starts = []
+    for _ in range(50):
+        assert limiter.acquire()
+        starts.append(clock.now)
+    assert max_per_window(starts) == 10
+    assert starts[-1] - starts[0] == pytest.approx(4.0)
+
+
+def test_limiter_fractional_rate_spaces_requests() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(0.5, clock=clock, sleep=clock.sleep, slack=0.0)
+    starts = []
+    for _ in range(3):
+        limiter.acquire()
+        starts.append(clock.now)
+    assert [b - a for a, b in itertools.pairwise(starts)] == [2.0, 2.0]
+
+
+def test_limiter_slot_after_deadline_refused() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(1, clock=clock, sleep=clock.sleep, slack=0.0)
+    assert limiter.acquire(deadline=clock.now + 0.5)
+    assert not limiter.acquire(deadline=clock.now + 0.5)
+    assert clock.now == 1000.0  # refused without waiting
+
+
+def test_limiter_rate_not_positive_refused() -> None:
+    with pytest.raises(ValueError, match="> 0"):
+        RateLimiter(0)
+
+
+def test_client_burst_of_50_from_8_threads_at_most_10_per_second() -> None:
+    """Real time: 50 calls shared by 8 threads through one client limited to 10/s."""
+    starts: list[float] = []
+    lock = threading.Lock()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        with lock:
+            starts.append(time.monotonic())
+        return httpx.Response(200, json={"success": True, "teamName": "t"})
+
+    with make_client(handler, api_key=KEY + "-burst", rate_limit=10.0) as client:
+        calls = iter(range(50))
+
+        def worker() -> None:
+            while True:
+                with lock:
+                    if next(calls, None) is None:
+                        return
+                client.request("GET", "/api-key")
+
+        threads = [threading.Thread(target=worker) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert len(starts) == 50
+    assert max_per_window(starts) <= 10
+
+
+def test_client_same_team_shares_limiter() -> None:
+    handler, _ = replies(httpx.Response(200, json={}))
+    with (
+        make_client(handler, api_key=KEY + "-shared", rate_limit=5) as one,
+        make_client(handler, api_key=KEY + "-shared", rate_limit=5) as two,
+        make_client(handler, api_key=KEY + "-other", rate_limit=5) as other,
+    ):
+        assert one._limiter is two._limiter
+        assert one._limiter is not other._limiter
+
+
+# --- retries --------------------------------------------------------------------------------
+
+
+def test_client_429_then_success_retried() -> None:
+    handler, seen = replies(
+        httpx.Response(429, headers={"Retry-After": "0.05"}),
+        httpx.Response(200, json={"success": True, "teamName": "Acme"}),
+    )
+    with make_client(handler) as client:
+        began = time.monotonic()
+        assert client.request("GET", "/api-key") == {"success": True, "teamName": "Acme"}
+        assert time.monotonic() - began >= 0.05
+    assert len(seen) == 2
+
+
+def test_client_429_after_retries_rate_limited() -> None:
+    handler, seen = replies(httpx.Response(429, headers={"x-ratelimit-limit": "10"}))
+    with make_client(handler, max_retries=2) as client:
+        error = fail(client)
+    assert isinstance(error, RateLimitError)
+    assert (error.code, error.status, error.retryable) == ("loops.rate_limited", 429, True)
+    assert "10 requests per second" in error.message
+    assert "3 attempts" in error.message
+    assert len(seen) == 3
+
+
+def test_client_persistent_500_retryable_error_within_deadline() -> None:
+    handler, seen = replies(httpx.Response(500, json={"success": False, "message": "Boom."}))
+    with make_client(handler, max_retries=50, backoff_base=0.1, backoff_cap=0.3) as client:
+        began = time.monotonic()
+        error = fail(client, deadline=began + 1.0)
+        elapsed = time.monotonic() - began
+    assert isinstance(error, APIError)
+    assert (error.code, error.status, error.retryable) == ("loops.server_error", 500, True)
+    assert error.message.startswith("Boom")
+    assert elapsed < 1.0
+    assert 2 <= len(seen) < 50
+
+
+def test_client_retry_after_past_deadline_stops_at_once() -> None:
+    handler, seen = replies(httpx.Response(503, headers={"Retry-After": "5"}))
+    with make_client(handler) as client:
+        began = time.monotonic()
+        error = fail(client, deadline=began + 1.0)
+        assert time.monotonic() - began < 0.5
+    assert error.code == "loops.server_error"
+    assert len(seen) == 1
+
+
+def test_client_retry_after_http_date_honoured() -> None:
+    when = format_datetime(datetime.now(UTC) + timedelta(seconds=1), usegmt=True)
+    handler, seen = replies(
+        httpx.Response(429, headers={"Retry-After": when}), httpx.Response(200, json=[])
+    )
+    with make_client(handler) as client:
+        began = time.monotonic()
+        assert client.request("GET", "/lists") == []
+        assert time.monotonic() - began > 0.2  # the date has one-second resolution
+    assert len(seen) == 2
+
+
+def test_client_deadline_passed_before_send_timeout() -> None:
+    handler, seen = replies(httpx.Response(200, json={}))
+    with make_client(handler) as client:
+        error = fail(client, deadline=time.monotonic() - 1)
+    assert (error.code, error.retryable) == ("loops.timeout", True)
+    assert seen == []
+
+
+def test_client_400_not_retried() -> None:
+    handler, seen = replies(httpx.Response(400, json={"success": False, "message": "Bad."}))
+    with make_client(handler) as client:
+        error = fail(client, "POST", "/contacts/create", json={"email": "x"})
+    assert (error.code, error.status, error.retryable) == ("loops.bad_request", 400, False)
+    assert len(seen) == 1
+
+
+def test_client_connection_cut_after_processing_counted_as_delivered() -> None:
+    """The first attempt is carried out but its answer is lost; the retry gets 409."""
+    handler, seen = replies(
+        httpx.RemoteProtocolError("Server disconnected without sending a response."),
+        httpx.Response(409, json={"success": False, "message": "already processed"}),
+    )
+    with make_client(handler) as client:
+        result = client.request(
+            "POST", "/events/send", json={"eventName": "signup"}, idempotency_key="key-1"
+        )
+    assert result == {"success": True, "deduplicated": True}
+    assert [r.headers["Idempotency-Key"] for r in seen] == ["key-1", "key-1"]
+
+
+def test_client_500_then_409_with_key_counted_as_delivered() -> None:
+    handler, seen = replies(httpx.Response(502), httpx.Response(409, json={"success": False}))
+    with make_client(handler) as client:
+        result = client.request("POST", "/transactional", json={}, idempotency_key="key-2")
+    assert result["deduplicated"] is True
+    assert len(seen) == 2
+
+
+def test_client_409_on_first_attempt_conflict() -> None:
+    handler, _ = replies(httpx.Response(409, json={"success": False, "message": "Reused."}))
+    with make_client(handler) as client:
+        error = fail(client, "POST", "/events/send", json={}, idempotency_key="key-3")
+    assert (error.code, error.status) == ("loops.conflict", 409)
+
+
+def test_client_429_then_409_with_key_conflict() -> None:
+    """A 429 proves the first attempt was not carried out, so the 409 is someone else's."""
+    handler, _ = replies(httpx.Response(429), httpx.Response(409, json={"message": "Reused."}))
+    with make_client(handler) as client:
+        error = fail(client, "POST", "/events/send", json={}, idempotency_key="key-4")
+    assert error.code == "loops.conflict"
+
+
+def test_client_connect_error_retried_then_connection_error() -> None:
+    handler, seen = replies(httpx.ConnectError("Connection refused"))
+    with make_client(handler, max_retries=2) as client:
+        error = fail(client)
+    assert isinstance(error, TransportError)
+    assert (error.code, error.retryable) == ("loops.connection_error", True)
+    assert "Connection refused" in error.message
+    assert isinstance(error.__cause__, httpx.ConnectError)
+    assert len(seen) == 3
+
+
+def test_client_read_timeout_loops_timeout() -> None:
+    handler, _ = replies(httpx.ReadTimeout("timed out"))
+    with make_client(handler, max_retries=0, timeout=2.5) as client:
+        error = fail(client)
+    assert (error.code, error.retryable, error.status) == ("loops.timeout", True, None)
+    assert "2.5 s" in error.message
+
+
+def test_client_doubtful_retry_explained() -> None:
+    handler, _ = replies(httpx.ReadError("reset"), httpx.Response(409, json={"message": "Dup."}))
+    with make_client(handler) as client:
+        error = fail(client, "POST", "/contacts/create", json={"email": "a@b.co"})
+    assert error.code == "loops.conflict"
+    assert "may be the result of that attempt" in error.message
+
+
+# --- bodies and statuses --------------------------------------------------------------------
+
+
+def test_client_non_json_body_invalid_response() -> None:
+    handler, _ = replies(httpx.Response(200, text="<html>maintenance</html>"))
+    with make_client(handler) as client:
+        error = fail(client)
+    assert isinstance(error, TransportError)
+    assert (error.code, error.status, error.retryable) == ("loops.invalid_response", 200, False)
+    assert "not valid JSON" in error.message
+    assert isinstance(error.__cause__, ValueError)
+
+
+def test_client_truncated_body_invalid_response() -> None:
+    handler, _ = replies(httpx.Response(200, content=b'{"success": true, "id": "cm'))
+    with make_client(handler) as client:
+        error = fail(client, "POST", "/contacts/create", json={})
+    assert error.code == "loops.invalid_response"
+    assert "truncated" in error.message
+
+
+def test_client_empty_body_invalid_response() -> None:
+    handler, _ = replies(httpx.Response(200, content=b""))
+    with make_client(handler) as client:
+        assert "empty body" in fail(client).message
+
+
+def test_client_204_returns_none() -> None:
+    handler, _ = replies(httpx.Response(204))
+    with make_client(handler) as client:
+        assert client.request("DELETE", "/x") is None
+
+
+def test_client_success_false_on_200_api_error() -> None:
+    handler, _ = replies(httpx.Response(200, json={"success": False, "message": "Nope."}))
+    with make_client(handler) as client:
+        error = fail(client, "POST", "/contacts/update", json={})
+    assert (error.code, error.status, error.message) == ("loops.api_error", 200, "Nope.")
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"message": "m", "error": {"path": "x", "message": "nested"}}, "nested."),
+        ({"message": "m", "error": "flat"}, "flat."),
+        ({"success": False, "message": "Contact not found."}, "Contact not found."),
+    ],
+)
+def test_client_error_message_taken_like_the_sdk(body: dict[str, Any], expected: str) -> None:
+    handler, _ = replies(httpx.Response(404, json=body))
+    with make_client(handler) as client:
+        error = fail(client)
+    assert isinstance(error, NotFoundError)
+    assert (error.code, error.message, error.body) == ("loops.not_found", expected, body)
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "kind", "retryable"),
+    [
+        (400, "loops.bad_request", APIError, False),
+        (401, "loops.unauthorized", AuthenticationError, False),
+        (404, "loops.not_found", NotFoundError, False),
+        (405, "loops.http_405", APIError, False),
+        (409, "loops.conflict", APIError, False),
+        (418, "loops.http_418", APIError, False),
+        (429, "loops.rate_limited", RateLimitError, True),
+        (500, "loops.server_error", APIError, True),
+        (503, "loops.server_error", APIError, True),
+    ],
+)
+def test_map_error_status_codes(
+    status: int, code: str, kind: type[IntegrationError], retryable: bool
+) -> None:
+    response = httpx.Response(status, json={"success": False, "message": "why"})
+    error = map_error(response)
+    assert type(error) is kind
+    assert (error.code, error.status, error.retryable) == (code, status, retryable)
+
+
+def test_client_html_5xx_message_without_markup() -> None:
+    handler, _ = replies(httpx.Response(502, text="<html><body>Bad gateway</body></html>"))
+    with make_client(handler, max_retries=0) as client:
+        error = fail(client)
+    assert error.message.startswith("Loops answered HTTP 502 Bad Gateway")
+    assert "<html>" not in error.message
+
+
+def test_client_401_message_says_what_to_check() -> None:
+    handler, _ = replies(httpx.Response(401, json={"error": "Invalid API key"}))
+    with make_client(handler) as client:
+        error = fail(client)
+    assert error.message == "Invalid API key. Check the API key configured for this account."
+
+
+def test_client_key_never_in_messages_reprs_or_bodies() -> None:
+    echo = {"success": False, "message": f"bad key {KEY}", "error": {"message": f"key={KEY}"}}
+    handler, seen = replies(httpx.Response(401, json=echo))
+    with make_client(handler) as client:
+        error = fail(client)
+        assert KEY not in repr(client)
+        assert seen[0].headers["Authorization"] == f"Bearer {KEY}"
+    assert KEY not in error.message
+    assert KEY not in str(error)
+    assert KEY not in json.dumps(error.body)
+    assert KEY not in json.dumps(error.to_result())
+    assert "[redacted]" in error.message
+
+
+def test_client_key_not_in_transport_errors() -> None:
+    handler, _ = replies(httpx.ConnectError(f"refused for {KEY}"))
+    with make_client(handler, max_retries=0) as client:
+        error = fail(client)
+    assert KEY not in error.message
+
+
+# --- requests -------------------------------------------------------------------------------
+
+
+def test_client_sends_json_params_and_headers() -> None:
+    handler, seen = replies(httpx.Response(200, json=[]))
+    with make_client(handler) as client:
+        client.request("GET", "/contacts/find", params={"email": "a+b@example.com"})
+        client.request("POST", "/events/send", json={"eventName": "e"}, idempotency_key="k")
+    find, send = seen
+    assert str(find.url) == "http://loops.test/api/v1/contacts/find?email=a%2Bb%40example.com"
+    assert "Idempotency-Key" not in find.headers
+    assert json.loads(send.content) == {"eventName": "e"}
+    assert send.headers["Idempotency-Key"] == "k"
+    assert send.headers["Content-Type"] == "application/json"
+
+
+def test_client_idempotency_key_too_long_refused() -> None:
+    handler, seen = replies(httpx.Response(200, json={}))
+    with make_client(handler) as client, pytest.raises(ValueError, match="at most 100"):
+        client.request("POST", "/events/send", json={}, idempotency_key="k" * 101)
+    assert seen == []
+
+
+def test_client_closed_refuses_requests() -> None:
+    handler, _ = replies(httpx.Response(200, json={}))
+    client = make_client(handler)
+    client.close()
+    client.close()
+    assert client.state is ClientState.CLOSED
+    with pytest.raises(RuntimeError, match="has been closed"):
+        client.request("GET", "/api-key")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"api_key": ""}, {"timeout": 0}, {"rate_limit": -1}, {"max_retries": -1}],
+)
+def test_client_bad_options_refused(options: dict[str, Any]) -> None:
+    settings: dict[str, Any] = {"api_key": KEY, **options}
+    with pytest.raises(ValueError):
+        LoopsClient(**settings)
+
+
+def test_client_defaults() -> None:
+    with LoopsClient(api_key=KEY) as client:
+        assert client.base_url == DEFAULT_BASE_URL
+        assert client.rate_limit == 10.0
+        assert client.timeout == 10.0
+    with LoopsClient(api_key=KEY, rate_limit=0) as client:
+        assert client.rate_limit is None
+
+
+def test_preview_request_without_authorization() -> None:
+    with LoopsClient(api_key=KEY, base_url="http://x/api/v1/") as client:
+        plan = client.preview("post", "/events/send", json={"a": 1}, idempotency_key="k")
+    assert plan == {
+        "method": "POST",
+        "url": "http://x/api/v1/events/send",
+        "params": None,
+        "json": {"a": 1},
+        "headers": {
+            "Accept": "application/json",
+            "Content-Type": "application/json",
+            "Idempotency-Key": "k",
+        },
+    }
+    assert preview_request("", "GET", "/lists")["url"] == "/lists"
+
+
+@pytest.fixture
+def no_sleep(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
+    waits: list[float] = []
+    monkeypatch.setattr(time, "sleep", waits.append)
+    yield waits
+
+
+def test_client_backoff_grows_and_is_capped(no_sleep: list[float]) -> None:
+    handler, _ = replies(httpx.Response(500))
+    with make_client(handler, max_retries=6, backoff_base=0.25, backoff_cap=2.0) as client:
+        fail(client)
+    ceilings = [0.25, 0.5, 1.0, 2.0, 2.0, 2.0]
+    assert len(no_sleep) == len(ceilings)
+    for wait, ceiling in zip(no_sleep, ceilings, strict=True):
+        assert ceiling / 2 <= wait <= ceiling
