@@ -656,14 +656,22 @@ ACTIONS: tuple[Action, ...] = (
         examples=(
             Example(
                 "local result = app.integrations.loops.create_contact({\n"
-                '  email = "new.signup@example.com",\n'
+                '  email = "jane@example.com",\n'
                 '  first_name = "Jane",\n'
                 '  last_name = "Doe",\n'
-                '  user_group = "trial",\n'
                 "})\n"
                 "if result.success then print(result.id) else print(result.code, result.error) "
                 "end",
                 "Create a contact",
+            ),
+            Example(
+                "local result = app.integrations.loops.create_contact({\n"
+                '  email = "sam@example.com",\n'
+                '  user_id = "user_sam",\n'
+                '  properties = {plan = "free", seats = 1},\n'
+                '  mailing_lists = {["clistnewsletter0000000001"] = true},\n'
+                "})",
+                "With custom properties and a mailing list",
             ),
         ),
         handler=_create_contact,
@@ -683,18 +691,17 @@ ACTIONS: tuple[Action, ...] = (
         examples=(
             Example(
                 "local result = app.integrations.loops.update_contact({\n"
-                '  email = "jane@example.com",\n'
-                '  first_name = "Jane",\n'
-                '  last_name = "Smith",\n'
+                '  email = "ada@example.com",\n'
+                '  properties = {plan = "pro", company = "Analytical Engines"},\n'
                 "})",
-                "Update a contact by email",
+                "Update a contact's custom properties by email",
             ),
             Example(
                 "local found = app.integrations.loops.find_contact({email = "
-                '"jane@example.com"})\n'
+                '"grace@example.com"})\n'
                 "local result = app.integrations.loops.update_contact({\n"
                 "  contact_id = found.contact.id,\n"
-                '  user_group = "customers",\n'
+                '  last_name = "Hopper",\n'
                 "})",
                 "Update a contact by its id",
             ),
@@ -714,7 +721,7 @@ ACTIONS: tuple[Action, ...] = (
         endpoint="GET /contacts/find",
         examples=(
             Example(
-                'local result = app.integrations.loops.find_contact({email = "jane@example.com"})\n'
+                'local result = app.integrations.loops.find_contact({email = "ada@example.com"})\n'
                 "if result.contact then print(result.contact.id, result.contact.first_name) end",
                 "Find a contact by email",
             ),
@@ -734,8 +741,8 @@ ACTIONS: tuple[Action, ...] = (
         endpoint="contact directory, then GET /contacts/find",
         examples=(
             Example(
-                "local found = app.integrations.loops.find_contact({email = "
-                '"jane@example.com"})\n'
+                "local found = app.integrations.loops.find_contact({user_id = "
+                '"user_ada"})\n'
                 "local result = app.integrations.loops.get_contact({contact_id = "
                 "found.contact.id})\n"
                 "print(result.contact.email)",
@@ -852,14 +859,14 @@ ACTIONS: tuple[Action, ...] = (
         examples=(
             Example(
                 "local result = app.integrations.loops.send_event({\n"
-                '  email = "jane@example.com",\n'
+                '  email = "ada@example.com",\n'
                 '  event_name = "signup",\n'
                 "})",
                 "Send a signup event",
             ),
             Example(
                 "local result = app.integrations.loops.send_event({\n"
-                '  email = "jane@example.com",\n'
+                '  email = "ada@example.com",\n'
                 '  event_name = "purchase",\n'
                 '  properties = {product = "Pro Plan", amount = 99.00},\n'
                 "})",
@@ -880,13 +887,22 @@ ACTIONS: tuple[Action, ...] = (
         endpoint="POST /transactional",
         examples=(
             Example(
-                "local templates = app.integrations.loops.list_transactional_emails({})\n"
                 "local result = app.integrations.loops.send_transactional_email({\n"
-                "  transactional_id = templates.transactional_emails[1].id,\n"
-                '  email = "jane@example.com",\n'
-                '  data_variables = {name = "Jane"},\n'
+                '  transactional_id = "ctxwelcome000000000000002",\n'
+                '  email = "ada@example.com",\n'
+                '  data_variables = {first_name = "Ada"},\n'
                 "})",
                 "Send a transactional email",
+            ),
+            Example(
+                "local result = app.integrations.loops.send_transactional_email({\n"
+                '  transactional_id = "ctxreceipt000000000000001",\n'
+                '  email = "grace@example.com",\n'
+                '  data_variables = {order_id = "A-1001", amount = 49.5},\n'
+                "  add_to_audience = true,\n"
+                "})\n"
+                "-- keep result.idempotency_key to retry later without sending twice",
+                "With required data variables",
             ),
         ),
         handler=_send_transactional_email,
@@ -921,7 +937,7 @@ ACTIONS: tuple[Action, ...] = (
         examples=(
             Example(
                 "local result = app.integrations.loops.check_contact_suppression({email = "
-                '"jane@example.com"})\nprint(result.is_suppressed)',
+                '"barbara@example.com"})\nprint(result.is_suppressed)',
                 "Is this contact suppressed?",
             ),
         ),
@@ -940,10 +956,11 @@ ACTIONS: tuple[Action, ...] = (
         examples=(
             Example(
                 "local check = app.integrations.loops.check_contact_suppression({email = "
-                '"jane@example.com"})\n'
+                '"barbara@example.com"})\n'
                 "if check.is_suppressed then\n"
-                "  app.integrations.loops.remove_contact_suppression({email = "
-                '"jane@example.com"})\n'
+                "  local result = app.integrations.loops.remove_contact_suppression({email = "
+                '"barbara@example.com"})\n'
+                "  print(result.removal_quota.remaining)\n"
                 "end",
                 "Lift a suppression when there is one",
             ),

@@ -167,6 +167,8 @@ class ContactDirectory:
 
     def _connection(self) -> sqlite3.Connection:
         """This thread's connection (a forked child opens its own instead of the parent's)."""
+        if self._closed:
+            raise DirectoryError(f"{self!r} has been closed; open a new ContactDirectory")
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
         if connection is not None and self._local.pid == os.getpid():
             return connection

@@ -1,0 +1,232 @@
+"""Tests of ``integrations.loops.directory``: the SQLite record behind list/get_contact."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from integrations.loops.directory import (
+    ENV_VAR,
+    ContactDirectory,
+    DirectoryError,
+    account_identity,
+    default_directory_path,
+)
+
+ROOT = Path(__file__).resolve().parents[3]
+A = account_identity("default", "http://loops.test/api/v1", "key-a")
+B = account_identity("default", "http://loops.test/api/v1", "key-b")
+
+
+@pytest.fixture
+def directory(tmp_path: Path) -> Iterator[ContactDirectory]:
+    with ContactDirectory(tmp_path / "contacts.sqlite3") as opened:
+        yield opened
+
+
+def test_account_identity_stable_and_secret_free() -> None:
+    one = account_identity("marketing", "http://x/api/v1/", "secret-key")
+    assert one == account_identity("marketing", "http://x/api/v1", "secret-key")
+    assert one.startswith("marketing:") and len(one) == len("marketing:") + 12
+    assert "secret" not in one
+    assert one != account_identity("marketing", "http://x/api/v1", "other-key")
+    assert one != account_identity("marketing", "http://y/api/v1", "secret-key")
+    assert one != account_identity("default", "http://x/api/v1", "secret-key")
+
+
+def test_default_path_env_override(tmp_path: Path) -> None:
+    target = tmp_path / "mine.sqlite3"
+    assert default_directory_path({ENV_VAR: str(target)}) == target
+
+
+def test_default_path_xdg_then_home() -> None:
+    xdg = default_directory_path({"XDG_DATA_HOME": "/data"})
+    assert xdg == Path("/data/luabridge/loops-contacts.sqlite3")
+    home = default_directory_path({})
+    assert home == Path.home() / ".local/share/luabridge/loops-contacts.sqlite3"
+
+
+def test_directory_creates_missing_folders(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "contacts.sqlite3"
+    with ContactDirectory(path) as directory:
+        directory.upsert(A, {"id": "c1", "email": "jane@example.com"})
+    assert path.exists()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.close()
+
+
+def test_directory_unwritable_folder_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(DirectoryError) as info:
+        ContactDirectory(blocker / "contacts.sqlite3")
+    message = str(info.value)
+    assert "cannot create the folder" in message
+    assert ENV_VAR in message
+
+
+def test_directory_path_is_a_folder_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(DirectoryError, match="cannot open"):
+        ContactDirectory(tmp_path)
+
+
+def test_upsert_then_get(directory: ContactDirectory) -> None:
+    directory.upsert(A, {"id": "c1", "email": "jane@example.com", "firstName": "Jane"})
+    assert directory.get(A, "c1") == {"id": "c1", "email": "jane@example.com", "firstName": "Jane"}
+    assert directory.get(A, "missing") is None
+
+
+def test_upsert_merges_partial_updates(directory: ContactDirectory) -> None:
+    directory.upsert(A, {"id": "c1", "email": "jane@example.com", "mailingLists": {"l1": True}})
+    directory.upsert(A, {"id": "c1", "lastName": "Doe", "mailingLists": {"l1": False, "l2": True}})
+    assert directory.get(A, "c1") == {
+        "id": "c1",
+        "email": "jane@example.com",
+        "lastName": "Doe",
+        "mailingLists": {"l2": True},
+    }
+
+
+def test_upsert_replace_takes_snapshot(directory: ContactDirectory) -> None:
+    directory.upsert(A, {"id": "c1", "email": "jane@example.com", "plan": "pro"})
+    directory.upsert(A, {"id": "c1", "email": "jane@example.com"}, replace=True)
+    assert directory.get(A, "c1") == {"id": "c1", "email": "jane@example.com"}
+
+
+def test_upsert_without_id_refused(directory: ContactDirectory) -> None:
+    with pytest.raises(ValueError, match="'id'"):
+        directory.upsert(A, {"email": "jane@example.com"})
+
+
+def test_upsert_drops_stale_rows_with_same_identity(directory: ContactDirectory) -> None:
+    """A contact deleted and created again elsewhere gets a new id; the old row must go."""
+    directory.upsert(A, {"id": "old", "email": "Jane@Example.com", "userId": "u1"})
+    directory.upsert(A, {"id": "new", "email": "jane@example.com"})
+    assert directory.get(A, "old") is None
+    directory.upsert(A, {"id": "newer", "email": "other@example.com", "userId": "u9"})
+    directory.upsert(A, {"id": "newest", "email": "x@example.com", "userId": "u9"})
+    assert directory.get(A, "newer") is None
+    assert directory.page(A, 50, 0)[1] == 2
+
+
+def test_lookup_by_email_any_case_or_user_id(directory: ContactDirectory) -> None:
+    directory.upsert(A, {"id": "c1", "email": "Jane@Example.com", "userId": "u1"})
+    assert directory.lookup(A, email="jane@EXAMPLE.com") == directory.get(A, "c1")
+    assert directory.lookup(A, user_id="u1") == directory.get(A, "c1")
+    assert directory.lookup(A, user_id="u2") is None
+
+
+def test_page_stable_first_seen_order(directory: ContactDirectory) -> None:
+    for n in range(7):
+        directory.upsert(A, {"id": f"c{n}", "email": f"p{n}@example.com"})
+    directory.upsert(A, {"id": "c0", "firstName": "Updated"})  # keeps its place
+    rows, total = directory.page(A, 3, 0)
+    assert total == 7
+    assert [r["id"] for r in rows] == ["c0", "c1", "c2"]
+    assert rows[0]["firstName"] == "Updated"
+    assert [r["id"] for r in directory.page(A, 3, 3)[0]] == ["c3", "c4", "c5"]
+    assert [r["id"] for r in directory.page(A, 3, 6)[0]] == ["c6"]
+    assert directory.page(A, 3, 9) == ([], 7)
+
+
+def test_page_negative_refused(directory: ContactDirectory) -> None:
+    with pytest.raises(ValueError):
+        directory.page(A, 10, -1)
+
+
+def test_remove_by_each_identifier(directory: ContactDirectory) -> None:
+    directory.upsert(A, {"id": "c1", "email": "one@example.com"})
+    directory.upsert(A, {"id": "c2", "email": "two@example.com", "userId": "u2"})
+    directory.upsert(A, {"id": "c3", "email": "three@example.com"})
+    assert directory.remove(A, email="ONE@example.com") == 1
+    assert directory.remove(A, user_id="u2") == 1
+    assert directory.remove(A, contact_id="c3") == 1
+    assert directory.remove(A, contact_id="c3") == 0
+    assert directory.page(A, 50, 0) == ([], 0)
+
+
+def test_remove_without_identifier_refused(directory: ContactDirectory) -> None:
+    with pytest.raises(ValueError):
+        directory.remove(A)
+
+
+def test_two_accounts_isolated(directory: ContactDirectory) -> None:
+    directory.upsert(A, {"id": "c1", "email": "jane@example.com"})
+    directory.upsert(B, {"id": "c9", "email": "jane@example.com"})
+    assert directory.get(A, "c9") is None
+    assert directory.get(B, "c1") is None
+    assert directory.remove(A, email="jane@example.com") == 1
+    assert directory.page(B, 50, 0) == ([{"id": "c9", "email": "jane@example.com"}], 1)
+
+
+def test_closed_directory_refuses_use(tmp_path: Path) -> None:
+    directory = ContactDirectory(tmp_path / "c.sqlite3")
+    directory.get(A, "c1")
+    directory.close()
+    directory.close()
+    with pytest.raises(DirectoryError, match="has been closed"):
+        directory.get(A, "c1")
+
+
+def test_concurrent_writers_8_threads(directory: ContactDirectory) -> None:
+    errors: list[BaseException] = []
+
+    def write(worker: int) -> None:
+        try:
+            for n in range(50):
+                directory.upsert(A, {"id": f"t{worker}-{n}", "email": f"t{worker}.{n}@x.co"})
+                directory.upsert(A, {"id": f"t{worker}-{n}", "firstName": "again"})
+                directory.page(A, 10, 0)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    rows, total = directory.page(A, 50, 0)
+    assert total == 400
+    assert all(row["firstName"] == "again" for row in rows)
+
+
+_WRITER = """
+import sys
+from integrations.loops.directory import ContactDirectory
+path, account, prefix = sys.argv[1:4]
+with ContactDirectory(path) as directory:
+    for n in range(150):
+        directory.upsert(account, {"id": f"{prefix}-{n}", "email": f"{prefix}.{n}@x.co"})
+        directory.page(account, 5, 0)
+"""
+
+
+def test_concurrent_writers_2_processes(tmp_path: Path) -> None:
+    path = tmp_path / "shared.sqlite3"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(path), A, prefix],
+            cwd=ROOT,
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for prefix in ("p1", "p2")
+    ]
+    for worker in workers:
+        _, stderr = worker.communicate(timeout=120)
+        assert worker.returncode == 0, stderr
+    with ContactDirectory(path) as directory:
+        rows, total = directory.page(A, 50, 0)
+        assert total == 300
+        assert {row["id"].split("-")[0] for row in rows} <= {"p1", "p2"}
