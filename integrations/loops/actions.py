@@ -9,6 +9,7 @@ as the handler, so a dry run shows exactly what would be sent.
 from __future__ import annotations
 
 import logging
+import textwrap
 import threading
 import uuid
 from collections.abc import Callable, Mapping
@@ -614,6 +615,12 @@ def _list_transactional_emails(
 
 # --- declarations -------------------------------------------------------------------------
 
+
+def _lua(code: str) -> str:
+    """An example's Lua source, written indented in a triple-quoted string."""
+    return textwrap.dedent(code).strip()
+
+
 _DIRECTORY = (
     "The Loops API cannot list contacts or fetch one by id, so this reads the contact "
     "directory: a local SQLite file in which this integration records, per account, every "
@@ -636,9 +643,13 @@ ACTIONS: tuple[Action, ...] = (
         endpoint="GET /api-key",
         examples=(
             Example(
-                'local me = app.integrations.loops.get_current_user()\nprint("team: " .. '
-                "tostring(me.team_name))",
-                "Which team does this key belong to?",
+                title="Which team does this key belong to?",
+                code=_lua(
+                    """
+                    local me = app.integrations.loops.get_current_user()
+                    print("team: " .. tostring(me.team_name))
+                    """
+                ),
             ),
         ),
         handler=_get_current_user,
@@ -655,23 +666,34 @@ ACTIONS: tuple[Action, ...] = (
         endpoint="POST /contacts/create",
         examples=(
             Example(
-                "local result = app.integrations.loops.create_contact({\n"
-                '  email = "jane@example.com",\n'
-                '  first_name = "Jane",\n'
-                '  last_name = "Doe",\n'
-                "})\n"
-                "if result.success then print(result.id) else print(result.code, result.error) "
-                "end",
-                "Create a contact",
+                title="Create a contact",
+                code=_lua(
+                    """
+                    local result = app.integrations.loops.create_contact({
+                      email = "jane@example.com",
+                      first_name = "Jane",
+                      last_name = "Doe",
+                    })
+                    if result.success then
+                      print(result.id)
+                    else
+                      print(result.code, result.error)
+                    end
+                    """
+                ),
             ),
             Example(
-                "local result = app.integrations.loops.create_contact({\n"
-                '  email = "sam@example.com",\n'
-                '  user_id = "user_sam",\n'
-                '  properties = {plan = "free", seats = 1},\n'
-                '  mailing_lists = {["clistnewsletter0000000001"] = true},\n'
-                "})",
-                "With custom properties and a mailing list",
+                title="With custom properties and a mailing list",
+                code=_lua(
+                    """
+                    local result = app.integrations.loops.create_contact({
+                      email = "sam@example.com",
+                      user_id = "user_sam",
+                      properties = {plan = "free", seats = 1},
+                      mailing_lists = {["clistnewsletter0000000001"] = true},
+                    })
+                    """
+                ),
             ),
         ),
         handler=_create_contact,
@@ -690,20 +712,27 @@ ACTIONS: tuple[Action, ...] = (
         endpoint="PUT /contacts/update",
         examples=(
             Example(
-                "local result = app.integrations.loops.update_contact({\n"
-                '  email = "ada@example.com",\n'
-                '  properties = {plan = "pro", company = "Analytical Engines"},\n'
-                "})",
-                "Update a contact's custom properties by email",
+                title="Update a contact's custom properties by email",
+                code=_lua(
+                    """
+                    local result = app.integrations.loops.update_contact({
+                      email = "ada@example.com",
+                      properties = {plan = "pro", company = "Analytical Engines"},
+                    })
+                    """
+                ),
             ),
             Example(
-                "local found = app.integrations.loops.find_contact({email = "
-                '"grace@example.com"})\n'
-                "local result = app.integrations.loops.update_contact({\n"
-                "  contact_id = found.contact.id,\n"
-                '  last_name = "Hopper",\n'
-                "})",
-                "Update a contact by its id",
+                title="Update a contact by its id",
+                code=_lua(
+                    """
+                    local found = app.integrations.loops.find_contact({email = "grace@example.com"})
+                    local result = app.integrations.loops.update_contact({
+                      contact_id = found.contact.id,
+                      last_name = "Hopper",
+                    })
+                    """
+                ),
             ),
         ),
         handler=_update_contact,
@@ -721,9 +750,13 @@ ACTIONS: tuple[Action, ...] = (
         endpoint="GET /contacts/find",
         examples=(
             Example(
-                'local result = app.integrations.loops.find_contact({email = "ada@example.com"})\n'
-                "if result.contact then print(result.contact.id, result.contact.first_name) end",
-                "Find a contact by email",
+                title="Find a contact by email",
+                code=_lua(
+                    """
+                    local result = app.integrations.loops.find_contact({email = "ada@example.com"})
+                    if result.contact then print(result.contact.id, result.contact.first_name) end
+                    """
+                ),
             ),
         ),
         handler=_find_contact,
@@ -741,12 +774,15 @@ ACTIONS: tuple[Action, ...] = (
         endpoint="contact directory, then GET /contacts/find",
         examples=(
             Example(
-                "local found = app.integrations.loops.find_contact({user_id = "
-                '"user_ada"})\n'
-                "local result = app.integrations.loops.get_contact({contact_id = "
-                "found.contact.id})\n"
-                "print(result.contact.email)",
-                "Get a contact by id",
+                title="Get a contact by id",
+                code=_lua(
+                    """
+                    local found = app.integrations.loops.find_contact({user_id = "user_ada"})
+                    local loops = app.integrations.loops
+                    local result = loops.get_contact({contact_id = found.contact.id})
+                    print(result.contact.email)
+                    """
+                ),
             ),
         ),
         handler=_get_contact,
@@ -763,10 +799,21 @@ ACTIONS: tuple[Action, ...] = (
         effect="read",
         endpoint="contact directory (no Loops request)",
         examples=(
-            Example("local result = app.integrations.loops.list_contacts({})", "First page"),
             Example(
-                "local result = app.integrations.loops.list_contacts({limit = 50, offset = 50})",
-                "Next page",
+                title="First page",
+                code=_lua(
+                    """
+                    local result = app.integrations.loops.list_contacts({})
+                    """
+                ),
+            ),
+            Example(
+                title="Next page",
+                code=_lua(
+                    """
+                    local result = app.integrations.loops.list_contacts({limit = 50, offset = 50})
+                    """
+                ),
             ),
         ),
         handler=_list_contacts,
@@ -783,10 +830,15 @@ ACTIONS: tuple[Action, ...] = (
         endpoint="POST /contacts/delete",
         examples=(
             Example(
-                'app.integrations.loops.create_contact({email = "leaving@example.com"})\n'
-                "local result = app.integrations.loops.delete_contact({email = "
-                '"leaving@example.com"})',
-                "Delete a contact by email",
+                title="Delete a contact by email",
+                code=_lua(
+                    """
+                    app.integrations.loops.create_contact({email = "leaving@example.com"})
+                    local result = app.integrations.loops.delete_contact({
+                      email = "leaving@example.com",
+                    })
+                    """
+                ),
             ),
         ),
         handler=_delete_contact,
@@ -803,9 +855,13 @@ ACTIONS: tuple[Action, ...] = (
         endpoint="GET /contacts/properties",
         examples=(
             Example(
-                'local result = app.integrations.loops.list_contact_properties({list = "custom"})\n'
-                "for _, p in ipairs(result.properties) do print(p.key, p.type) end",
-                "List custom properties",
+                title="List custom properties",
+                code=_lua(
+                    """
+                    local result = app.integrations.loops.list_contact_properties({list = "custom"})
+                    for _, p in ipairs(result.properties) do print(p.key, p.type) end
+                    """
+                ),
             ),
         ),
         handler=_list_contact_properties,
@@ -820,11 +876,15 @@ ACTIONS: tuple[Action, ...] = (
         endpoint="POST /contacts/properties",
         examples=(
             Example(
-                "local result = app.integrations.loops.create_contact_property({\n"
-                '  name = "favoriteColor",\n'
-                '  type = "string",\n'
-                "})",
-                "Add a string property",
+                title="Add a string property",
+                code=_lua(
+                    """
+                    local result = app.integrations.loops.create_contact_property({
+                      name = "favoriteColor",
+                      type = "string",
+                    })
+                    """
+                ),
             ),
         ),
         handler=_create_contact_property,
@@ -840,9 +900,13 @@ ACTIONS: tuple[Action, ...] = (
         endpoint="GET /lists",
         examples=(
             Example(
-                "local result = app.integrations.loops.list_mailing_lists()\n"
-                "for _, list in ipairs(result.mailing_lists) do print(list.id, list.name) end",
-                "List mailing lists",
+                title="List mailing lists",
+                code=_lua(
+                    """
+                    local result = app.integrations.loops.list_mailing_lists()
+                    for _, list in ipairs(result.mailing_lists) do print(list.id, list.name) end
+                    """
+                ),
             ),
         ),
         handler=_list_mailing_lists,
@@ -858,19 +922,27 @@ ACTIONS: tuple[Action, ...] = (
         endpoint="POST /events/send",
         examples=(
             Example(
-                "local result = app.integrations.loops.send_event({\n"
-                '  email = "ada@example.com",\n'
-                '  event_name = "signup",\n'
-                "})",
-                "Send a signup event",
+                title="Send a signup event",
+                code=_lua(
+                    """
+                    local result = app.integrations.loops.send_event({
+                      email = "ada@example.com",
+                      event_name = "signup",
+                    })
+                    """
+                ),
             ),
             Example(
-                "local result = app.integrations.loops.send_event({\n"
-                '  email = "ada@example.com",\n'
-                '  event_name = "purchase",\n'
-                '  properties = {product = "Pro Plan", amount = 99.00},\n'
-                "})",
-                "Send an event with properties",
+                title="Send an event with properties",
+                code=_lua(
+                    """
+                    local result = app.integrations.loops.send_event({
+                      email = "ada@example.com",
+                      event_name = "purchase",
+                      properties = {product = "Pro Plan", amount = 99.00},
+                    })
+                    """
+                ),
             ),
         ),
         handler=_send_event,
@@ -887,22 +959,30 @@ ACTIONS: tuple[Action, ...] = (
         endpoint="POST /transactional",
         examples=(
             Example(
-                "local result = app.integrations.loops.send_transactional_email({\n"
-                '  transactional_id = "ctxwelcome000000000000002",\n'
-                '  email = "ada@example.com",\n'
-                '  data_variables = {first_name = "Ada"},\n'
-                "})",
-                "Send a transactional email",
+                title="Send a transactional email",
+                code=_lua(
+                    """
+                    local result = app.integrations.loops.send_transactional_email({
+                      transactional_id = "ctxwelcome000000000000002",
+                      email = "ada@example.com",
+                      data_variables = {first_name = "Ada"},
+                    })
+                    """
+                ),
             ),
             Example(
-                "local result = app.integrations.loops.send_transactional_email({\n"
-                '  transactional_id = "ctxreceipt000000000000001",\n'
-                '  email = "grace@example.com",\n'
-                '  data_variables = {order_id = "A-1001", amount = 49.5},\n'
-                "  add_to_audience = true,\n"
-                "})\n"
-                "-- keep result.idempotency_key to retry later without sending twice",
-                "With required data variables",
+                title="With required data variables",
+                code=_lua(
+                    """
+                    local result = app.integrations.loops.send_transactional_email({
+                      transactional_id = "ctxreceipt000000000000001",
+                      email = "grace@example.com",
+                      data_variables = {order_id = "A-1001", amount = 49.5},
+                      add_to_audience = true,
+                    })
+                    -- keep result.idempotency_key to retry later without sending twice
+                    """
+                ),
             ),
         ),
         handler=_send_transactional_email,
@@ -918,9 +998,13 @@ ACTIONS: tuple[Action, ...] = (
         endpoint="GET /transactional",
         examples=(
             Example(
-                "local result = app.integrations.loops.list_transactional_emails({per_page = 20})"
-                "\nfor _, t in ipairs(result.transactional_emails) do print(t.id, t.name) end",
-                "List transactional emails",
+                title="List transactional emails",
+                code=_lua(
+                    """
+                    local result = app.integrations.loops.list_transactional_emails({per_page = 20})
+                    for _, t in ipairs(result.transactional_emails) do print(t.id, t.name) end
+                    """
+                ),
             ),
         ),
         handler=_list_transactional_emails,
@@ -936,9 +1020,15 @@ ACTIONS: tuple[Action, ...] = (
         endpoint="GET /contacts/suppression",
         examples=(
             Example(
-                "local result = app.integrations.loops.check_contact_suppression({email = "
-                '"barbara@example.com"})\nprint(result.is_suppressed)',
-                "Is this contact suppressed?",
+                title="Is this contact suppressed?",
+                code=_lua(
+                    """
+                    local result = app.integrations.loops.check_contact_suppression({
+                      email = "barbara@example.com",
+                    })
+                    print(result.is_suppressed)
+                    """
+                ),
             ),
         ),
         handler=_suppression,
@@ -955,14 +1045,17 @@ ACTIONS: tuple[Action, ...] = (
         endpoint="DELETE /contacts/suppression",
         examples=(
             Example(
-                "local check = app.integrations.loops.check_contact_suppression({email = "
-                '"barbara@example.com"})\n'
-                "if check.is_suppressed then\n"
-                "  local result = app.integrations.loops.remove_contact_suppression({email = "
-                '"barbara@example.com"})\n'
-                "  print(result.removal_quota.remaining)\n"
-                "end",
-                "Lift a suppression when there is one",
+                title="Lift a suppression when there is one",
+                code=_lua(
+                    """
+                    local loops = app.integrations.loops
+                    local who = {email = "barbara@example.com"}
+                    if loops.check_contact_suppression(who).is_suppressed then
+                      local result = loops.remove_contact_suppression(who)
+                      print(result.removal_quota.remaining)
+                    end
+                    """
+                ),
             ),
         ),
         handler=_remove_suppression,
@@ -978,9 +1071,13 @@ ACTIONS: tuple[Action, ...] = (
         endpoint="GET /dedicated-sending-ips",
         examples=(
             Example(
-                "local result = app.integrations.loops.list_dedicated_sending_ips()\n"
-                "for _, ip in ipairs(result.ips) do print(ip) end",
-                "List sending IPs",
+                title="List sending IPs",
+                code=_lua(
+                    """
+                    local result = app.integrations.loops.list_dedicated_sending_ips()
+                    for _, ip in ipairs(result.ips) do print(ip) end
+                    """
+                ),
             ),
         ),
         handler=_list_dedicated_sending_ips,

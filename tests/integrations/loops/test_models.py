@@ -105,7 +105,9 @@ def test_action_metadata_complete(name: str) -> None:
     action = ACTIONS[name]
     assert action.summary.endswith(".") and action.description and action.endpoint
     assert issubclass(action.input, ActionInput) and issubclass(action.output, ActionResult)
-    assert all(f"app.integrations.loops.{name}" in example.code for example in action.examples)
+    for example in action.examples:
+        assert "app.integrations.loops" in example.code and f".{name}(" in example.code
+        assert example.title and not example.code.startswith((" ", "\n"))
     assert (action.plan is None) == (action.effect == "read")
     for model in (action.input, action.output):
         for field_name, field in model.model_fields.items():
