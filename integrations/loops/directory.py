@@ -77,11 +77,22 @@ def account_identity(name: str, base_url: str, api_key: str) -> str:
     return f"{name}:{digest[:12]}"
 
 
+#: Keys Loops always returns, null or not; other keys are custom properties, which Loops leaves
+#: out of a contact when they have no value.
+_STANDARD_KEYS: Final = frozenset(
+    {"id", "email", "firstName", "lastName", "source", "subscribed", "userGroup", "userId"}
+    | {"mailingLists", "optInStatus"}
+)
+
+
 def _merge(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
-    """``new`` laid over ``old``; mailing-list flags merge, and only subscribed lists are kept."""
+    """``new`` laid over ``old`` the way Loops applies an update: mailing-list flags merge (only
+    subscribed lists are kept) and a null custom property disappears."""
     merged = dict(old)
     for key, value in new.items():
-        if key == "mailingLists" and isinstance(value, Mapping):
+        if value is None and key not in _STANDARD_KEYS:
+            merged.pop(key, None)
+        elif key == "mailingLists" and isinstance(value, Mapping):
             lists = dict(merged.get("mailingLists") or {})
             for list_id, subscribed in value.items():
                 if subscribed:

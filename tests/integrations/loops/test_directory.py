@@ -95,6 +95,12 @@ def test_upsert_merges_partial_updates(directory: ContactDirectory) -> None:
     }
 
 
+def test_upsert_null_property_cleared(directory: ContactDirectory) -> None:
+    directory.upsert(A, {"id": "c1", "email": "a@b.co", "plan": "pro", "firstName": "A"})
+    directory.upsert(A, {"id": "c1", "plan": None, "firstName": None})
+    assert directory.get(A, "c1") == {"id": "c1", "email": "a@b.co", "firstName": None}
+
+
 def test_upsert_replace_takes_snapshot(directory: ContactDirectory) -> None:
     directory.upsert(A, {"id": "c1", "email": "jane@example.com", "plan": "pro"})
     directory.upsert(A, {"id": "c1", "email": "jane@example.com"}, replace=True)
