@@ -275,7 +275,7 @@ def _lua_path(record: CallRecord) -> str:
     return f"{record.integration}.{account}{record.action}"
 
 
-def _call_line(record: CallRecord) -> str:
+def _call_line(record: CallRecord, width: int) -> str:
     name = _lua_path(record)
     if record.outcome == "dry_run":
         request = record.request or {}
@@ -287,7 +287,7 @@ def _call_line(record: CallRecord) -> str:
         return f"  DRY RUN  {name}  {target}{shown}"
     tag = {"read": "read", "write": "WRITE", "destructive": "DELETE"}.get(record.effect, "?")
     outcome = {"ok": "ok", "failed": "FAILED"}.get(record.outcome, record.outcome.upper())
-    line = f"  {tag:<7}  {name:<36} {outcome:<7} {record.duration_ms:>7.0f} ms"
+    line = f"  {tag:<7}  {name:<{width}}  {outcome:<7} {record.duration_ms:>5.0f} ms"
     if record.outcome != "ok":
         detail = " ".join(str(p) for p in (record.code, record.status) if p is not None)
         line += f"  {detail + ': ' if detail else ''}{record.error or ''}".rstrip()
@@ -306,8 +306,9 @@ def _summary(calls: Sequence[CallRecord]) -> list[str]:
     if planned:
         notes.append(f"{planned} planned and not sent (dry run)")
     head = f"{len(calls)} call{'s' if len(calls) != 1 else ''}"
-    head += f" ({', '.join(notes)}):" if notes else ":"
-    return ["", head, *(_call_line(c) for c in calls)]
+    head = ", ".join([head, *notes]) + ":"
+    width = max(len(_lua_path(c)) for c in calls)
+    return ["", head, *(_call_line(c, width) for c in calls)]
 
 
 def _report_error(result: RunResult, source: str | None, label: str) -> None:
