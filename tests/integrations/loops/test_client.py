@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -26,6 +26,7 @@ from integrations.loops.client import (
     map_error,
     preview_request,
 )
+from integrations.loops.emulator.seed import DEMO_KEYS
 from luabridge.errors import (
     APIError,
     AuthenticationError,
@@ -34,6 +35,9 @@ from luabridge.errors import (
     RateLimitError,
     TransportError,
 )
+
+if TYPE_CHECKING:
+    from integrations.loops.emulator import EmulatorServer
 
 KEY = "sk_test_0123456789abcdef"
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -510,3 +514,142 @@ def test_client_backoff_grows_and_is_capped(no_sleep: list[float]) -> None:
     assert len(no_sleep) == len(ceilings)
     for wait, ceiling in zip(no_sleep, ceilings, strict=True):
         assert ceiling / 2 <= wait <= ceiling
+
+
+# --- against the emulator, over HTTP --------------------------------------------------------
+
+
+@pytest.fixture
+def emulated(emulator: EmulatorServer) -> Iterator[LoopsClient]:
+    with LoopsClient(
+        api_key=DEMO_KEYS["default"], base_url=emulator.base_url, backoff_base=0.05
+    ) as client:
+        yield client
+
+
+def settle(emulator: EmulatorServer, count: int) -> None:
+    """Wait until ``count`` requests are logged, so slow ones do not spill into other tests."""
+    give_up = time.monotonic() + 5
+    while len(emulator.requests()) < count and time.monotonic() < give_up:
+        time.sleep(0.05)
+
+
+def test_emulator_api_key_names_the_team(emulated: LoopsClient) -> None:
+    assert emulated.request("GET", "/api-key") == {"success": True, "teamName": "default"}
+
+
+def test_emulator_each_key_its_own_team(emulator: EmulatorServer) -> None:
+    for team, key in DEMO_KEYS.items():
+        with LoopsClient(api_key=key, base_url=emulator.base_url) as client:
+            assert client.request("GET", "/api-key")["teamName"] == team
+
+
+def test_emulator_bad_key_unauthorized_without_leaking(emulator: EmulatorServer) -> None:
+    secret = "wrong_key_0123456789"
+    with LoopsClient(api_key=secret, base_url=emulator.base_url) as client:
+        error = fail(client)
+    assert isinstance(error, AuthenticationError)
+    assert (error.code, error.status, error.retryable) == ("loops.unauthorized", 401, False)
+    assert error.message.startswith("Invalid API key")
+    assert secret not in json.dumps(error.to_result()) + json.dumps(error.body)
+
+
+def test_emulator_429_fault_retried(emulator: EmulatorServer, emulated: LoopsClient) -> None:
+    emulator.add_fault("429", count=2)
+    assert emulated.request("GET", "/lists")[0]["name"] == "Newsletter"
+    statuses = [entry["status"] for entry in emulator.requests()]
+    assert statuses == [429, 429, 200]
+
+
+def test_emulator_persistent_500_server_error(
+    emulator: EmulatorServer, emulated: LoopsClient
+) -> None:
+    emulator.add_fault("500", count=10)
+    began = time.monotonic()
+    error = fail(emulated, "GET", "/lists", deadline=began + 2.0)
+    assert (error.code, error.status, error.retryable) == ("loops.server_error", 500, True)
+    assert "Retry the request" in error.message
+    assert time.monotonic() - began < 2.0
+    assert 2 <= len(emulator.requests()) <= 4
+
+
+def test_emulator_cut_after_event_delivered_once(
+    emulator: EmulatorServer, emulated: LoopsClient
+) -> None:
+    """The event is recorded, the answer is lost; the retry's 409 means it was delivered."""
+    emulator.add_fault("cut_after", path="/events/send")
+    body = {"eventName": "signup", "email": "ada@example.com"}
+    result = emulated.request("POST", "/events/send", json=body, idempotency_key="evt-0001")
+    assert result == {"success": True, "deduplicated": True}
+    events = emulator.team("default").snapshot("events")
+    assert [(e["eventName"], e["idempotencyKey"]) for e in events] == [("signup", "evt-0001")]
+    log = emulator.requests()
+    assert [entry["status"] for entry in log][-1] == 409
+    assert {entry["headers"].get("idempotency-key") for entry in log} == {"evt-0001"}
+
+
+def test_emulator_cut_before_handling_retried_once(
+    emulator: EmulatorServer, emulated: LoopsClient
+) -> None:
+    emulator.add_fault("cut", path="/events/send")
+    body = {"eventName": "signup", "email": "ada@example.com"}
+    result = emulated.request("POST", "/events/send", json=body, idempotency_key="evt-0002")
+    assert result == {"success": True}
+    assert len(emulator.team("default").snapshot("events")) == 1
+
+
+def test_emulator_slow_answer_times_out(emulator: EmulatorServer) -> None:
+    emulator.add_fault("slow", delay=1.0, count=5)
+    with LoopsClient(
+        api_key=DEMO_KEYS["default"], base_url=emulator.base_url, timeout=0.2, max_retries=1
+    ) as client:
+        error = fail(client)
+    assert (error.code, error.retryable) == ("loops.timeout", True)
+    settle(emulator, 2)
+
+
+def test_emulator_deadline_bounds_slow_answer(emulator: EmulatorServer) -> None:
+    """The attempt's timeout is cut to what is left before the run's deadline."""
+    emulator.add_fault("slow", delay=2.0)
+    with LoopsClient(api_key=DEMO_KEYS["default"], base_url=emulator.base_url) as client:
+        began = time.monotonic()
+        error = fail(client, deadline=began + 0.5)
+        assert time.monotonic() - began < 1.0
+    assert error.code == "loops.timeout"
+    settle(emulator, 1)
+
+
+def test_emulator_client_limit_avoids_429(emulator: EmulatorServer) -> None:
+    """25 calls from 5 threads at the client's 10/s never trip the emulator's 10/s."""
+    with LoopsClient(api_key=DEMO_KEYS["marketing"], base_url=emulator.base_url) as client:
+
+        def worker() -> None:
+            for _ in range(5):
+                client.request("GET", "/api-key")
+
+        threads = [threading.Thread(target=worker) for _ in range(5)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    statuses = [e["status"] for e in emulator.requests() if e["team"] == "marketing"]
+    assert statuses == [200] * 25
+
+
+def test_emulator_not_found_and_bad_request(emulated: LoopsClient) -> None:
+    missing = fail(emulated, "POST", "/contacts/delete", json={"email": "nobody@example.com"})
+    assert (missing.code, missing.status) == ("loops.not_found", 404)
+    assert missing.message.endswith(".")
+    both = fail(emulated, "GET", "/contacts/find", params={"email": "a@b.co", "userId": "u"})
+    assert (both.code, both.status) == ("loops.bad_request", 400)
+
+
+def test_emulator_conflict_on_duplicate_contact(emulated: LoopsClient) -> None:
+    error = fail(emulated, "POST", "/contacts/create", json={"email": "ada@example.com"})
+    assert (error.code, error.status, error.retryable) == ("loops.conflict", 409, False)
+
+
+def test_emulator_query_encoding(emulated: LoopsClient) -> None:
+    created = emulated.request("POST", "/contacts/create", json={"email": "a+b@example.com"})
+    found = emulated.request("GET", "/contacts/find", params={"email": "a+b@example.com"})
+    assert [contact["id"] for contact in found] == [created["id"]]
