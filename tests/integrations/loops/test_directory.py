@@ -7,11 +7,16 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from integrations.loops import integration
+from integrations.loops.actions import LoopsAccount, open_account
+from integrations.loops.client import LoopsClient
 from integrations.loops.directory import (
     ENV_VAR,
     ContactDirectory,
@@ -19,6 +24,22 @@ from integrations.loops.directory import (
     account_identity,
     default_directory_path,
 )
+from integrations.loops.emulator.seed import (
+    ADA_CONTACT_ID,
+    ADA_EMAIL,
+    ADA_USER_ID,
+    ALAN_CONTACT_ID,
+    ALAN_EMAIL,
+    DEMO_KEYS,
+    GRACE_CONTACT_ID,
+    GRACE_EMAIL,
+)
+from luabridge.accounts import AccountSettings
+from luabridge.action import CallContext
+from luabridge.errors import IntegrationError
+
+if TYPE_CHECKING:
+    from integrations.loops.emulator import EmulatorServer
 
 ROOT = Path(__file__).resolve().parents[3]
 A = account_identity("default", "http://loops.test/api/v1", "key-a")
@@ -236,3 +257,192 @@ def test_concurrent_writers_2_processes(tmp_path: Path) -> None:
         rows, total = directory.page(A, 50, 0)
         assert total == 300
         assert {row["id"].split("-")[0] for row in rows} <= {"p1", "p2"}
+
+
+# --- the directory behind the actions, against the emulator ---------------------------------
+
+
+def open_team(emulator: EmulatorServer, path: Path, team: str = "default") -> LoopsAccount:
+    settings = AccountSettings(name=team, api_key=DEMO_KEYS[team], base_url=emulator.base_url)
+    return open_account(settings, directory_path=path)
+
+
+@pytest.fixture
+def loops(emulator: EmulatorServer, tmp_path: Path) -> Iterator[LoopsAccount]:
+    account = open_team(emulator, tmp_path / "contacts.sqlite3")
+    yield account
+    account.close()
+
+
+def call(account: LoopsAccount, action: str, **params: Any) -> dict[str, Any]:
+    """Run one action as the runtime does and return the result table."""
+    spec = integration.action(action)
+    assert spec is not None
+    model = spec.input.model_validate(params, strict=True)
+    ctx = CallContext("loops", account.name, account, time.monotonic() + 20, "test-run")
+    try:
+        data: dict[str, Any] = {"success": True, **spec.handler(ctx, model)}
+    except IntegrationError as exc:
+        data = exc.to_result()
+    return spec.output.model_validate(data).model_dump(mode="json", exclude_none=True)
+
+
+def emulated_contacts(emulator: EmulatorServer, team: str = "default") -> list[dict[str, Any]]:
+    return list(emulator.team(team).snapshot("contacts"))
+
+
+def test_get_contact_unknown_id_explains_what_to_do(loops: LoopsAccount) -> None:
+    result = call(loops, "get_contact", contact_id=ADA_CONTACT_ID)
+    assert result["success"] is False
+    assert result["code"] == "loops.unknown_contact_id"
+    assert "not in this workspace's contact directory" in result["error"]
+    assert "find_contact with email or user_id" in result["error"]
+
+
+def test_find_then_get_contact_fresh_from_loops(loops: LoopsAccount) -> None:
+    found = call(loops, "find_contact", email=ADA_EMAIL)
+    assert found["contact"]["id"] == ADA_CONTACT_ID
+    assert found["contact"]["properties"]["plan"] == "pro"
+    with LoopsClient(api_key=DEMO_KEYS["default"], base_url=loops.client.base_url) as other:
+        other.request("PUT", "/contacts/update", json={"email": ADA_EMAIL, "plan": "team"})
+    result = call(loops, "get_contact", contact_id=ADA_CONTACT_ID)
+    assert result["success"] is True
+    assert result["contact"]["properties"]["plan"] == "team"
+    assert result["contact"]["user_id"] == ADA_USER_ID
+
+
+def test_get_contact_deleted_elsewhere_not_found_and_forgotten(loops: LoopsAccount) -> None:
+    call(loops, "find_contact", email=GRACE_EMAIL)
+    with LoopsClient(api_key=DEMO_KEYS["default"], base_url=loops.client.base_url) as other:
+        other.request("POST", "/contacts/delete", json={"email": GRACE_EMAIL})
+    result = call(loops, "get_contact", contact_id=GRACE_CONTACT_ID)
+    assert (result["success"], result["code"]) == (False, "loops.not_found")
+    assert "removed from the contact directory" in result["error"]
+    assert call(loops, "list_contacts")["total"] == 0
+
+
+def test_list_contacts_pages_the_directory_without_calling_loops(
+    emulator: EmulatorServer, loops: LoopsAccount
+) -> None:
+    for n in range(3):
+        assert call(loops, "create_contact", email=f"new{n}@example.com")["success"]
+    call(loops, "find_contact", email=ADA_EMAIL)
+    sent = len(emulator.requests())
+    first = call(loops, "list_contacts", limit=3)
+    assert [c["email"] for c in first["contacts"]] == [
+        "new0@example.com",
+        "new1@example.com",
+        "new2@example.com",
+    ]
+    assert (first["total"], first["has_more"], first["next_offset"]) == (4, True, 3)
+    second = call(loops, "list_contacts", limit=3, offset=first["next_offset"])
+    assert [c["id"] for c in second["contacts"]] == [ADA_CONTACT_ID]
+    assert second["has_more"] is False and "next_offset" not in second
+    assert len(emulator.requests()) == sent
+
+
+def test_update_contact_by_contact_id(emulator: EmulatorServer, loops: LoopsAccount) -> None:
+    call(loops, "find_contact", user_id=ADA_USER_ID)
+    result = call(loops, "update_contact", contact_id=ADA_CONTACT_ID, last_name="Byron")
+    assert result == {"success": True, "id": ADA_CONTACT_ID}
+    listed = call(loops, "list_contacts")["contacts"]
+    assert [(c["id"], c["last_name"]) for c in listed] == [(ADA_CONTACT_ID, "Byron")]
+    sent = emulator.requests()[-1]
+    assert (sent["method"], sent["body"]) == ("PUT", {"email": ADA_EMAIL, "lastName": "Byron"})
+
+
+def test_update_contact_changes_email_through_user_id(loops: LoopsAccount) -> None:
+    call(loops, "find_contact", email=ADA_EMAIL)
+    result = call(loops, "update_contact", contact_id=ADA_CONTACT_ID, email="ada@lovelace.dev")
+    assert result["id"] == ADA_CONTACT_ID
+    assert call(loops, "get_contact", contact_id=ADA_CONTACT_ID)["contact"]["email"] == (
+        "ada@lovelace.dev"
+    )
+
+
+def test_update_contact_email_without_user_id_refused(loops: LoopsAccount) -> None:
+    call(loops, "find_contact", email=GRACE_EMAIL)
+    result = call(loops, "update_contact", contact_id=GRACE_CONTACT_ID, email="g@example.com")
+    assert (result["success"], result["code"]) == (False, "loops.cannot_change_email")
+
+
+def test_update_contact_stale_id_creates_nothing(
+    emulator: EmulatorServer, loops: LoopsAccount
+) -> None:
+    call(loops, "find_contact", email=ALAN_EMAIL)
+    with LoopsClient(api_key=DEMO_KEYS["default"], base_url=loops.client.base_url) as other:
+        other.request("POST", "/contacts/delete", json={"email": ALAN_EMAIL})
+    before = len(emulated_contacts(emulator))
+    result = call(loops, "update_contact", contact_id=ALAN_CONTACT_ID, first_name="Al")
+    assert result["code"] == "loops.not_found"
+    assert len(emulated_contacts(emulator)) == before
+
+
+def test_update_contact_by_email_upserts_and_records(loops: LoopsAccount) -> None:
+    result = call(
+        loops, "update_contact", email="fresh@example.com", custom_properties={"plan": "pro"}
+    )
+    assert result["success"] is True
+    contact = call(loops, "get_contact", contact_id=result["id"])["contact"]
+    assert (contact["email"], contact["properties"]) == ("fresh@example.com", {"plan": "pro"})
+
+
+def test_delete_contact_by_contact_id(emulator: EmulatorServer, loops: LoopsAccount) -> None:
+    created = call(loops, "create_contact", email="leaving@example.com")
+    result = call(loops, "delete_contact", contact_id=created["id"])
+    assert result["success"] is True and result["message"].startswith("Contact deleted")
+    assert call(loops, "list_contacts")["total"] == 0
+    assert "leaving@example.com" not in {c["email"] for c in emulated_contacts(emulator)}
+
+
+def test_delete_contact_missing_forgets_it(loops: LoopsAccount) -> None:
+    call(loops, "find_contact", email=GRACE_EMAIL)
+    with LoopsClient(api_key=DEMO_KEYS["default"], base_url=loops.client.base_url) as other:
+        other.request("POST", "/contacts/delete", json={"email": GRACE_EMAIL})
+    result = call(loops, "delete_contact", email=GRACE_EMAIL)
+    assert (result["code"], result["status"]) == ("loops.not_found", 404)
+    assert call(loops, "list_contacts")["total"] == 0
+
+
+def test_two_teams_share_the_file_not_the_rows(emulator: EmulatorServer, tmp_path: Path) -> None:
+    path = tmp_path / "shared.sqlite3"
+    default, marketing = open_team(emulator, path), open_team(emulator, path, "marketing")
+    try:
+        call(default, "find_contact", email=ADA_EMAIL)
+        call(marketing, "find_contact", email=GRACE_EMAIL)
+        assert [c["email"] for c in call(default, "list_contacts")["contacts"]] == [ADA_EMAIL]
+        assert [c["email"] for c in call(marketing, "list_contacts")["contacts"]] == [GRACE_EMAIL]
+        assert call(marketing, "get_contact", contact_id=ADA_CONTACT_ID)["code"] == (
+            "loops.unknown_contact_id"
+        )
+    finally:
+        default.close()
+        marketing.close()
+
+
+def test_unwritable_directory_fails_only_directory_actions(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    account = open_team(emulator, blocker / "contacts.sqlite3")
+    try:
+        assert call(account, "get_current_user") == {"success": True, "team_name": "default"}
+        assert call(account, "create_contact", email="still@example.com")["success"] is True
+        listed = call(account, "list_contacts")
+        assert (listed["success"], listed["code"]) == (False, "loops.directory_unavailable")
+        assert ENV_VAR in listed["error"]
+    finally:
+        account.close()
+
+
+def test_open_account_default_path_from_env(
+    emulator: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(ENV_VAR, str(tmp_path / "from-env.sqlite3"))
+    settings = AccountSettings(name="default", api_key="k", base_url=emulator.base_url)
+    account = integration.open_client(settings)
+    assert isinstance(account, LoopsAccount)
+    assert account.directory_path == tmp_path / "from-env.sqlite3"
+    assert account.account_id == account_identity("default", emulator.base_url, "k")
+    account.close()
