@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -281,7 +281,9 @@ def call(account: LoopsAccount, action: str, **params: Any) -> dict[str, Any]:
     model = spec.input.model_validate(params, strict=True)
     ctx = CallContext("loops", account.name, account, time.monotonic() + 20, "test-run")
     try:
-        data: dict[str, Any] = {"success": True, **spec.handler(ctx, model)}
+        produced = spec.handler(ctx, model)
+        assert isinstance(produced, Mapping)
+        data: dict[str, Any] = {"success": True, **produced}
     except IntegrationError as exc:
         data = exc.to_result()
     return spec.output.model_validate(data).model_dump(mode="json", exclude_none=True)

@@ -7,9 +7,9 @@ actions show how each model becomes the request Loops receives.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -18,8 +18,26 @@ from pydantic import ValidationError
 import integrations.loops as pack
 from integrations.loops import actions as actions_module, models
 from integrations.loops.actions import LoopsAccount, open_account
+from integrations.loops.emulator.seed import (
+    ADA_CONTACT_ID,
+    ADA_EMAIL,
+    ADA_USER_ID,
+    BARBARA_CONTACT_ID,
+    BARBARA_EMAIL,
+    BETA_LIST_ID,
+    DEMO_KEYS,
+    GRACE_EMAIL,
+    NEWSLETTER_LIST_ID,
+    RECEIPT_TEMPLATE_ID,
+    SENDING_IPS,
+    WELCOME_TEMPLATE_ID,
+)
 from luabridge.accounts import AccountSettings
 from luabridge.action import ActionInput, ActionResult, CallContext
+from luabridge.errors import IntegrationError
+
+if TYPE_CHECKING:
+    from integrations.loops.emulator import EmulatorServer
 
 ACTIONS = {action.name: action for action in pack.integration.actions}
 
@@ -445,3 +463,186 @@ _minimal: dict[str, dict[str, Any]] = {
     "send_transactional_email": {"transactional_id": "t", "email": "a@b.co"},
     "remove_contact_suppression": {"email": "a@b.co"},
 }
+
+
+# --- outputs from real answers (emulator over HTTP) -----------------------------------------
+
+
+@pytest.fixture
+def loops(emulator: EmulatorServer, tmp_path: Path) -> Iterator[LoopsAccount]:
+    settings = AccountSettings(
+        name="default", api_key=DEMO_KEYS["default"], base_url=emulator.base_url
+    )
+    account = open_account(settings, directory_path=tmp_path / "contacts.sqlite3")
+    yield account
+    account.close()
+
+
+def call(account: LoopsAccount, action: str, **params: Any) -> dict[str, Any]:
+    """Run one action as the runtime does: validate, handle, shape by the output model."""
+    spec = ACTIONS[action]
+    try:
+        produced = spec.handler(context(account), parse(action, **params))
+        assert isinstance(produced, Mapping)
+        data: dict[str, Any] = {"success": True, **produced}
+    except IntegrationError as exc:
+        data = exc.to_result()
+    return spec.output.model_validate(data).model_dump(mode="json", exclude_none=True)
+
+
+def test_output_get_current_user(loops: LoopsAccount) -> None:
+    assert call(loops, "get_current_user") == {"success": True, "team_name": "default"}
+
+
+def test_output_find_contact_snake_case(loops: LoopsAccount) -> None:
+    result = call(loops, "find_contact", email=ADA_EMAIL)
+    contact = result["contact"]
+    assert result["contacts"] == [contact]
+    assert contact["id"] == ADA_CONTACT_ID
+    assert (contact["first_name"], contact["last_name"]) == ("Ada", "Lovelace")
+    assert (contact["user_id"], contact["user_group"]) == ("user_ada", "founders")
+    assert contact["mailing_lists"] == {NEWSLETTER_LIST_ID: True, BETA_LIST_ID: True}
+    assert contact["properties"]["vip"] is True and contact["properties"]["seats"] == 5
+    assert not {"firstName", "userId", "mailingLists"} & set(contact)
+
+
+def test_output_find_contact_none(loops: LoopsAccount) -> None:
+    assert call(loops, "find_contact", email="nobody@example.com") == {
+        "success": True,
+        "contacts": [],
+    }
+
+
+def test_output_create_contact_with_lists_and_properties(
+    emulator: EmulatorServer, loops: LoopsAccount
+) -> None:
+    result = call(
+        loops,
+        "create_contact",
+        email="jane@example.com",
+        first_name="Jane",
+        user_id="user_jane",
+        custom_properties={"plan": "free", "seats": 2},
+        mailing_lists={NEWSLETTER_LIST_ID: True},
+    )
+    found = call(loops, "find_contact", user_id="user_jane")["contact"]
+    assert found["id"] == result["id"]
+    assert found["properties"] == {"plan": "free", "seats": 2}
+    assert found["mailing_lists"] == {NEWSLETTER_LIST_ID: True}
+
+
+def test_output_update_contact_clears_property(loops: LoopsAccount) -> None:
+    call(loops, "update_contact", user_id=ADA_USER_ID, properties={"company": None})
+    assert "company" not in call(loops, "find_contact", email=ADA_EMAIL)["contact"]["properties"]
+
+
+def test_output_list_contact_properties(loops: LoopsAccount) -> None:
+    every = call(loops, "list_contact_properties")["properties"]
+    custom = call(loops, "list_contact_properties", list="custom")["properties"]
+    assert every[0] == {"key": "firstName", "label": "First Name", "type": "string"}
+    assert {"key": "seats", "label": "Seats", "type": "number"} in custom
+    assert len(custom) < len(every)
+
+
+def test_output_create_contact_property_then_taken(loops: LoopsAccount) -> None:
+    assert call(loops, "create_contact_property", name="favoriteColor", type="string") == {
+        "success": True
+    }
+    again = call(loops, "create_contact_property", name="favoriteColor", type="string")
+    assert (again["success"], again["code"], again["status"]) == (False, "loops.bad_request", 400)
+
+
+def test_output_list_mailing_lists(loops: LoopsAccount) -> None:
+    lists = call(loops, "list_mailing_lists")["mailing_lists"]
+    assert lists[0] == {
+        "id": NEWSLETTER_LIST_ID,
+        "name": "Newsletter",
+        "description": "Monthly product news.",
+        "is_public": True,
+    }
+    assert lists[1]["is_public"] is False and "description" not in lists[1]
+
+
+def test_output_send_event_recorded_once(emulator: EmulatorServer, loops: LoopsAccount) -> None:
+    result = call(
+        loops,
+        "send_event",
+        email=ADA_EMAIL,
+        event_name="purchase",
+        event_properties={"amount": 99.5},
+        contact_properties={"plan": "team"},
+        mailing_lists={BETA_LIST_ID: False},
+    )
+    assert result["success"] is True and result["deduplicated"] is False
+    (event,) = emulator.team("default").snapshot("events")
+    assert event["idempotencyKey"] == result["idempotency_key"]
+    assert (event["eventProperties"], event["contactProperties"]) == (
+        {"amount": 99.5},
+        {"plan": "team"},
+    )
+
+
+def test_output_send_event_same_key_later_conflict(loops: LoopsAccount) -> None:
+    first = call(loops, "send_event", email=ADA_EMAIL, event_name="signup", idempotency_key="s-1")
+    assert first["idempotency_key"] == "s-1"
+    again = call(loops, "send_event", email=ADA_EMAIL, event_name="signup", idempotency_key="s-1")
+    assert (again["success"], again["code"]) == (False, "loops.conflict")
+
+
+def test_output_send_transactional_email(emulator: EmulatorServer, loops: LoopsAccount) -> None:
+    result = call(
+        loops,
+        "send_transactional_email",
+        transactional_id=RECEIPT_TEMPLATE_ID,
+        email=GRACE_EMAIL,
+        data_variables={"order_id": "A-1", "amount": 49.5},
+        attachments=[{"filename": "r.txt", "content_type": "text/plain", "data": "aGk="}],
+    )
+    assert result["success"] is True
+    (send,) = emulator.team("default").snapshot("sends")
+    assert send["idempotencyKey"] == result["idempotency_key"]
+
+
+def test_output_send_transactional_email_missing_variable(loops: LoopsAccount) -> None:
+    result = call(
+        loops, "send_transactional_email", transactional_id=RECEIPT_TEMPLATE_ID, email=GRACE_EMAIL
+    )
+    assert (result["success"], result["code"], result["status"]) == (
+        False,
+        "loops.bad_request",
+        400,
+    )
+    assert "dataVariables" in result["error"] or "order_id" in result["error"]
+
+
+def test_output_send_transactional_email_unknown_template(loops: LoopsAccount) -> None:
+    result = call(loops, "send_transactional_email", transactional_id="cnope", email=ADA_EMAIL)
+    assert (result["code"], result["status"]) == ("loops.not_found", 404)
+
+
+def test_output_list_transactional_emails_pages(loops: LoopsAccount) -> None:
+    result = call(loops, "list_transactional_emails", per_page=10)
+    assert [t["id"] for t in result["transactional_emails"]] == [
+        RECEIPT_TEMPLATE_ID,
+        WELCOME_TEMPLATE_ID,
+    ]
+    assert result["transactional_emails"][0]["data_variables"] == ["order_id", "amount"]
+    assert result["pagination"]["total_results"] == 2
+    assert result["pagination"]["per_page"] == 10
+    assert "next_cursor" not in result["pagination"]
+
+
+def test_output_suppression_check_and_removal(loops: LoopsAccount) -> None:
+    check = call(loops, "check_contact_suppression", email=BARBARA_EMAIL)
+    assert check["is_suppressed"] is True
+    assert check["contact"] == {"id": BARBARA_CONTACT_ID, "email": BARBARA_EMAIL}
+    quota = check["removal_quota"]["remaining"]
+    removed = call(loops, "remove_contact_suppression", email=BARBARA_EMAIL)
+    assert removed["success"] is True and removed["removal_quota"]["remaining"] == quota - 1
+    assert call(loops, "check_contact_suppression", email=BARBARA_EMAIL)["is_suppressed"] is False
+    again = call(loops, "remove_contact_suppression", email=BARBARA_EMAIL)
+    assert (again["code"], again["status"]) == ("loops.bad_request", 400)
+
+
+def test_output_list_dedicated_sending_ips(loops: LoopsAccount) -> None:
+    assert call(loops, "list_dedicated_sending_ips") == {"success": True, "ips": list(SENDING_IPS)}
