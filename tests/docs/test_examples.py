@@ -1,4 +1,4 @@
-"""The docs run: every example script, every runnable snippet of the guides, the generated reference.
+"""The docs run: every example script, every runnable guide snippet, the generated reference.
 
 Examples run with the exact command in their header, through the CLI in-process and against the
 emulator (``--emulator`` starts one per run; the session emulator is used where a test reads its
