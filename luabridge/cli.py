@@ -23,14 +23,22 @@ from typing import Any, NoReturn, TypeVar, cast
 import click
 
 from luabridge import __version__
-from luabridge.accounts import AccountSettings, read_config_file
+from luabridge.accounts import AccountSettings, load_accounts, read_config_file
 from luabridge.action import EFFECTS, Integration
 from luabridge.bridge import Bridge, Isolation, RunResult, discover_integrations
 from luabridge.dispatch import CallRecord, suggest
 from luabridge.docs import help_text, render_luals, render_schema_bundle
 from luabridge.errors import LuabridgeError
 
-__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "cli", "main"]
+__all__ = [
+    "EMULATOR_ACCOUNTS",
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "UsageProblem",
+    "cli",
+    "main",
+]
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the script or the action failed
@@ -184,18 +192,25 @@ def _configured_bridge(config: str | None, isolation: str) -> Bridge:
         )
 
 
-def _emulated_accounts(config: Mapping[str, Any]) -> tuple[list[str], str | None, dict[str, Any]]:
-    """Account names for ``--emulator``: those the config file names, else the three demo ones.
-
-    Returns the names, the default account and each name's settings table from the file.
-    """
-    section = config.get("loops") or {}
-    named = section.get("accounts") if isinstance(section, Mapping) else None
-    if not isinstance(named, Mapping) or not named:
-        return list(EMULATOR_ACCOUNTS), "default", {}
-    marked = [n for n, raw in named.items() if isinstance(raw, Mapping) and raw.get("default")]
-    default = "default" if "default" in named else (marked[0] if marked else None)
-    return list(named), default, dict(named)
+def _emulated_accounts(
+    config: Mapping[str, Any], path: str | None
+) -> tuple[dict[str, AccountSettings], str | None]:
+    """The Loops accounts of ``--emulator``: those the config file names (checked as usual),
+    else ``default``, ``marketing`` and ``transactional``; and the default account's name."""
+    named, default = load_accounts(
+        env_prefix="LOOPS",
+        integration="loops",
+        default_base_url="",
+        environ={},
+        config=config,
+        config_path=path or "luabridge.toml",
+    )
+    if named:
+        return named, default
+    blank = {
+        name: AccountSettings(name=name, api_key=None, base_url="") for name in EMULATOR_ACCOUNTS
+    }
+    return blank, "default"
 
 
 @contextlib.contextmanager
@@ -211,8 +226,9 @@ def _emulator_bridge(config: str | None, isolation: str) -> Iterator[Bridge]:
     path = _config_path(config)
     with _guard():
         config_data = read_config_file(path) if path else {}
-    names, default, settings = _emulated_accounts(config_data)
-    keys = {name: f"emu_{name}_{secrets.token_hex(12)}" for name in names}
+        named, default = _emulated_accounts(config_data, path)
+    # Each account is its own team with a fresh key, so accounts stay as isolated as real ones.
+    keys = {name: f"emu_{name}_{secrets.token_hex(12)}" for name in named}
     try:
         server = EmulatorServer(keys=keys, seed=True).start()
     except (EmulatorStartError, ValueError) as exc:
@@ -227,15 +243,14 @@ def _emulator_bridge(config: str | None, isolation: str) -> Iterator[Bridge]:
                     integ = dataclasses.replace(integ, open_client=opener)
                 integrations.append(integ)
             accounts = {
-                name: AccountSettings(
-                    name=name,
+                name: dataclasses.replace(
+                    settings,
                     api_key=keys[name],
                     base_url=server.base_url,
-                    rate_limit=(settings.get(name) or {}).get("rate_limit"),
                     source="--emulator",
                     key_source="--emulator (generated)",
                 )
-                for name in names
+                for name, settings in named.items()
             }
             limits = config_data.get("limits")
             with _guard():

@@ -308,6 +308,13 @@ def test_run_emulator_uses_the_accounts_a_config_file_names(tmp_path: Path) -> N
     assert envelope["result"] == {"names": ["sales*", "support"], "me": "sales"}
 
 
+def test_run_emulator_checks_the_config_file(tmp_path: Path) -> None:
+    config = write(tmp_path / "lb.toml", "[loops.accounts.Sales]\n")
+    result = invoke("run", "-", "--emulator", "--config", config, stdin="return 1")
+    assert result.exit_code == 2
+    assert "account name 'Sales' is not valid" in result.stderr
+
+
 # -- docs, schema, actions --------------------------------------------------------------------
 
 
