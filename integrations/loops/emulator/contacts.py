@@ -24,6 +24,7 @@ __all__ = [
     "ContactChanges",
     "check_email",
     "check_property_value",
+    "one_identifier",
     "parse_changes",
 ]
 
@@ -238,6 +239,23 @@ def parse_changes(
                 f"/contacts/properties (custom properties defined: {defined}).",
             )
     return changes
+
+
+def one_identifier(email: Any, user_id: Any) -> tuple[str | None, str | None]:
+    """Exactly one of ``email`` / ``userId`` (empty means absent), else the API's 400."""
+    email = None if email in (None, "") else email
+    user_id = None if user_id in (None, "") else user_id
+    if email is not None and user_id is not None:
+        raise api_error(400, "Only one parameter is permitted: give `email` or `userId`, not both.")
+    if email is None and user_id is None:
+        raise api_error(400, "An email or userId is required.")
+    if email is not None:
+        return check_email(email), None
+    if isinstance(user_id, int) and not isinstance(user_id, bool):
+        user_id = str(user_id)
+    if not isinstance(user_id, str):
+        raise api_error(400, f"`userId` must be a string, got {user_id!r}.")
+    return None, user_id
 
 
 class ContactBook:

@@ -10,7 +10,6 @@ hold the team's lock, so tests may call them from any thread while the server ru
 from __future__ import annotations
 
 import functools
-import re
 import threading
 import time
 from collections import deque
@@ -19,14 +18,14 @@ from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 
 from .contacts import (
     MAX_STRING_LENGTH,
-    RESERVED_NAMES,
     ContactBook,
     ContactChanges,
-    check_email,
+    one_identifier,
     parse_changes,
 )
 from .errors import api_error
 from .limits import MAX_IDEMPOTENCY_KEY, IdempotencyStore, RateWindow
+from .properties import check_event_properties, check_new_property, label_for
 from .records import (
     BUILTIN_PROPERTIES,
     PROPERTY_TYPES,
@@ -42,15 +41,13 @@ from .records import (
 )
 from .transactional import check_send, paginate, parse_per_page
 
-__all__ = ["DEFAULT_REMOVAL_LIMIT", "REMOVAL_WINDOW", "Team", "label_for"]
+__all__ = ["DEFAULT_REMOVAL_LIMIT", "REMOVAL_WINDOW", "Team"]
 
 #: Suppression removals allowed per rolling window (the SDK docs show a limit of 100).
 DEFAULT_REMOVAL_LIMIT: Final = 100
 #: The rolling window the suppression removal quota counts over: 30 days.
 REMOVAL_WINDOW: Final = 30 * 24 * 60 * 60.0
 
-_PROPERTY_NAME: Final = re.compile(r"[A-Za-z][A-Za-z0-9]*")
-_WORD: Final = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -63,58 +60,6 @@ def _synchronized(method: Callable[Concatenate[Team, P], R]) -> Callable[Concate
 
     functools.update_wrapper(locked, method)
     return locked
-
-
-def label_for(key: str) -> str:
-    """The sentence-case label Loops derives from a camelCase key (``planName`` → "Plan name").
-
-    Runs of capitals stay as they are, so ``apiURL`` becomes "Api URL".
-    """
-    words = _WORD.findall(key) or [key]
-    shaped = [w if len(w) > 1 and w.isupper() else w.lower() for w in words]
-    first = shaped[0]
-    shaped[0] = first[:1].upper() + first[1:]
-    return " ".join(shaped)
-
-
-def _one_identifier(email: Any, user_id: Any) -> tuple[str | None, str | None]:
-    """Exactly one of ``email`` / ``userId`` (empty means absent), else the API's 400."""
-    email = None if email in (None, "") else email
-    user_id = None if user_id in (None, "") else user_id
-    if email is not None and user_id is not None:
-        raise api_error(400, "Only one parameter is permitted: give `email` or `userId`, not both.")
-    if email is None and user_id is None:
-        raise api_error(400, "An email or userId is required.")
-    if email is not None:
-        return check_email(email), None
-    if isinstance(user_id, int) and not isinstance(user_id, bool):
-        user_id = str(user_id)
-    if not isinstance(user_id, str):
-        raise api_error(400, f"`userId` must be a string, got {user_id!r}.")
-    return None, user_id
-
-
-def _check_event_properties(value: Any) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise api_error(400, "`eventProperties` must be an object of property values.")
-    for key, item in value.items():
-        scalar = isinstance(item, str | bool | int | float)
-        if not scalar:
-            raise api_error(
-                400,
-                f"Event property `{key}` must be a string, number, boolean or date string "
-                f"(got {'null' if item is None else type(item).__name__}); leave it out instead "
-                "of sending null.",
-            )
-        if isinstance(item, str) and len(item) > MAX_STRING_LENGTH:
-            raise api_error(
-                400,
-                f"Event property `{key}` is too long ({len(item)} characters); values are "
-                f"limited to {MAX_STRING_LENGTH} characters.",
-            )
-    return dict(value)
 
 
 class Team:
@@ -312,14 +257,14 @@ class Team:
     @_synchronized
     def find_contacts(self, *, email: str | None = None, user_id: str | None = None) -> list[Any]:
         """``GET /contacts/find``: ``[]`` or ``[contact]``."""
-        email, user_id = _one_identifier(email, user_id)
+        email, user_id = one_identifier(email, user_id)
         contact = self.find_contact(email=email, user_id=user_id)
         return [] if contact is None else [contact.to_wire(list(self.properties))]
 
     @_synchronized
     def delete_contact(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """``POST /contacts/delete``: exactly one identifier in the body."""
-        email, user_id = _one_identifier(body.get("email"), body.get("userId"))
+        email, user_id = one_identifier(body.get("email"), body.get("userId"))
         contact = self.find_contact(email=email, user_id=user_id)
         if contact is None:
             raise api_error(404, "Contact not found.")
@@ -338,7 +283,7 @@ class Team:
     def _suppression_target(self, email: str | None, user_id: str | None) -> Contact:
         if email in (None, "") and user_id in (None, ""):
             raise api_error(400, "An email or userId is required.")
-        email, user_id = _one_identifier(email, user_id)
+        email, user_id = one_identifier(email, user_id)
         contact = self.find_contact(email=email, user_id=user_id)
         if contact is None:
             raise api_error(404, "This contact was not found.")
@@ -399,24 +344,7 @@ class Team:
     @_synchronized
     def create_property(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """``POST /contacts/properties`` with ``{"name": camelCase, "type": ...}``."""
-        name, kind = body.get("name"), body.get("type")
-        if not isinstance(name, str) or not name:
-            raise api_error(400, "`name` is required: the new property's camelCase name.")
-        if not _PROPERTY_NAME.fullmatch(name) or len(name) > MAX_STRING_LENGTH:
-            raise api_error(
-                400,
-                f"Invalid property name {name!r}: use camelCase letters and digits, starting "
-                "with a letter (e.g. planName).",
-            )
-        if kind not in PROPERTY_TYPES:
-            raise api_error(
-                400, f"Invalid property type {kind!r}: use one of {', '.join(PROPERTY_TYPES)}."
-            )
-        lowered = name.lower()
-        if lowered in {r.lower() for r in RESERVED_NAMES}:
-            raise api_error(400, f"`{name}` is a reserved property name; choose another name.")
-        if lowered in {k.lower() for k in self.properties}:
-            raise api_error(400, "Property already exists.")
+        name, kind = check_new_property(body, self.properties)
         self.add_property(name, kind)
         return {"success": True}
 
@@ -448,7 +376,7 @@ class Team:
             raise api_error(400, '`eventName` is required: name the event (e.g. "signup").')
         if len(event_name) > MAX_STRING_LENGTH:
             raise api_error(400, f"`eventName` is longer than {MAX_STRING_LENGTH} characters.")
-        event_properties = _check_event_properties(body.get("eventProperties"))
+        event_properties = check_event_properties(body.get("eventProperties"))
         changes = self._changes(body, skip=("eventName", "eventProperties"))
         contact, created = self._upsert(changes)
         self.events.append(

@@ -46,7 +46,7 @@ from integrations.loops.emulator import (
 )
 from integrations.loops.emulator.limits import IdempotencyStore, RateWindow
 from integrations.loops.emulator.records import make_id
-from integrations.loops.emulator.team import label_for
+from integrations.loops.emulator.properties import label_for
 
 KEY = DEMO_KEYS["default"]
 OTHER_KEY = DEMO_KEYS["marketing"]
@@ -1171,6 +1171,12 @@ def test_fault_slow_trips_client_timeout(emulator: EmulatorServer, admin: httpx.
     with httpx.Client(base_url=emulator.base_url, headers=bearer(KEY), timeout=0.1) as client:
         with pytest.raises(httpx.ReadTimeout):
             client.get("/api-key")
+    # The server still answers once the delay is over; we wait for that so the late request
+    # does not land in the next test's request log.
+    deadline = time.monotonic() + 5
+    while not emulator.requests() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert emulator.requests()[0]["status"] == 200
 
 
 def test_fault_cut_drops_connection_before_handling(
