@@ -45,8 +45,8 @@ from integrations.loops.emulator import (
     serve_forever,
 )
 from integrations.loops.emulator.limits import IdempotencyStore, RateWindow
-from integrations.loops.emulator.records import make_id
 from integrations.loops.emulator.properties import label_for
+from integrations.loops.emulator.records import make_id
 
 KEY = DEMO_KEYS["default"]
 OTHER_KEY = DEMO_KEYS["marketing"]
