@@ -411,11 +411,14 @@ def run(
     if as_json:
         click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
     else:
+        shown = result.output
         if result.output:
             click.echo(result.output, nl=not result.output.endswith("\n"))
         if result.ok and result.value is not None:
-            click.echo(_dumps(result.value))
-        for line in _summary(result.calls):
+            shown = _dumps(result.value)
+            click.echo(shown)
+        summary = _summary(result.calls)
+        for line in summary[0 if shown else 1 :]:
             click.echo(line)
     _report_error(result, source, label)
     sys.exit(EXIT_OK if result.ok else EXIT_FAILED)
