@@ -9,6 +9,7 @@ hold the team's lock, so tests may call them from any thread while the server ru
 
 from __future__ import annotations
 
+import copy
 import functools
 import threading
 import time
@@ -190,7 +191,8 @@ class Team:
         }
         if kind not in views:
             raise KeyError(f"unknown snapshot {kind!r}; choose one of: {', '.join(views)}")
-        return views[kind]()
+        # A deep copy, so a caller can keep or change the view without touching the team.
+        return copy.deepcopy(views[kind]())
 
     def take_rate_slot(self) -> tuple[bool, int]:
         """Count one request against the limit: ``(admitted, remaining)``; always admitted
