@@ -71,7 +71,7 @@ def _check_name(name: str, where: str) -> str:
     return name
 
 
-def read_config_file(path: str | Path) -> dict[str, Any]:
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Parse a ``luabridge.toml``; raises ``ConfigError`` with the file and the reason."""
     p = Path(path)
     try:

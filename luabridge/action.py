@@ -61,9 +61,7 @@ class ActionResult(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     success: bool = Field(description="true when the call did what was asked")
-    error: str | None = Field(
-        default=None, description="what went wrong, when success is false"
-    )
+    error: str | None = Field(default=None, description="what went wrong, when success is false")
     code: str | None = Field(
         default=None,
         description="stable error code such as 'loops.rate_limited', when success is false",

@@ -247,7 +247,10 @@ class Bridge:
 
     def __repr__(self) -> str:
         accs = {n: sorted(a) for n, a in self.accounts.items()}
-        return f"Bridge(integrations={sorted(self.integrations)}, accounts={accs}, isolation={self.isolation!r})"
+        return (
+            f"Bridge(integrations={sorted(self.integrations)}, accounts={accs}, "
+            f"isolation={self.isolation!r})"
+        )
 
     def _check_open(self) -> None:
         if self._state is _State.CLOSED:
@@ -356,7 +359,9 @@ class Bridge:
         if self.isolation == "process":
             outcome = self._worker_pool().run(source, input_copy, dispatcher, run_limits, started)
         else:
-            outcome = execute(source, input_copy, host=dispatcher, limits=run_limits, started=started)
+            outcome = execute(
+                source, input_copy, host=dispatcher, limits=run_limits, started=started
+            )
         return self._result(outcome, dispatcher, execution_id)
 
     def _worker_pool(self) -> Any:

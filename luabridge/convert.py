@@ -1,4 +1,4 @@
-"""Value conversion between Lua and Python: every rule lives here (and in the Lua encoder it drives).
+"""Value conversion between Lua and Python: every rule lives here and in the Lua encoder it drives.
 
 Lua → Python (script results, action parameters, ``app.json.encode``). Trusted Lua in
 ``lua/bootstrap.lua`` walks the value with raw access (no metamethod ever runs) under the run's

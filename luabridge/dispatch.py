@@ -13,7 +13,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ValidationError as PydanticValidationError
@@ -141,7 +141,14 @@ def _placeholder(model: type[ActionResult]) -> dict[str, Any]:
             continue
         ann = info.annotation
         neutral: Any = None
-        for typ, value in ((str, ""), (bool, False), (int, 0), (float, 0.0), (list, []), (dict, {})):
+        for typ, value in (
+            (str, ""),
+            (bool, False),
+            (int, 0),
+            (float, 0.0),
+            (list, []),
+            (dict, {}),
+        ):
             if ann is typ or getattr(ann, "__origin__", None) is typ:
                 neutral = value
                 break
@@ -219,9 +226,8 @@ class Dispatcher:
                     f"{integration}: no account is available to this run; configure one "
                     f"(set {integ.env_prefix}_API_KEY) and grant it to the run"
                 )
-            return (
-                f"{integration}: this run has no default account; use a named one: "
-                + ", ".join(f"app.integrations.{integration}.{a}" for a in accounts)
+            return f"{integration}: this run has no default account; use a named one: " + ", ".join(
+                f"app.integrations.{integration}.{a}" for a in accounts
             )
         hint = suggest(name, [*integ.action_names, *accounts])
         return (
@@ -309,7 +315,11 @@ class Dispatcher:
             msg = (
                 f"{label} is a {action.effect} action and this run allows only: {allowed}; "
                 f"allow it with allow={{..., '{action.effect}'}} (CLI: --allow {action.effect})"
-                + (", or add dry_run=True to plan it without sending" if not self.policy.dry_run else "")
+                + (
+                    ", or add dry_run=True to plan it without sending"
+                    if not self.policy.dry_run
+                    else ""
+                )
             )
             record("refused", error=msg)
             return ("raise", msg, "PermissionError")
@@ -342,7 +352,7 @@ class Dispatcher:
             assert action.plan is not None
             try:
                 request = self.redactor.data(dict(action.plan(ctx, model)))
-            except Exception as exc:  # noqa: BLE001 - a planner bug must not end the run
+            except Exception as exc:
                 request = {"error": f"could not plan the request: {type(exc).__name__}: {exc}"}
             record("dry_run", request=request)
             return ("ok", self._shape(action, _placeholder(action.output)), None)
@@ -371,10 +381,12 @@ class Dispatcher:
                 "code": f"{integration}.config_error",
                 "retryable": False,
             }
-        except Exception as exc:  # noqa: BLE001 - a handler bug becomes a failed result
+        except Exception as exc:
             result = {
                 "success": False,
-                "error": self.redactor.text(f"internal error in {label}: {type(exc).__name__}: {exc}"),
+                "error": self.redactor.text(
+                    f"internal error in {label}: {type(exc).__name__}: {exc}"
+                ),
                 "code": "luabridge.internal_error",
                 "retryable": False,
             }

@@ -18,7 +18,7 @@ class per action's parameters and result, an account class with every action, an
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel
@@ -64,7 +64,9 @@ def _type_name(node: dict[str, Any], defs: dict[str, Any]) -> str:
     typ = node.get("type")
     if typ == "array":
         items = node.get("items")
-        return f"array of {_type_name(items, defs)}" if isinstance(items, dict) and items else "array"
+        return (
+            f"array of {_type_name(items, defs)}" if isinstance(items, dict) and items else "array"
+        )
     if typ == "object" or "properties" in node:
         return "object"
     if isinstance(typ, str):
@@ -131,7 +133,8 @@ def _return_rows(action: Action) -> list[str]:
         rows.append(f"| `{name}` | {_escape_cell(_type_name(node, defs))} | {_escape_cell(desc)} |")
     rows.append(
         "| `error`, `code`, `status`, `retryable` | string, string, integer, boolean "
-        "| set when `success` is false: message, stable code, HTTP status, whether a retry can help |"
+        "| set when `success` is false: message, stable code, HTTP status, "
+        "whether a retry can help |"
     )
     return rows
 
@@ -148,11 +151,20 @@ def render_section(integration: Integration, action: Action) -> str:
     lines += ["### Parameters", ""]
     rows = _parameter_rows(action)
     if rows:
-        lines += ["| Name | Type | Required | Description |", "|------|------|----------|-------------|"]
+        lines += [
+            "| Name | Type | Required | Description |",
+            "|------|------|----------|-------------|",
+        ]
         lines += rows
     else:
         lines.append("None.")
-    lines += ["", "### Returns", "", "| Field | Type | Description |", "|-------|------|-------------|"]
+    lines += [
+        "",
+        "### Returns",
+        "",
+        "| Field | Type | Description |",
+        "|-------|------|-------------|",
+    ]
     lines += _return_rows(action)
     lines += ["", "### Examples", "", "```lua"]
     for i, example in enumerate(action.examples):
@@ -317,12 +329,12 @@ def render_luals(integrations: Sequence[Integration], accounts: dict[str, Sequen
         "",
         "---@class app",
         "---@field integrations app.Integrations",
-        "---@field null table The JSON null: clears a property; marks empty slots in arrays",
+        "---@field null table The JSON null: clears a property; marks empty array slots",
         "---@field array fun(t?: table): table Mark a table to convert as a JSON array",
         "---@field object fun(t?: table): table Mark a table to convert as a JSON object",
-        "---@field help fun(topic?: string): string The reference: app.help('loops.create_contact')",
+        "---@field help fun(topic?: string): string The reference: app.help('loops.send_event')",
         "---@field schema fun(name: string): table Input and output JSON schema of an action",
-        "---@field accounts fun(integration: string): table[] Accounts of this run and what each may do",
+        "---@field accounts fun(integration: string): table[] This run's accounts and rights",
         "---@field json app.Json",
         "app = {}",
         "",
@@ -331,16 +343,18 @@ def render_luals(integrations: Sequence[Integration], accounts: dict[str, Sequen
 
 
 def help_text(
-    integrations: dict[str, Integration], accounts: dict[str, Sequence[str]], topic: str | None
+    integrations: Mapping[str, Integration],
+    accounts: Mapping[str, Sequence[str]],
+    topic: str | None,
 ) -> str:
     """What ``app.help(topic)`` returns: an overview, one reference, or one action's section."""
     if topic is None or topic == "":
         lines = ["luabridge: call app.help('<integration>') or app.help('<integration>.<action>')."]
-        for name, integ in integrations.items():
+        for name, each in integrations.items():
             accs = ", ".join(accounts.get(name, ())) or "none"
-            lines.append(f"- {name}: {integ.title}; accounts in this run: {accs}")
-            for action in integ.actions:
-                lines.append(f"  - {name}.{action.name} [{action.effect}]: {action.summary}")
+            lines.append(f"- {name}: {each.title}; accounts in this run: {accs}")
+            for act in each.actions:
+                lines.append(f"  - {name}.{act.name} [{act.effect}]: {act.summary}")
         return "\n".join(lines) + "\n"
     integ_name, _, action_name = topic.partition(".")
     integ = integrations.get(integ_name)
@@ -354,7 +368,8 @@ def help_text(
     action = integ.action(action_name)
     if action is None:
         raise LuabridgeError(
-            f"unknown action '{integ_name}.{action_name}'{suggest(action_name, integ.action_names)};"
-            f" actions: {', '.join(integ.action_names)}"
+            f"unknown action '{integ_name}.{action_name}'"
+            f"{suggest(action_name, integ.action_names)}; "
+            f"actions: {', '.join(integ.action_names)}"
         )
     return render_section(integ, action) + "\n"

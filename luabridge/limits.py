@@ -3,7 +3,7 @@
 | limit | default | ends the run with |
 |---|---|---|
 | ``timeout`` | 5 s wall clock | ``TimeoutError`` |
-| ``instructions`` | 500,000,000 VM instructions (about 1-2 s of pure Lua here) | ``InstructionLimitError`` |
+| ``instructions`` | 500,000,000 VM instructions (1-2 s of Lua) | ``InstructionLimitError`` |
 | ``memory`` | 64 MiB of Lua heap | ``MemoryError`` |
 | ``output_bytes`` | 1 MiB of ``print`` output | ``OutputLimitError`` |
 | ``calls`` | 100 action calls | ``CallLimitError`` |

@@ -137,7 +137,7 @@ class _Session:
             return (b"limit", b"memory limit reached while building a reply", b"MemoryError")
         except LuabridgeError as exc:
             return (b"raise", str(exc).encode(), b"RuntimeError")
-        except BaseException as exc:  # noqa: BLE001 - nothing may unwind through lupa into Lua
+        except BaseException as exc:
             msg = f"internal error in the bridge ({type(exc).__name__}); the run was stopped"
             return (b"limit", msg.encode(), b"InternalError")
 
@@ -174,7 +174,7 @@ class _Session:
                 None if account is None else _text(account),
                 None if name is None else _text(name),
             )
-        except BaseException:  # noqa: BLE001
+        except BaseException:
             msg = "unknown name"
         return msg.encode()
 
@@ -256,8 +256,10 @@ def execute(
         msg = f"memory limit reached ({limits.memory} bytes); use less memory per run"
         return RunOutcome(False, error=error_dict("MemoryError", msg), usage=usage)
     except lupa.LuaError as exc:
-        return RunOutcome(False, error=error_dict("RuntimeError", _text(exc.args[0] if exc.args else exc)))
-    except BaseException as exc:  # noqa: BLE001 - a run never takes the host down
+        return RunOutcome(
+            False, error=error_dict("RuntimeError", _text(exc.args[0] if exc.args else exc))
+        )
+    except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
         msg = f"internal error: {type(exc).__name__}: {exc}"

@@ -127,7 +127,7 @@ def _apply_os_limits(address_space: int) -> None:
 
     def limit(which: int, value: int) -> None:
         try:
-            soft, hard = resource.getrlimit(which)
+            _soft, hard = resource.getrlimit(which)
             new_hard = value if hard == resource.RLIM_INFINITY else min(hard, value)
             resource.setrlimit(which, (min(value, new_hard), new_hard))
         except (ValueError, OSError):
@@ -155,7 +155,11 @@ def _serve(sock: socket.socket) -> None:
         host = _ProxyHost(sock, message["spec"])
         limits = Limits(**message["limits"])
         outcome = execute(
-            message["source"], message["input"], host=host, limits=limits, started=message["started"]
+            message["source"],
+            message["input"],
+            host=host,
+            limits=limits,
+            started=message["started"],
         )
         try:
             _send(sock, {"op": "done", "outcome": outcome.to_dict()})

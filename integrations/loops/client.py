@@ -74,7 +74,7 @@ class RateLimiter:
 
     - ``rate``: requests per second (> 0)
     - ``clock`` / ``sleep``: time sources (default ``time.monotonic`` / ``time.sleep``), for tests
-    - ``slack``: extra seconds added to the window, to absorb network jitter (default 0.01)
+    - ``slack``: extra seconds added to the window, to absorb network jitter (default 0.05)
 
     >>> limiter = RateLimiter(10.0)
     >>> limiter.acquire(deadline=None)
@@ -87,7 +87,7 @@ class RateLimiter:
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
-        slack: float = 0.01,
+        slack: float = 0.05,
     ) -> None:
         if not rate > 0:
             raise ValueError(f"rate must be a number of requests per second > 0 (got {rate!r})")

@@ -270,7 +270,16 @@ return function(host)
     return after_protected(pack(pcall(f, ...)))
   end
   local function s_xpcall(f, handler, ...)
-    return after_protected(pack(xpcall(f, handler, ...)))
+    -- Once a limit has tripped, the script's message handler is no longer called: a handler
+    -- that loops would otherwise be re-entered for every error the hook raises inside it.
+    local h = handler
+    if type(handler) == "function" then
+      h = function(e)
+        if tripped then return tripped_msg end
+        return handler(e)
+      end
+    end
+    return after_protected(pack(xpcall(f, h, ...)))
   end
   local function s_resume(co, ...)
     if co_depth >= 100 then error("coroutine.resume: coroutines nested deeper than 100 levels", 2) end

@@ -103,7 +103,9 @@ def _delete(ctx: CallContext, p: NoteIn) -> dict[str, Any]:
 
 def _leak(ctx: CallContext, p: ActionInput) -> dict[str, Any]:
     # A remote side that echoes the credential back, to prove redaction by value.
-    raise APIError(f"bad request with key {ctx.client.api_key}", status=400, body={"k": ctx.client.api_key})
+    raise APIError(
+        f"bad request with key {ctx.client.api_key}", status=400, body={"k": ctx.client.api_key}
+    )
 
 
 def _echo(ctx: CallContext, p: ActionInput) -> dict[str, Any]:

@@ -1,0 +1,260 @@
+"""The sandbox: what scripts can and cannot reach, and every limit tripping cleanly."""
+
+from __future__ import annotations
+
+import pytest
+
+from luabridge import Bridge
+
+FORBIDDEN = [
+    "os.execute",
+    "os.getenv",
+    "os.exit",
+    "os.remove",
+    "io",
+    "require",
+    "load",
+    "loadstring",
+    "dofile",
+    "loadfile",
+    "debug",
+    "jit",
+    "ffi",
+    "package",
+    "collectgarbage",
+    "newproxy",
+    "getfenv",
+    "setfenv",
+    "string.dump",
+    "python",
+    "rawget",
+    "setmetatable",
+    "getmetatable",
+    "math.randomseed",
+    "module",
+    "gcinfo",
+]
+
+
+@pytest.mark.parametrize("name", FORBIDDEN)
+def test_sandbox_forbidden_capability_missing(bridge: Bridge, name: str) -> None:
+    """Each forbidden global or library function is absent (a nil field or an undefined global)."""
+    head, _, tail = name.partition(".")
+    if tail:
+        result = bridge.run(f"return {head}.{tail} == nil")
+        assert result.ok and result.value is True, result.error
+    else:
+        result = bridge.run(f"return {head}")
+        assert not result.ok
+        assert result.error is not None and result.error.type == "RuntimeError"
+        assert f"undefined global '{head}'" in result.error.message
+
+
+def test_sandbox_string_metatable_hidden(bridge: Bridge) -> None:
+    result = bridge.run('return ("x").dump == nil and ("abc"):upper()')
+    assert result.ok and result.value == "ABC"
+
+
+def test_sandbox_allowed_globals_work(bridge: Bridge) -> None:
+    src = """
+    local t = {}
+    for i, v in ipairs({3, 1, 2}) do table.insert(t, v) end
+    table.sort(t)
+    local ok = pcall(error, "x")
+    local co = coroutine.wrap(function(a) coroutine.yield(a + 1) end)
+    return {sorted = t, ok = ok, co = co(1), floor = math.floor(2.5), t = type(os.time()),
+            n = select("#", 1, 2), s = string.format("%05.1f", 3.14159), u = unpack({7})}
+    """
+    result = bridge.run(src)
+    assert result.ok, result.error
+    assert result.value == {
+        "sorted": [1, 2, 3],
+        "ok": False,
+        "co": 2,
+        "floor": 2,
+        "t": "number",
+        "n": 2,
+        "s": "003.1",
+        "u": 7,
+    }
+
+
+def test_sandbox_globals_do_not_leak_between_runs(bridge: Bridge) -> None:
+    first = bridge.run("leaked = 42; string.upper = function() return 'PWNED' end; return 1")
+    assert first.ok
+    second = bridge.run("return {rawleak = _G.leaked == nil, up = ('a'):upper()}")
+    assert not second.ok or second.value == {"rawleak": True, "up": "A"}
+    third = bridge.run("return ('a'):upper()")
+    assert third.ok and third.value == "A"
+
+
+def test_sandbox_app_is_read_only(bridge: Bridge) -> None:
+    for src in (
+        "app.integrations.notes.get_note = nil",
+        "app.integrations.notes = {}",
+        "app.null = 1",
+        "app = {}",
+        "app.integrations.notes.default.list_notes = print",
+    ):
+        result = bridge.run(src)
+        assert not result.ok, src
+        assert result.error is not None and "read-only" in result.error.message
+
+
+def test_sandbox_binary_chunk_refused(bridge: Bridge) -> None:
+    result = bridge.run("\x1bLJ\x02garbage")
+    assert result.error is not None and result.error.type == "SyntaxError"
+    assert "binary" in result.error.message
+
+
+def test_sandbox_syntax_error_has_line(bridge: Bridge) -> None:
+    result = bridge.run("local a = 1\nlocal b = = 2\n")
+    assert result.error is not None
+    assert result.error.type == "SyntaxError"
+    assert result.error.line == 2
+
+
+def test_sandbox_runtime_error_has_line(bridge: Bridge) -> None:
+    result = bridge.run("local a = 1\n\nerror('boom')\n")
+    assert result.error is not None
+    assert (result.error.type, result.error.line) == ("RuntimeError", 3)
+    assert result.error.message == "script.lua:3: boom"
+
+
+@pytest.mark.parametrize(
+    ("src", "fragment"),
+    [
+        ("error({code = 1})", "error object is a table"),
+        ("error(nil)", "without a message"),
+        ("error(setmetatable)", "undefined global"),
+        ("error(string.rep('e', 100000))", "truncated"),
+    ],
+)
+def test_sandbox_odd_error_objects_reported(bridge: Bridge, src: str, fragment: str) -> None:
+    result = bridge.run(src)
+    assert result.error is not None and result.error.type == "RuntimeError"
+    assert fragment in result.error.message
+    assert len(result.error.message) < 9000
+
+
+def test_sandbox_input_is_first_argument_and_a_copy(bridge: Bridge) -> None:
+    data = {"email": "a@b.co", "tags": ["x"], "nested": {"n": 1}}
+    result = bridge.run(
+        "local input = ... input.email = 'changed' input.tags[1] = 'y' return input", input=data
+    )
+    assert result.ok
+    assert result.value == {"email": "changed", "tags": ["y"], "nested": {"n": 1}}
+    assert data == {"email": "a@b.co", "tags": ["x"], "nested": {"n": 1}}
+
+
+def test_sandbox_print_captured(bridge: Bridge, capfd: pytest.CaptureFixture[str]) -> None:
+    result = bridge.run("print('hello', 1, true, nil) print() return 0")
+    assert result.output == "hello\t1\ttrue\tnil\n\n"
+    assert capfd.readouterr().out == ""
+
+
+# -- limits -------------------------------------------------------------------------------------
+
+LIMIT_CASES = [
+    ("while true do end", {"timeout": 0.3, "instructions": 10**12}, "TimeoutError"),
+    ("while true do end", {"instructions": 200_000}, "InstructionLimitError"),
+    (
+        "local x = 0 for i = 1, 1e15 do x = x + i % 7 end",
+        {"instructions": 200_000},
+        "InstructionLimitError",
+    ),
+    ("local t = {} while true do t[#t + 1] = {1, 2, 3} end", {"memory": 8 << 20}, "MemoryError"),
+    ("local s = 'x' while true do s = s .. s end", {"memory": 8 << 20}, "MemoryError"),
+    ("return #string.rep('ab', 2 ^ 29)", {}, "MemoryError"),
+    ("while true do print('flood') end", {"output_bytes": 1000}, "OutputLimitError"),
+    ("for i = 1, 10 do app.integrations.notes.list_notes() end", {"calls": 3}, "CallLimitError"),
+    ("return string.rep('R', 5000)", {"result_bytes": 1000}, "ResultLimitError"),
+]
+
+
+@pytest.mark.parametrize(("src", "limits", "error_type"), LIMIT_CASES)
+def test_limit_trips_with_own_error_then_bridge_recovers(
+    bridge: Bridge, src: str, limits: dict[str, float], error_type: str
+) -> None:
+    result = bridge.run(src, limits=limits)
+    assert not result.ok
+    assert result.error is not None
+    assert result.error.type == error_type, result.error
+    after = bridge.run("return 'PROBE-OK'")
+    assert after.ok and after.value == "PROBE-OK"
+
+
+@pytest.mark.parametrize(
+    "src",
+    [
+        "while true do pcall(function() while true do end end) end",
+        "while true do xpcall(function() while true do end end, function(e) return e end) end",
+        "while true do coroutine.resume(coroutine.create(function() while true do end end)) end",
+        "while true do local f = coroutine.wrap(function() while true do end end) pcall(f) end",
+        "while true do pcall(string.gsub, 'aaa', 'a', function() while true do end end) end",
+        "xpcall(function() while true do end end, function() while true do end end) return 1",
+        "local ok = pcall(function() while true do end end) return 'caught: ' .. tostring(ok)",
+    ],
+)
+def test_limit_cannot_be_swallowed(bridge: Bridge, src: str) -> None:
+    """Once tripped, a limit ends the run whatever the script does to catch it."""
+    result = bridge.run(src, limits={"instructions": 500_000})
+    assert result.error is not None
+    assert result.error.type == "InstructionLimitError"
+
+
+def test_limit_memory_error_cannot_be_swallowed(bridge: Bridge) -> None:
+    src = (
+        "local h = {} pcall(function() while true do h[#h + 1] = {1, 2} end end) return 'survived'"
+    )
+    result = bridge.run(src, limits={"memory": 8 << 20})
+    assert result.error is not None and result.error.type == "MemoryError"
+
+
+def test_limit_output_counts_bytes_not_calls(bridge: Bridge) -> None:
+    ok = bridge.run("for i = 1, 10 do print('0123456789') end", limits={"output_bytes": 110})
+    assert ok.ok and len(ok.output) == 110
+    over = bridge.run("for i = 1, 11 do print('0123456789') end", limits={"output_bytes": 110})
+    assert over.error is not None and over.error.type == "OutputLimitError"
+    assert len(over.output) <= 110
+
+
+def test_limit_usage_reported(bridge: Bridge) -> None:
+    result = bridge.run("local s = 0 for i = 1, 100000 do s = s + i end print(s) return s")
+    assert result.ok
+    usage = result.usage
+    assert usage["instructions"] >= 100_000
+    assert usage["peak_memory"] > 0
+    assert usage["output_bytes"] == len("5000050000\n")
+    assert usage["wall_ms"] > 0
+    assert usage["calls"] == 0
+
+
+def test_limit_gsub_callback_depth_capped(bridge: Bridge) -> None:
+    result = bridge.run("local function f() return (string.gsub('a', 'a', f)) end return f()")
+    assert result.error is not None and "nested deeper than 20" in result.error.message
+
+
+def test_limit_coroutine_nesting_capped(bridge: Bridge) -> None:
+    src = "local function f() return coroutine.wrap(f)() end return f()"
+    result = bridge.run(src)
+    assert result.error is not None
+    assert "nested deeper than 100" in result.error.message
+
+
+def test_limit_legit_recursion_and_gsub_allowed(bridge: Bridge) -> None:
+    src = """
+    local function depth(n) if n == 0 then return 0 end return 1 + depth(n - 1) end
+    return {depth(1000), (("hello world"):gsub("%w+", function(w) return w:upper() end))}
+    """
+    result = bridge.run(src)
+    assert result.ok and result.value == [1000, "HELLO WORLD"]
+
+
+def test_limit_overrides_rejected_when_unknown(bridge: Bridge) -> None:
+    from luabridge import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown limit"):
+        bridge.run("return 1", limits={"timeuot": 1})
+    with pytest.raises(ConfigError, match="greater than 0"):
+        bridge.run("return 1", limits={"timeout": 0})
