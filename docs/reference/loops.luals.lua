@@ -332,11 +332,11 @@ function loops_account.list_dedicated_sending_ips(params) end
 
 ---@class app
 ---@field integrations app.Integrations
----@field null table The JSON null: clears a property; marks empty slots in arrays
+---@field null table The JSON null: clears a property; marks empty array slots
 ---@field array fun(t?: table): table Mark a table to convert as a JSON array
 ---@field object fun(t?: table): table Mark a table to convert as a JSON object
----@field help fun(topic?: string): string The reference: app.help('loops.create_contact')
+---@field help fun(topic?: string): string The reference: app.help('loops.send_event')
 ---@field schema fun(name: string): table Input and output JSON schema of an action
----@field accounts fun(integration: string): table[] Accounts of this run and what each may do
+---@field accounts fun(integration: string): table[] This run's accounts and rights
 ---@field json app.Json
 app = {}
