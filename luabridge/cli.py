@@ -65,7 +65,7 @@ class UsageProblem(click.ClickException):
 def _read_source(value: str, what: str) -> str:
     """The text behind ``@file`` / ``@-`` (standard input)."""
     if value == "@-":
-        return click.get_text_stream("stdin").read()
+        return sys.stdin.read()
     path = Path(value[1:])
     try:
         return path.read_text(encoding="utf-8")
@@ -387,7 +387,7 @@ def run(
       echo 'return app.help()' | luabridge run -
     """
     if script == "-":
-        source = click.get_text_stream("stdin").read()
+        source = sys.stdin.read()
         label = "<stdin>"
     else:
         try:
