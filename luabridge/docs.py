@@ -43,6 +43,31 @@ def _schema(model: type[BaseModel]) -> dict[str, Any]:
     return model.model_json_schema(by_alias=False)
 
 
+def _input_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The parameters' schema as a script may write them: each alias is a property too.
+
+    pydantic lists only the canonical names, and input models forbid extra keys, so without
+    this a validator (or the LuaLS stubs) would reject a call that the bridge accepts.
+    """
+    schema = _schema(model)
+    props = schema.get("properties", {})
+    required = schema.get("required", [])
+    either = []
+    for alias, canonical in accepted_names(model).items():
+        if alias == canonical or canonical not in props or alias in props:
+            continue
+        node = dict(props[canonical])
+        node["description"] = f"Alias of `{canonical}`; give one or the other."
+        props[alias] = node
+        if canonical in required:
+            either.append({"anyOf": [{"required": [canonical]}, {"required": [alias]}]})
+    if either:
+        names = {e["anyOf"][0]["required"][0] for e in either}
+        schema["required"] = [r for r in required if r not in names]
+        schema["allOf"] = either
+    return schema
+
+
 def _resolve(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     ref = node.get("$ref")
     if isinstance(ref, str) and ref.startswith("#/$defs/"):
@@ -141,7 +166,10 @@ def _return_rows(action: Action) -> list[str]:
 
 def render_section(integration: Integration, action: Action) -> str:
     """One action's ``##`` section (without the trailing ``---``)."""
-    lines = [f"## {action.name}", "", (action.description or action.summary).strip(), ""]
+    lines = [f"## {action.name}", "", action.summary.strip(), ""]
+    description = (action.description or "").strip()
+    if description and description != action.summary.strip():
+        lines += [description, ""]
     if action.effect != "read":
         lines += [
             f"Effect: **{action.effect}**. Allowed only when the run allows `{action.effect}`; "
@@ -231,7 +259,7 @@ def action_schema(integration: Integration, action: Action) -> dict[str, Any]:
         "summary": action.summary,
         "effect": action.effect,
         "endpoint": action.endpoint,
-        "input": _schema(action.input),
+        "input": _input_schema(action.input),
         "output": _schema(action.output),
     }
 
@@ -278,8 +306,10 @@ def _lua_type(node: dict[str, Any], defs: dict[str, Any]) -> str:
     return _LUA_TYPES.get(str(typ), "any")
 
 
-def _lua_class(name: str, model: type[BaseModel], lines: list[str]) -> None:
-    schema = _schema(model)
+def _lua_class(
+    name: str, model: type[BaseModel], lines: list[str], *, aliases: bool = False
+) -> None:
+    schema = _input_schema(model) if aliases else _schema(model)
     defs = schema.get("$defs", {})
     required = set(schema.get("required", []))
     lines.append(f"---@class {name}")
@@ -301,7 +331,7 @@ def render_luals(integrations: Sequence[Integration], accounts: dict[str, Sequen
         prefix = integ.name
         account_class = f"{prefix}.Account"
         for action in integ.actions:
-            _lua_class(f"{prefix}.{action.name}.params", action.input, lines)
+            _lua_class(f"{prefix}.{action.name}.params", action.input, lines, aliases=True)
             _lua_class(f"{prefix}.{action.name}.result", action.output, lines)
         lines.append(f"---@class {account_class}")
         lines.append(f"local {prefix}_account = {{}}")

@@ -21,7 +21,8 @@
 ---@field user_group? string a group to segment the contact into (one per contact)
 ---@field user_id? string the contact's userId: your own unique id for them
 ---@field mailing_lists? table<string, any> mailing list ids mapped to true (subscribe) or false (unsubscribe); lists not named are left as they are. Ids come from list_mailing_lists
----@field properties? table<string, any> custom contact properties by their Loops name (camelCase, e.g. planName), each a string, number, boolean, date string or app.null (to clear it). The property must already exist (see list_contact_properties / create_contact_property). Alias: custom_properties
+---@field properties? table<string, any> custom contact properties by their Loops name (camelCase, e.g. planName), each a string, number, boolean, date string or app.null (to clear it). The property must already exist (see list_contact_properties / create_contact_property)
+---@field custom_properties? table<string, any> Alias of `properties`; give one or the other.
 
 ---@class loops.create_contact.result
 ---@field success boolean true when the call did what was asked
@@ -42,7 +43,8 @@
 ---@field subscribed? boolean whether the contact gets campaign and loop emails; false unsubscribes, true resubscribes. Leave it out unless you mean to change it
 ---@field user_group? string a group to segment the contact into (one per contact)
 ---@field mailing_lists? table<string, any> mailing list ids mapped to true (subscribe) or false (unsubscribe); lists not named are left as they are. Ids come from list_mailing_lists
----@field properties? table<string, any> custom contact properties by their Loops name (camelCase, e.g. planName), each a string, number, boolean, date string or app.null (to clear it). The property must already exist (see list_contact_properties / create_contact_property). Alias: custom_properties
+---@field properties? table<string, any> custom contact properties by their Loops name (camelCase, e.g. planName), each a string, number, boolean, date string or app.null (to clear it). The property must already exist (see list_contact_properties / create_contact_property)
+---@field custom_properties? table<string, any> Alias of `properties`; give one or the other.
 
 ---@class loops.update_contact.result
 ---@field success boolean true when the call did what was asked
@@ -150,10 +152,11 @@
 ---@field event_name string the event, e.g. "signup"; an unknown name creates a new event in Loops
 ---@field email? string the contact's email address; a new contact is created if none has it. Give email, user_id or both
 ---@field user_id? string the contact's userId: your own unique id for them; without email it must exist
----@field properties? table<string, any> event properties (strings, numbers, booleans, date strings; no null) that the emails this event triggers can use. Alias: event_properties
+---@field properties? table<string, any> event properties (strings, numbers, booleans, date strings; no null) that the emails this event triggers can use
 ---@field contact_properties? table<string, any> contact properties to save on the contact at the same time (custom properties by their Loops name; app.null clears one)
 ---@field mailing_lists? table<string, any> mailing list ids mapped to true (subscribe) or false (unsubscribe); lists not named are left as they are. Ids come from list_mailing_lists
 ---@field idempotency_key? string Idempotency-Key for this send (at most 100 characters). By default each call makes a fresh one and reuses it on its own retries; pass the key from an earlier result to make sure a repeated send is not delivered twice (Loops remembers keys for 24 hours)
+---@field event_properties? table<string, any> Alias of `properties`; give one or the other.
 
 ---@class loops.send_event.result
 ---@field success boolean true when the call did what was asked

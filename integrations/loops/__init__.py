@@ -23,7 +23,7 @@ __all__ = [
 ]
 
 _DOCS_NOTES = f"""\
-### Where `list_contacts` and `get_contact` get their data
+## Where `list_contacts` and `get_contact` get their data
 
 The Loops API has no way to list contacts or to fetch one by its id. These two actions are
 served by the **contact directory**: a local SQLite file in which this integration records, for

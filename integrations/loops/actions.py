@@ -239,7 +239,7 @@ def _idempotency_key(params: SendEventInput | SendTransactionalEmailInput) -> st
 
 def _unknown_contact_id(contact_id: str) -> IntegrationError:
     return NotFoundError(
-        f"contact_id {contact_id!r} is not in this workspace's contact directory for this "
+        f"contact_id {contact_id!r} is not in the local contact directory for this "
         "account. Ids are known only after this integration created, updated, found or fetched "
         "the contact; call find_contact with email or user_id to look it up in Loops.",
         code="loops.unknown_contact_id",

@@ -160,7 +160,7 @@ _MAILING_LISTS_DOC = (
 _PROPERTIES_DOC = (
     "custom contact properties by their Loops name (camelCase, e.g. planName), each a string, "
     "number, boolean, date string or app.null (to clear it). The property must already exist "
-    "(see list_contact_properties / create_contact_property). Alias: custom_properties"
+    "(see list_contact_properties / create_contact_property)"
 )
 _IDEMPOTENCY_DOC = (
     "Idempotency-Key for this send (at most 100 characters). By default each call makes a "
@@ -408,7 +408,7 @@ class SendEventInput(ActionInput):
         None,
         validation_alias=AliasChoices("properties", "event_properties"),
         description="event properties (strings, numbers, booleans, date strings; no null) that "
-        "the emails this event triggers can use. Alias: event_properties",
+        "the emails this event triggers can use",
     )
     contact_properties: dict[str, PropertyValue] | None = Field(
         None,
@@ -462,7 +462,7 @@ class Attachment(ActionInput):
     content_type: str = Field(
         min_length=1,
         validation_alias=AliasChoices("content_type", "contentType"),
-        description='its MIME type, e.g. "application/pdf". Alias: contentType',
+        description='its MIME type, e.g. "application/pdf"',
     )
     data: str = Field(min_length=1, description="the file's bytes, base64-encoded")
 

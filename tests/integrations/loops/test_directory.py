@@ -297,7 +297,7 @@ def test_get_contact_unknown_id_explains_what_to_do(loops: LoopsAccount) -> None
     result = call(loops, "get_contact", contact_id=ADA_CONTACT_ID)
     assert result["success"] is False
     assert result["code"] == "loops.unknown_contact_id"
-    assert "not in this workspace's contact directory" in result["error"]
+    assert "not in the local contact directory" in result["error"]
     assert "find_contact with email or user_id" in result["error"]
 
 
