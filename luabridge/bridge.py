@@ -30,7 +30,8 @@ from luabridge.docs import (
     render_markdown,
     render_schema_bundle,
 )
-from luabridge.errors import ConfigError, LuabridgeError, error_class
+from luabridge.convert import copy_json
+from luabridge.errors import ConfigError, LuabridgeError, ValidationError, error_class
 from luabridge.limits import DEFAULT_LIMITS, Limits
 from luabridge.redact import Redactor
 from luabridge.sandbox import RunOutcome, execute
@@ -215,7 +216,10 @@ class Bridge:
             )
         limits = options.pop("limits", None)
         if limits is None and isinstance(config.get("limits"), Mapping):
-            limits = dict(config["limits"])
+            try:
+                limits = DEFAULT_LIMITS.merged(dict(config["limits"]))
+            except ConfigError as exc:
+                raise ConfigError(f"{config_name} [limits]: {exc}") from exc
         return cls(
             integrations=integs,
             accounts=accounts,
@@ -353,9 +357,12 @@ class Bridge:
             schema_of=self._schema_by_name,
         )
         try:
-            input_copy = json.loads(json.dumps(input)) if input is not None else None
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"input must be JSON-compatible data: {exc}") from exc
+            # The same checks in both isolation modes: a worker would otherwise see NaN or a
+            # non-string key only after JSON had mangled or refused it.
+            input_copy = copy_json(input, path="input")
+        except ValidationError as exc:
+            refused = RunOutcome(False, error={"type": exc.error_type, "message": str(exc)})
+            return self._result(refused, dispatcher, execution_id)
         if self.isolation == "process":
             outcome = self._worker_pool().run(source, input_copy, dispatcher, run_limits, started)
         else:

@@ -23,13 +23,16 @@ limits and writes JSON text, which :func:`decode_lua_json` parses here:
 Python → Lua (the script's input, action results, ``app.json.decode``): :func:`to_lua` accepts
 JSON-compatible values only:
 
+- ``None`` on its own (the input of a run without one, ``app.json.decode("null")``) → ``nil``.
 - ``dict`` → table with string keys; a ``None`` value in a dict is left out (reads as ``nil``);
   an empty dict becomes ``app.object{}`` so it converts back to ``{}``.
 - ``list``/``tuple`` → array table ``1..n``; ``None`` inside a list becomes ``app.null`` so
   positions survive; an empty list becomes ``app.array{}``.
-- ``str`` → Lua string (UTF-8 bytes); ``bool``; ``int`` (beyond ±2^53 it is sent as a float);
-  ``float`` (NaN/inf refused). Nesting deeper than the depth limit is refused. Any other type is
-  refused with a ``ValidationError``: Python objects never enter a Lua state.
+- ``str`` → Lua string (UTF-8 bytes; a lone surrogate is refused); ``bool``; ``int`` (beyond
+  ±2^53 it is sent as a float); ``float`` (NaN/inf refused). Nesting deeper than the depth limit
+  is refused. Any other type, and a non-string dict key, is refused with a ``ValidationError``:
+  Python objects never enter a Lua state. :func:`copy_json` applies the same checks to a run's
+  input before it is handed to a worker, so both isolation modes refuse the same values.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from luabridge.errors import ValidationError
 __all__ = [
     "MAX_DEPTH",
     "LuaMarkers",
+    "copy_json",
     "decode_lua_json",
     "shape_for_schema",
     "to_lua",
@@ -86,6 +90,50 @@ class LuaMarkers:
         self.table_from = table_from
 
 
+def _utf8(text: str, path: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        # Lone surrogates (from json.loads of "\\ud800", say) have no UTF-8 form.
+        raise ValidationError(f"{path}: string is not valid UTF-8 ({exc.reason})") from exc
+
+
+def _not_json(value: Any, path: str) -> ValidationError:
+    return ValidationError(
+        f"{path}: a Python {type(value).__name__} cannot be sent to Lua; "
+        "use JSON-compatible values (dict, list, str, int, float, bool, None)"
+    )
+
+
+def copy_json(value: Any, *, path: str = "value", depth: int = 0) -> Any:
+    """A deep copy of JSON-compatible ``value``; refuses what :func:`to_lua` would refuse.
+
+    Tuples become lists and ``None`` values in dicts are kept (``to_lua`` drops them later).
+    """
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            raise ValidationError(f"{path}: {value!r} cannot be sent to Lua; use a finite number")
+        return value
+    if isinstance(value, str):
+        _utf8(value, path)
+        return value
+    if not isinstance(value, dict | list | tuple):
+        raise _not_json(value, path)
+    if depth >= MAX_DEPTH:
+        raise ValidationError(f"{path}: nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise ValidationError(f"{path}: object key {k!r} is not a string")
+            _utf8(k, path)
+            out[k] = copy_json(v, path=f"{path}.{k}", depth=depth + 1)
+        return out
+    return [copy_json(v, path=f"{path}[{i + 1}]", depth=depth + 1) for i, v in enumerate(value)]
+
+
 def _prepare(value: Any, markers: LuaMarkers, depth: int, path: str) -> Any:
     if value is None:
         return markers.null
@@ -98,7 +146,7 @@ def _prepare(value: Any, markers: LuaMarkers, depth: int, path: str) -> Any:
             raise ValidationError(f"{path}: {value!r} cannot be sent to Lua; use a finite number")
         return value
     if isinstance(value, str):
-        return value.encode("utf-8", "surrogatepass")
+        return _utf8(value, path)
     if depth >= MAX_DEPTH:
         raise ValidationError(f"{path}: nested deeper than {MAX_DEPTH} levels")
     if isinstance(value, dict):
@@ -110,20 +158,20 @@ def _prepare(value: Any, markers: LuaMarkers, depth: int, path: str) -> Any:
                 raise ValidationError(f"{path}: object key {k!r} is not a string")
             if v is None:
                 continue
-            out[k.encode("utf-8", "surrogatepass")] = _prepare(v, markers, depth + 1, f"{path}.{k}")
+            out[_utf8(k, path)] = _prepare(v, markers, depth + 1, f"{path}.{k}")
         return out if out else markers.new_object()
     if isinstance(value, list | tuple):
         if not value:
             return markers.new_array()
         return [_prepare(v, markers, depth + 1, f"{path}[{i + 1}]") for i, v in enumerate(value)]
-    raise ValidationError(
-        f"{path}: a Python {type(value).__name__} cannot be sent to Lua; "
-        "use JSON-compatible values (dict, list, str, int, float, bool, None)"
-    )
+    raise _not_json(value, path)
 
 
 def to_lua(value: Any, markers: LuaMarkers, *, path: str = "value") -> Any:
     """Convert a JSON-compatible Python value into Lua values of one state (see module rules)."""
+    if value is None:
+        # Only inside a list does None need to hold a place; on its own it is nil.
+        return None
     prepared = _prepare(value, markers, 0, path)
     if isinstance(prepared, dict | list):
         return markers.table_from(prepared, recursive=True)

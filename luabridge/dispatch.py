@@ -9,9 +9,12 @@ It never raises into Lua: each answer is a :data:`luabridge.sandbox.Reply`.
 from __future__ import annotations
 
 import difflib
+import enum
 import json
 import threading
 import time
+import types
+import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -133,26 +136,43 @@ def _pydantic_message(label: str, exc: PydanticValidationError) -> str:
     return f"{label}: " + "; ".join(parts)
 
 
+def _neutral(annotation: Any) -> Any:
+    """A value of ``annotation`` that says nothing: 0, "", [], the first choice, a blank model."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if annotation is None or annotation is type(None) or annotation is Any:
+        return None
+    if origin is typing.Annotated:
+        return _neutral(args[0])
+    if origin in (typing.Union, types.UnionType):
+        return None if type(None) in args else _neutral(args[0])
+    if origin is typing.Literal:
+        return args[0]
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return next(iter(annotation)).value
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return {
+            name: _neutral(info.annotation)
+            for name, info in annotation.model_fields.items()
+            if info.is_required()
+        }
+    for typ, value in ((bool, False), (str, ""), (int, 0), (float, 0.0)):
+        if annotation is typ:
+            return value
+    if annotation in (list, tuple, set) or origin in (list, tuple, set):
+        return []
+    if annotation is dict or origin is dict:
+        return {}
+    return None
+
+
 def _placeholder(model: type[ActionResult]) -> dict[str, Any]:
     """A schema-valid result for a dry run: success, dry_run, and a neutral value per field."""
     out: dict[str, Any] = {"success": True, "dry_run": True}
     for name, info in model.model_fields.items():
         if name in out or not info.is_required():
             continue
-        ann = info.annotation
-        neutral: Any = None
-        for typ, value in (
-            (str, ""),
-            (bool, False),
-            (int, 0),
-            (float, 0.0),
-            (list, []),
-            (dict, {}),
-        ):
-            if ann is typ or getattr(ann, "__origin__", None) is typ:
-                neutral = value
-                break
-        out[name] = neutral
+        out[name] = _neutral(info.annotation)
     return out
 
 
@@ -282,7 +302,8 @@ class Dispatcher:
             raw = json.loads(params_text)
         except ValueError:
             raw = {}
-        params: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        # Shaped first, so the call record shows what the handler gets ({} for an object field).
+        params = shape_for_schema(raw if isinstance(raw, dict) else {}, action.input)
 
         def record(outcome: str, **extra: Any) -> None:
             self._record(
@@ -316,7 +337,7 @@ class Dispatcher:
                 f"{label} is a {action.effect} action and this run allows only: {allowed}; "
                 f"allow it with allow={{..., '{action.effect}'}} (CLI: --allow {action.effect})"
                 + (
-                    ", or add dry_run=True to plan it without sending"
+                    "; to plan it without sending, allow it and add dry_run=True"
                     if not self.policy.dry_run
                     else ""
                 )
@@ -335,7 +356,7 @@ class Dispatcher:
                 record("invalid", error=msg)
                 return ("raise", msg, "ValidationError")
         try:
-            model = action.input.model_validate(shape_for_schema(params, action.input), strict=True)
+            model = action.input.model_validate(params, strict=True)
         except PydanticValidationError as exc:
             msg = self.redactor.text(_pydantic_message(label, exc))
             record("invalid", error=msg)

@@ -177,7 +177,7 @@ class _Session:
         def decode(raw: bytes) -> Reply:
             try:
                 return ("ok", decode_lua_json(raw), None)
-            except (ValueError, UnicodeDecodeError) as exc:
+            except (ValueError, UnicodeDecodeError, RecursionError) as exc:
                 return ("raise", f"app.json.decode: not valid JSON: {exc}", "ValidationError")
 
         return self._guarded(decode, text)

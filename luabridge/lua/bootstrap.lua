@@ -193,7 +193,12 @@ return function(host)
         if v ~= v then fail("ValidationError", "NaN cannot be converted; use a number or app.null")
         elseif v == mhuge or v == -mhuge then fail("ValidationError", "infinity cannot be converted; use a finite number")
         elseif v == mfloor(v) and v >= -9007199254740992 and v <= 9007199254740992 then emit(sformat("%.0f", v))
-        else emit(sformat("%.17g", v)) end
+        else
+          -- %.17g writes some integral floats past 2^53 without a point; keep them floats.
+          local s = sformat("%.17g", v)
+          if not sfind(s, "[.eEn]") then s = s .. ".0" end
+          emit(s)
+        end
       elseif t == "boolean" then emit(v and "true" or "false")
       elseif t == "nil" then emit("null")
       elseif t == "table" then
@@ -351,6 +356,18 @@ return function(host)
   ---------------------------------------------------------------------------
   -- The `app` table: namespaces, markers, help, JSON.
   local function readonly(name, index, tostr)
+    if type(index) == "table" then
+      -- A fixed table of fields: reading any other name is a mistake worth an error.
+      local fields, names = index, {}
+      for k in next, fields do names[#names + 1] = k end
+      tsort(names)
+      local known = tconcat(names, ", ")
+      index = function(_, k)
+        local v = fields[k]
+        if v == nil then error(sformat("%s has no field '%s' (it has: %s)", name, tostring(k), known), 2) end
+        return v
+      end
+    end
     return setmetatable({}, {
       __index = index,
       __newindex = function(_, k) error(sformat("%s is read-only (cannot set '%s')", name, tostring(k)), 2) end,
@@ -372,7 +389,8 @@ return function(host)
     host.restore()
     if status == OK then return a end
     if status == LIMIT then trip(b, a) end
-    raise(b or "RuntimeError", a, 3)
+    -- Level 2: our callers tail-call us, so the frame above this one is the script's.
+    raise(b or "RuntimeError", a, 2)
   end
 
   local function make_binding(iname, account, aname)
@@ -462,7 +480,7 @@ return function(host)
       local ok, text, msg = try_encode(v, "value", max_result)
       if not ok then
         if text ~= "ValidationError" and text ~= "ResultLimitError" and text ~= "RuntimeError" then trip(text, msg) end
-        error("app.json.encode: " .. msg, 2)
+        raise("ValidationError", "app.json.encode: " .. msg, 2)
       end
       return text
     end,
