@@ -347,7 +347,55 @@ def _fail(message: str) -> NoReturn:
 # -- commands ---------------------------------------------------------------------------------
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _usage_envelope(command: str | None, message: str) -> dict[str, Any]:
+    """What ``--json`` prints for a usage error, shaped like the command's normal output."""
+    error = {"type": "UsageError", "message": message}
+    if command == "call":
+        return {"data": None, "meta": {"executionId": None}, "error": error}
+    if command == "run":
+        return {
+            "ok": False,
+            "result": None,
+            "error": {**error, "line": None},
+            "output": "",
+            "calls": [],
+            "meta": {"executionId": None, "durationMs": None},
+        }
+    return {"ok": False, "error": error}
+
+
+class _Group(click.Group):
+    """The command group, which also reports usage errors as JSON where JSON was asked for.
+
+    Under ``--json`` (and for ``call``, whose output is always JSON) a usage error is also a
+    JSON document on standard output, with ``error.type`` ``UsageError``: a program that asked for JSON always gets exactly one document to parse, and the human
+    message still goes to standard error with exit code 2.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        raw = list(ctx.meta.get("luabridge.args", ()))
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as exc:
+            command = next((a for a in raw if not a.startswith("-")), None)
+            if exc.exit_code == EXIT_USAGE and ("--json" in raw or command == "call"):
+                click.echo(_dumps(_usage_envelope(command, exc.format_message())))
+            raise
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        raw = list(args)
+        ctx = super().make_context(info_name, args, parent=parent, **extra)
+        ctx.meta["luabridge.args"] = raw
+        return ctx
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="luabridge")
 def cli() -> None:
     """Run sandboxed Lua scripts against SaaS APIs (Loops), read their docs, call actions.

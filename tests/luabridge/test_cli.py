@@ -147,6 +147,19 @@ def test_run_usage_errors_exit_2(args: list[str], message: str) -> None:
     assert result.stdout == ""
 
 
+@pytest.mark.parametrize(
+    "args", [["missing.lua"], ["-", "--allow", "wrte"], ["-", "--timeout", "0"], ["-", "--bogus"]]
+)
+def test_run_usage_errors_with_json_print_one_envelope(args: list[str]) -> None:
+    """Under --json a usage error is still exactly one JSON document on stdout, plus stderr."""
+    result = invoke("run", *args, "--json", stdin="return 1")
+    assert result.exit_code == 2
+    envelope = json.loads(result.stdout)
+    assert set(envelope) == {"ok", "result", "error", "output", "calls", "meta"}
+    assert envelope["ok"] is False and envelope["error"]["type"] == "UsageError"
+    assert envelope["error"]["message"] in result.stderr
+
+
 def test_run_bad_limit_in_config_is_a_usage_error(tmp_path: Path) -> None:
     config = write(tmp_path / "c.toml", "[limits]\ntimeout = -1\n")
     result = invoke("run", "-", "--config", config, stdin="return 1")
@@ -518,10 +531,14 @@ def test_call_emulator() -> None:
     ],
 )
 def test_call_usage_errors_exit_2(args: list[str], message: str) -> None:
+    """The message goes to stderr; stdout, always JSON for ``call``, holds the error envelope."""
     result = invoke("call", "loops", *args, "--isolation", "inprocess")
     assert result.exit_code == 2
     assert message in result.stderr
-    assert result.stdout == ""
+    envelope = json.loads(result.stdout)
+    assert envelope["data"] is None and envelope["meta"] == {"executionId": None}
+    assert envelope["error"]["type"] == "UsageError"
+    assert message in envelope["error"]["message"]
 
 
 def test_call_account_without_key_says_which_variable(tmp_path: Path) -> None:
@@ -635,6 +652,59 @@ def test_python_dash_m_luabridge(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["result"] == {"answer": 42}
+
+
+SUBPROCESS_CASES = [
+    (["docs", "loops.send_event"], 0, "## send_event"),
+    (["docs", "loops", "--format", "luals"], 0, "---@meta"),
+    (["schema", "loops", "--action", "create_contact"], 0, '"input"'),
+    (["actions", "loops"], 0, "loops.delete_contact"),
+    (["accounts"], 0, "LOOPS_API_KEY"),
+    (
+        [
+            "call",
+            "loops",
+            "--action",
+            "find_contact",
+            "--data",
+            '{"email": "ada@example.com"}',
+            "--emulator",
+        ],
+        0,
+        '"executionId"',
+    ),
+    (["docs", "loops.nope"], 2, ""),
+    (["schema", "loops"], 2, ""),
+    (["actions", "lops"], 2, ""),
+    (["call", "loops", "--action", "find_contact", "--data", "{"], 2, '"UsageError"'),
+    (["accounts", "--config", "missing.toml"], 2, ""),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "expected"),
+    SUBPROCESS_CASES,
+    ids=[" ".join(c[0][:3]) for c in SUBPROCESS_CASES],
+)
+def test_subcommand_as_a_real_process(
+    tmp_path: Path, args: list[str], code: int, expected: str
+) -> None:
+    """Each subcommand from ``python -m luabridge``: its exit code and a line of its output."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPS_")}
+    env.update(PYTHONPATH=str(ROOT), XDG_DATA_HOME=str(tmp_path / "xdg"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "luabridge", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert proc.returncode == code, proc.stderr
+    assert expected in proc.stdout
+    if code == 2:
+        assert proc.stderr.strip(), "a usage error says what was wrong on stderr"
 
 
 def test_unknown_command_exits_2() -> None:
