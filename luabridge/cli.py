@@ -368,8 +368,9 @@ class _Group(click.Group):
     """The command group, which also reports usage errors as JSON where JSON was asked for.
 
     Under ``--json`` (and for ``call``, whose output is always JSON) a usage error is also a
-    JSON document on standard output, with ``error.type`` ``UsageError``: a program that asked for JSON always gets exactly one document to parse, and the human
-    message still goes to standard error with exit code 2.
+    JSON document on standard output, with ``error.type`` ``UsageError``: a program that asked
+    for JSON always gets exactly one document to parse, and the human message still goes to
+    standard error with exit code 2.
     """
 
     def invoke(self, ctx: click.Context) -> Any:
