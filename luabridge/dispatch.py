@@ -16,7 +16,7 @@ import time
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import BaseModel, ValidationError as PydanticValidationError
@@ -202,6 +202,7 @@ class Dispatcher:
         self.granted = granted
         self.defaults = defaults
         self.policy = policy
+        self._t0 = time.monotonic()
         self.client_for = client_for
         self.redactor = redactor
         self.help_text = help_text
@@ -222,6 +223,11 @@ class Dispatcher:
                     f"{', '.join(accounts) or 'none'}; call app.help('{name}') for the reference>"
                 ),
             }
+
+    def restart_clock(self, started: float) -> None:
+        """Count the run's deadline from ``started`` (a run that waited for a free worker)."""
+        self.policy = replace(self.policy, deadline=started + (self.policy.deadline - self._t0))
+        self._t0 = started
 
     # -- errors for unknown names -------------------------------------------------------------
 

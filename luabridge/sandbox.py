@@ -257,6 +257,9 @@ def execute(
             return RunOutcome(False, error=error_dict("ValidationError", str(exc)))
         src = source.encode("utf-8") if isinstance(source, str) else source
         status, a, b, output, lua_usage = runner(src, lua_input)
+        # The script is done, but its heap may be full: reading the usage table below makes lupa
+        # allocate outside any protected call, and a failure there aborts the process.
+        session.lua.set_max_memory(limits.memory + _MEMORY_HEADROOM)
         usage = {k.decode(): v for k, v in dict(lua_usage).items()} if lua_usage else {}
         out_text = _text(output)
         if status == b"ok":
