@@ -167,12 +167,67 @@ def _prepare(value: Any, markers: LuaMarkers, depth: int, path: str) -> Any:
     raise _not_json(value, path)
 
 
+class _Fallback(Exception):
+    """Raised by the fast converter for anything it does not handle; the full one takes over."""
+
+
+def _prepare_fast(value: Any, markers: LuaMarkers, depth: int) -> Any:
+    # The common case (exact dict, list, str, int, bool and finite float) without building a
+    # path string per value: for a 10,000-contact result this halves the cost of ``to_lua``.
+    # Anything unusual (tuples, subclasses, NaN, bad keys or strings) raises _Fallback, and
+    # _prepare redoes the value with the exact error messages.
+    if depth >= MAX_DEPTH:
+        raise _Fallback
+    items: Any
+    if type(value) is dict:
+        if not value:
+            return markers.new_object()
+        out: Any = {}
+        items = value.items()
+    elif type(value) is list:
+        if not value:
+            return markers.new_array()
+        out = []
+        items = enumerate(value)
+    else:
+        raise _Fallback
+    is_dict = type(out) is dict
+    for k, v in items:
+        t = type(v)
+        if t is str:
+            v = v.encode("utf-8")
+        elif v is None:
+            if is_dict:
+                continue
+            v = markers.null
+        elif t is int:
+            if not -_SAFE_INT <= v <= _SAFE_INT:
+                v = float(v)
+        elif t is dict or t is list:
+            v = _prepare_fast(v, markers, depth + 1)
+        elif t is float:
+            if not math.isfinite(v):
+                raise _Fallback
+        elif t is not bool:
+            raise _Fallback
+        if is_dict:
+            if type(k) is not str:
+                raise _Fallback
+            out[k.encode("utf-8")] = v
+        else:
+            out.append(v)
+    return out if out else markers.new_object()
+
+
 def to_lua(value: Any, markers: LuaMarkers, *, path: str = "value") -> Any:
     """Convert a JSON-compatible Python value into Lua values of one state (see module rules)."""
     if value is None:
         # Only inside a list does None need to hold a place; on its own it is nil.
         return None
-    prepared = _prepare(value, markers, 0, path)
+    try:
+        prepared = _prepare_fast(value, markers, 0)
+    except (_Fallback, UnicodeEncodeError):
+        prepared = _prepare(value, markers, 0, path)
     if isinstance(prepared, dict | list):
         return markers.table_from(prepared, recursive=True)
     return prepared
