@@ -188,10 +188,24 @@ return function(host)
       emit('"'); emit(s); emit('"')
     end
 
+    -- Most strings are ASCII without control characters, quotes or backslashes: one search
+    -- tells, and they need neither UTF-8 validation nor escaping, only one budget check.
+    -- `close` is what follows the closing quote (a key's colon). False means: use str().
+    local function plain(s, close)
+      if sfind(s, '[%z\1-\31"\\\127-\255]') then return false end
+      local grown = size + #s + 1 + #close
+      if grown > budget then return false end
+      size = grown
+      local n = nbuf
+      buf[n + 1] = '"'; buf[n + 2] = s; buf[n + 3] = close
+      nbuf = n + 3
+      return true
+    end
+
     local value
     function value(v, depth)
       local t = type(v)
-      if t == "string" then str(v)
+      if t == "string" then if not plain(v, '"') then str(v) end
       elseif t == "number" then
         if v ~= v then fail("ValidationError", "NaN cannot be converted; use a number or app.null")
         elseif v == mhuge or v == -mhuge then fail("ValidationError", "infinity cannot be converted; use a finite number")
@@ -245,8 +259,10 @@ return function(host)
           for k, x in next, v do
             if not first then emit(",") end
             first = false
-            if sfind(k, "%z") then fail("ValidationError", "key contains a NUL byte") end
-            str(k); emit(":")
+            if not plain(k, '":') then
+              if sfind(k, "%z") then fail("ValidationError", "key contains a NUL byte") end
+              str(k); emit(":")
+            end
             path[#path + 1] = k
             value(x, depth + 1)
             path[#path] = nil
