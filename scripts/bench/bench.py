@@ -1,0 +1,518 @@
+"""The luabridge benchmarks: each one timed against a baseline measured in the same run.
+
+It prints a Markdown table of ratios (luabridge / baseline, lower is better; benchmark 7 is a
+speed-up, higher is better), then the figures reported without a target: peak memory and the
+emulator's own capacity. ``scripts/bench/run`` runs it; docs/performance.md explains the rows.
+It relies on luabridge, lupa, httpx and ``luabridge emulator`` (started as a child process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import lupa.luajit21 as lupa_jit
+from harness import Emulator, Row, cpu_seconds, format_table, paired, peak_rss_kib
+
+from integrations.loops import integration as loops_integration, open_account
+from luabridge import AccountSettings, Bridge, Integration, Limits
+from luabridge.sandbox import Reply, execute
+
+KEY = "bench_key_0123456789"
+
+#: Figures reported without a target, printed after the table.
+NOTES: list[str] = []
+
+
+def note(text: str) -> None:
+    NOTES.append(text)
+    print(f"  {text}", file=sys.stderr, flush=True)
+
+
+def progress(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def workspace() -> Iterator[Path]:
+    """A temporary folder that also holds the Loops contact directory of this run."""
+    with tempfile.TemporaryDirectory(prefix="luabridge-bench-") as tmp:
+        old = os.environ.get("LUABRIDGE_LOOPS_DIRECTORY")
+        os.environ["LUABRIDGE_LOOPS_DIRECTORY"] = str(Path(tmp) / "contacts.sqlite3")
+        try:
+            yield Path(tmp)
+        finally:
+            if old is None:
+                os.environ.pop("LUABRIDGE_LOOPS_DIRECTORY", None)
+            else:
+                os.environ["LUABRIDGE_LOOPS_DIRECTORY"] = old
+
+
+def emulator_bridge(
+    tmp: Path, emulator: Emulator, *, isolation: str = "inprocess", **options: Any
+) -> Bridge:
+    """A bridge whose default Loops account is the emulator team, client rate limit off."""
+    config = tmp / "luabridge.toml"
+    config.write_text(
+        "[loops.accounts.default]\n"
+        'api_key_env = "LOOPS_API_KEY"\n'
+        f'base_url = "{emulator.base_url}"\n'
+        "rate_limit = 0\n"
+    )
+    return Bridge.from_config(
+        config,
+        environ={"LOOPS_API_KEY": KEY, "LOOPS_BASE_URL": emulator.base_url},
+        isolation=isolation,
+        **options,
+    )
+
+
+def reset(http: httpx.Client, emulator: Emulator) -> None:
+    http.post(f"{emulator.root_url}/__emulator/reset").raise_for_status()
+
+
+def check_ok(result: Any) -> None:
+    if not result.ok:
+        raise SystemExit(f"a benchmark run failed: {result.error}")
+
+
+# -- 1: a trivial run in-process ---------------------------------------------------------------
+
+
+def bench_trivial(scale: float) -> Row:
+    n = max(20, int(200 * scale))
+    bridge = Bridge.from_config(environ={}, isolation="inprocess")
+    check_ok(bridge.run("return 1"))
+
+    def subject() -> None:
+        for _ in range(n):
+            bridge.run("return 1")
+
+    def baseline() -> None:
+        for _ in range(n):
+            lupa_jit.LuaRuntime().execute("return 1")
+
+    timing = paired(subject, baseline, warmup=1, repeats=9)
+    per_run = statistics.median(timing.subject) / n * 1e6
+    note(f"1: bridge.run('return 1') in-process takes {per_run:.0f} us per run")
+    bridge.close()
+    return Row("1", f'bridge.run("return 1") in-process, x{n}', timing, 2.0)
+
+
+# -- 2: 2,000 read calls, transport answering at once -------------------------------------------
+
+_CURRENT_USER = json.dumps({"success": True, "teamName": "Bench team"}).encode()
+
+
+def _instant(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(200, content=_CURRENT_USER, headers={"content-type": "application/json"})
+
+
+def bench_read_calls(tmp: Path, scale: float) -> Row:
+    calls = max(200, int(2000 * scale))
+    settings = AccountSettings(
+        name="default", api_key=KEY, base_url="http://loops.invalid/api/v1", rate_limit=0
+    )
+    account = open_account(
+        settings, directory_path=tmp / "mock.sqlite3", transport=httpx.MockTransport(_instant)
+    )
+    integ = Integration(
+        name=loops_integration.name,
+        title=loops_integration.title,
+        actions=loops_integration.actions,
+        open_client=lambda _settings: account,
+        env_prefix=loops_integration.env_prefix,
+        default_base_url=loops_integration.default_base_url,
+    )
+    bridge = Bridge(
+        integrations=[integ],
+        accounts={"loops": {"default": settings}},
+        isolation="inprocess",
+        limits={"calls": calls + 10, "timeout": 120},
+    )
+    script = f"""
+        local loops = app.integrations.loops
+        local team
+        for i = 1, {calls} do team = loops.get_current_user().team_name end
+        return team
+    """
+    check_ok(bridge.run(script))
+
+    def subject() -> None:
+        bridge.run(script)
+
+    def baseline() -> None:
+        request = account.client.request
+        for _ in range(calls):
+            request("GET", "/api-key")["teamName"]
+
+    timing = paired(subject, baseline, warmup=1, repeats=7)
+    extra = (statistics.median(timing.subject) - statistics.median(timing.baseline)) / calls
+    note(f"2: each read action costs {extra * 1e6:.0f} us on top of the client's own request")
+    bridge.close()
+    return Row("2", f"{calls} read actions, instant transport", timing, 1.3)
+
+
+# -- 3: 500 create_contact against the emulator -------------------------------------------------
+
+
+def _contacts(n: int, prefix: str) -> list[dict[str, Any]]:
+    return [
+        {"email": f"{prefix}{i}@example.com", "first_name": f"Person {i}", "source": "bench"}
+        for i in range(n)
+    ]
+
+
+def bench_creates(tmp: Path, emulator: Emulator, scale: float) -> Row:
+    n = max(50, int(500 * scale))
+    params = _contacts(n, "create")
+    wire = [
+        {"email": p["email"], "firstName": p["first_name"], "source": p["source"]} for p in params
+    ]
+    bridge = emulator_bridge(tmp, emulator, limits={"calls": n + 10, "timeout": 120})
+    script = """
+        local loops = app.integrations.loops
+        local made = 0
+        for _, contact in ipairs(input) do
+          if loops.create_contact(contact).success then made = made + 1 end
+        end
+        return made
+    """
+    http = httpx.Client(
+        base_url=emulator.base_url,
+        headers={"Authorization": f"Bearer {KEY}", "Accept": "application/json"},
+    )
+    admin = httpx.Client()
+
+    def subject() -> None:
+        reset(admin, emulator)
+        result = bridge.run(script, input=params, allow={"write"})
+        if result.value != n:
+            raise SystemExit(f"3: expected {n} contacts created, got {result.value} {result.error}")
+
+    def baseline() -> None:
+        reset(admin, emulator)
+        for body in wire:
+            http.post("/contacts/create", json=body).raise_for_status()
+
+    cpu0, wall0 = cpu_seconds(emulator.pid), time.perf_counter()
+    timing = paired(subject, baseline, warmup=1, repeats=7)
+    busy = (cpu_seconds(emulator.pid) - cpu0) / (time.perf_counter() - wall0)
+    rate = n / statistics.median(timing.subject)
+    note(
+        f"3: luabridge drove {rate:.0f} creates/s; the emulator process was busy "
+        f"{busy:.0%} of one core over the benchmark"
+    )
+    bridge.close()
+    http.close()
+    admin.close()
+    return Row("3", f"{n} create_contact via emulator", timing, 1.15)
+
+
+# -- 4: converting a 10,000-contact result ------------------------------------------------------
+
+
+class _NoHost:
+    """A host without integrations: benchmark 4 only moves values in and out of Lua."""
+
+    spec: dict[str, Any] = {}  # noqa: RUF012 - the Host protocol names a plain attribute
+
+    def call(self, integration: str, account: str, action: str, params: str) -> Reply:
+        return ("raise", "no actions in this benchmark", "RuntimeError")
+
+    def help(self, topic: str | None) -> Reply:
+        return ("ok", "", None)
+
+    def schema(self, name: str) -> Reply:
+        return ("ok", {}, None)
+
+    def accounts(self, name: str) -> Reply:
+        return ("ok", [], None)
+
+    def explain(self, integration: str, account: str | None, name: str | None) -> str:
+        return "unknown name"
+
+
+def find_rows(n: int) -> dict[str, Any]:
+    """A ``find_contact``-shaped result holding ``n`` contacts (as the action returns them)."""
+    rows = [
+        {
+            "id": f"cm{i:020d}",
+            "email": f"person{i}@example.com",
+            "first_name": f"Person {i}",
+            "last_name": "Example",
+            "source": "api",
+            "subscribed": i % 3 != 0,
+            "user_group": "trial" if i % 2 else "paid",
+            "user_id": f"user-{i}",
+            "mailing_lists": {"cm06f5v0e45nf0ml5754o9cix": True} if i % 4 == 0 else {},
+            "opt_in_status": "accepted",
+            "properties": {"plan": "pro", "seats": i % 50, "score": i / 7},
+        }
+        for i in range(n)
+    ]
+    return {"success": True, "contacts": rows, "contact": rows[0]}
+
+
+def bench_convert(scale: float) -> Row:
+    n = max(1000, int(10_000 * scale))
+    data = find_rows(n)
+    limits = Limits(
+        memory=1024 * 1024 * 1024,
+        result_bytes=256 * 1024 * 1024,
+        instructions=10**10,
+        timeout=120,
+    )
+    host = _NoHost()
+    outcome = execute("local rows = ...; return rows", data, host=host, limits=limits)
+    if outcome.value != data:
+        raise SystemExit(f"4: the round trip changed the data: {outcome.error}")
+
+    def subject() -> None:
+        execute("local rows = ...; return rows", data, host=host, limits=limits)
+
+    def baseline() -> None:
+        json.loads(json.dumps(data))
+
+    timing = paired(subject, baseline, warmup=1, repeats=7)
+    return Row("4", f"{n}-contact result Python->Lua->Python", timing, 3.0)
+
+
+# -- 5: process isolation -----------------------------------------------------------------------
+
+
+def _children(pattern: str) -> list[int]:
+    """Pids of this process's children whose command line contains ``pattern``."""
+    pids = []
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue
+            if pattern.encode() in cmdline:
+                pids.append(int(pid))
+    return pids
+
+
+def bench_process(scale: float) -> Row:
+    n = max(50, int(500 * scale))
+    pooled = Bridge.from_config(environ={}, isolation="process", workers=2)
+    local = Bridge.from_config(environ={}, isolation="inprocess")
+    for _ in range(4):  # wait until both workers are up and have served a run
+        check_ok(pooled.run("return 1"))
+
+    def subject() -> None:
+        for _ in range(n):
+            pooled.run("return 1")
+
+    def baseline() -> None:
+        for _ in range(n):
+            local.run("return 1")
+
+    timing = paired(subject, baseline, warmup=1, repeats=5)
+    per_run = statistics.median(timing.subject) / n * 1e6
+    note(f"5: a trivial run through the pool takes {per_run:.0f} us")
+    workers = _children("luabridge.worker")
+    rss = [peak_rss_kib(pid) for pid in workers]
+    if rss:
+        note(
+            f"memory: peak RSS per worker process {statistics.median(rss) / 1024:.1f} MiB "
+            f"({len(rss)} workers)"
+        )
+    pooled.close()
+    local.close()
+    return Row("5", f"{n} trivial runs, pool of 2 vs in-process", timing, 3.0)
+
+
+# -- 6: the command line as a whole process -----------------------------------------------------
+
+
+def bench_cli(tmp: Path) -> Row:
+    script = tmp / "hello.lua"
+    script.write_text('print("hello, world")\n')
+    exe = shutil.which("luabridge", path=str(Path(sys.executable).parent)) or "luabridge"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPS_")}
+    cli = [exe, "run", str(script)]
+    bare = [sys.executable, "-c", "import lupa, httpx, pydantic"]
+
+    def run(cmd: list[str]) -> Callable[[], None]:
+        def go() -> None:
+            subprocess.run(cmd, cwd=tmp, env=env, check=True, stdout=subprocess.DEVNULL)
+
+        return go
+
+    timing = paired(run(cli), run(bare), warmup=1, repeats=9)
+    return Row("6", "`luabridge run hello.lua` process", timing, 1.5)
+
+
+# -- 7: concurrent automations ------------------------------------------------------------------
+
+AUTOMATION = """
+local loops = app.integrations.loops
+local email = input.email
+local made = loops.create_contact{email = email, first_name = input.name, source = "signup"}
+local found = loops.find_contact{email = email}
+loops.update_contact{email = email, user_group = "trial", properties = {plan = "trial"}}
+loops.send_event{email = email, event_name = "signed_up", event_properties = {plan = "trial"}}
+local check = loops.check_contact_suppression{email = email}
+return {id = made.id, found = #found.contacts, suppressed = check.is_suppressed}
+"""
+
+
+def bench_automations(tmp: Path, emulator: Emulator, scale: float, isolation: str) -> Row:
+    n = max(40, int(200 * scale))
+    inputs = [{"email": f"auto{i}@example.com", "name": f"Person {i}"} for i in range(n)]
+    bridge = emulator_bridge(tmp, emulator, isolation=isolation, workers=8)
+    admin = httpx.Client()
+    reset(admin, emulator)
+    check_ok(bridge.run(AUTOMATION, input=inputs[0], allow={"write"}))
+
+    def one(item: dict[str, Any]) -> None:
+        result = bridge.run(AUTOMATION, input=item, allow={"write"})
+        if not result.ok or any(c.outcome != "ok" for c in result.calls):
+            raise SystemExit(f"7: an automation failed: {result.error} {result.calls}")
+
+    def serial() -> None:
+        reset(admin, emulator)
+        for item in inputs:
+            one(item)
+
+    def threaded() -> None:
+        reset(admin, emulator)
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(one, inputs))
+
+    cpu0, wall0 = cpu_seconds(emulator.pid), time.perf_counter()
+    # The ratio is serial time / threaded time: the speed-up of 8 threads over one.
+    timing = paired(serial, threaded, warmup=1, repeats=5)
+    busy = (cpu_seconds(emulator.pid) - cpu0) / (time.perf_counter() - wall0)
+    rate = n * 5 / statistics.median(timing.baseline)
+    note(
+        f"7 ({isolation}): 8 threads made {rate:.0f} action calls/s; the emulator process was "
+        f"busy {busy:.0%} of one core over the benchmark"
+    )
+    bridge.close()
+    admin.close()
+    return Row(
+        "7" if isolation == "process" else "7b",
+        f"{n} automations x5 actions, 8 threads vs 1 ({isolation})",
+        timing,
+        1.6,
+        higher_is_better=True,
+    )
+
+
+# -- figures without a target --------------------------------------------------------------------
+
+
+def report_memory() -> None:
+    bridge = Bridge.from_config(environ={}, isolation="inprocess")
+    bridge.run("return 1")
+    tracemalloc.start()
+    result = bridge.run("local t = {} for i = 1, 1000 do t[i] = i end return #t")
+    _, py_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    lua_peak = result.usage.get("peak_memory", 0)
+    note(
+        f"memory: per in-process run, Lua heap peak {lua_peak / 1024:.0f} KiB and Python "
+        f"allocations peak {py_peak / 1024:.0f} KiB (a 1,000-item loop); the host's RSS "
+        f"peak is {peak_rss_kib(os.getpid()) / 1024:.0f} MiB after all benchmarks above"
+    )
+    bridge.close()
+
+
+def report_emulator(emulator: Emulator, seconds: float) -> None:
+    headers = {"Authorization": f"Bearer {KEY}"}
+
+    def hammer(stop_at: float) -> int:
+        count = 0
+        with httpx.Client(base_url=emulator.base_url, headers=headers) as http:
+            while time.perf_counter() < stop_at:
+                http.get("/api-key").raise_for_status()
+                count += 1
+        return count
+
+    for clients in (1, 4):
+        stop_at = time.perf_counter() + seconds
+        start = time.perf_counter()
+        with ThreadPoolExecutor(clients) as pool:
+            total = sum(pool.map(hammer, [stop_at] * clients))
+        rps = total / (time.perf_counter() - start)
+        note(f"emulator: {rps:.0f} requests/s on loopback with {clients} client thread(s)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="", help="comma-separated benchmark numbers, e.g. 1,4")
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="shrink the workloads (0.1 for a smoke test)"
+    )
+    args = parser.parse_args()
+    only = {s.strip() for s in args.only.split(",") if s.strip()}
+
+    def wanted(number: str) -> bool:
+        return not only or number in only
+
+    started = time.perf_counter()
+    rows: list[Row] = []
+    with workspace() as tmp:
+        if wanted("1"):
+            progress("1: trivial in-process run")
+            rows.append(bench_trivial(args.scale))
+        if wanted("2"):
+            progress("2: read actions on an instant transport")
+            rows.append(bench_read_calls(tmp, args.scale))
+        if wanted("4"):
+            progress("4: conversion of a 10,000-contact result")
+            rows.append(bench_convert(args.scale))
+        if wanted("5"):
+            progress("5: process isolation")
+            rows.append(bench_process(args.scale))
+        if wanted("6"):
+            progress("6: the command line as a process")
+            rows.append(bench_cli(tmp))
+        if wanted("3") or wanted("7") or wanted("e"):
+            emulator = Emulator(KEY)
+            try:
+                if wanted("3"):
+                    progress("3: create_contact against the emulator")
+                    rows.append(bench_creates(tmp, emulator, args.scale))
+                if wanted("7"):
+                    progress("7: concurrent automations (process isolation)")
+                    rows.append(bench_automations(tmp, emulator, args.scale, "process"))
+                    progress("7b: concurrent automations (in-process)")
+                    rows.append(bench_automations(tmp, emulator, args.scale, "inprocess"))
+                if wanted("e"):
+                    progress("emulator capacity")
+                    report_emulator(emulator, 2.0 * min(1.0, args.scale * 2))
+            finally:
+                emulator.close()
+        if wanted("m"):
+            report_memory()
+    rows.sort(key=lambda r: r.number)
+    print(format_table(rows))
+    print()
+    for text in NOTES:
+        print(f"- {text}")
+    print()
+    print(f"total time {time.perf_counter() - started:.0f} s")
+    return 0 if all(r.holds for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
