@@ -31,7 +31,7 @@ from typing import Any
 
 from luabridge.errors import ConfigError
 
-__all__ = ["AccountSettings", "load_accounts", "read_config_file"]
+__all__ = ["AccountSettings", "load_accounts", "read_config_file", "redaction_values"]
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _KNOWN_KEYS = {"api_key_env", "api_key", "base_url", "rate_limit", "default", "timeout"}

@@ -27,7 +27,7 @@ from luabridge.convert import LuaMarkers, decode_lua_json, to_lua
 from luabridge.errors import LuabridgeError, ValidationError
 from luabridge.limits import Limits
 
-__all__ = ["Host", "Reply", "RunOutcome", "execute", "line_of"]
+__all__ = ["Host", "Reply", "RunOutcome", "error_dict", "execute", "line_of"]
 
 #: A host answer to a binding: ``("ok", value, None)``, ``("raise", message, error_type)`` or
 #: ``("limit", message, error_type)``.

@@ -29,7 +29,14 @@ from .request_log import RequestRecord, key_fingerprint
 from .state import EmulatorState
 from .team import Team
 
-__all__ = ["API_ROUTES", "ApiRequest", "ConnectionCutError", "EmulatorApp", "create_app"]
+__all__ = [
+    "API_ROUTES",
+    "ApiRequest",
+    "ConnectionCutError",
+    "EmulatorApp",
+    "LoopsApi",
+    "create_app",
+]
 
 _JSON_UTF8: Final = b"application/json; charset=utf-8"
 # Real 401s came back as plain application/json, without the charset.
