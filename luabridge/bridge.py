@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from luabridge.accounts import AccountSettings, load_accounts, read_config_file
 from luabridge.action import EFFECTS, Integration, SupportsClose
+from luabridge.convert import copy_json
 from luabridge.dispatch import CallRecord, Dispatcher, RunPolicy, suggest
 from luabridge.docs import (
     action_schema,
@@ -30,7 +31,6 @@ from luabridge.docs import (
     render_markdown,
     render_schema_bundle,
 )
-from luabridge.convert import copy_json
 from luabridge.errors import ConfigError, LuabridgeError, ValidationError, error_class
 from luabridge.limits import DEFAULT_LIMITS, Limits
 from luabridge.redact import Redactor

@@ -108,7 +108,7 @@ def test_concurrent_runs_do_not_see_each_other(bridge: Bridge) -> None:
 
 def test_concurrent_failures_stay_in_their_run(bridge: Bridge) -> None:
     """Runs that fail (limits, errors, refusals) next to runs that succeed do not disturb them."""
-    cases = [
+    cases: list[tuple[str, dict[str, Any], str | None]] = [
         ("return app.integrations.notes.create_note({title = 'x'})", {}, "PermissionError"),
         ("while true do end", {"limits": {"instructions": 100_000}}, "InstructionLimitError"),
         ("error('boom')", {}, "RuntimeError"),
