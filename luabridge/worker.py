@@ -122,7 +122,8 @@ class _ProxyHost:
         return str(self._ask("explain", integration, account, name))
 
 
-def _apply_os_limits(address_space: int) -> None:
+def _apply_os_limits(address_space: int, *, processes: bool) -> None:
+    """Set the worker's rlimits; ``processes`` also forbids new processes (and so new threads)."""
     import resource
 
     def limit(which: int, value: int) -> None:
@@ -133,17 +134,21 @@ def _apply_os_limits(address_space: int) -> None:
         except (ValueError, OSError):
             pass  # a stricter limit set by the deployment stays in force
 
+    if processes:
+        limit(resource.RLIMIT_NPROC, 0)
+        return
     limit(resource.RLIMIT_CORE, 0)
     limit(resource.RLIMIT_NOFILE, 32)
-    limit(resource.RLIMIT_NPROC, 0)
     if address_space > 0:
         limit(resource.RLIMIT_AS, address_space)
 
 
-def _serve(sock: socket.socket) -> None:
+def _serve(sock: socket.socket, limited: threading.Event) -> None:
     # Warm up so the first real run does not pay for the first state and bootstrap load.
     warm = _ProxyHost(sock, {})
     execute("return 1", None, host=warm, limits=Limits())
+    # Every OS limit is in force before the parent hands over the first script.
+    limited.wait()
     _send(sock, {"op": "ready", "pid": os.getpid()})
     while True:
         try:
@@ -173,10 +178,16 @@ def main() -> None:
     fd = int(sys.argv[1])
     address_space = int(sys.argv[2]) if len(sys.argv) > 2 else 0
     sock = socket.socket(fileno=fd)
+    _apply_os_limits(address_space, processes=False)
     threading.stack_size(_LUA_STACK)
-    thread = threading.Thread(target=_serve, args=(sock,), name="luabridge-lua", daemon=True)
+    limited = threading.Event()
+    thread = threading.Thread(
+        target=_serve, args=(sock, limited), name="luabridge-lua", daemon=True
+    )
     thread.start()
-    _apply_os_limits(address_space)
+    # RLIMIT_NPROC also counts threads, so it can only be set once the Lua thread exists.
+    _apply_os_limits(address_space, processes=True)
+    limited.set()
     thread.join()
 
 
@@ -255,6 +266,7 @@ class WorkerPool:
         self.max_runs = max_runs
         self.address_space = address_space
         self._idle: list[_Worker] = []
+        self._busy: set[_Worker] = set()
         self._count = 0  # workers alive or starting
         self._cond = threading.Condition()
         self._closed = False
@@ -289,14 +301,22 @@ class WorkerPool:
             while True:
                 if self._closed:
                     raise RuntimeError("the worker pool was closed")
-                if self._idle:
-                    return self._idle.pop()
+                while self._idle:
+                    worker = self._idle.pop()
+                    if worker.proc.poll() is None:
+                        self._busy.add(worker)
+                        return worker
+                    # It died while idle (an outside kill, the OOM killer): replace it.
+                    worker.sock.close()
+                    self._count -= 1
                 if self._count < self.size:
                     self._count += 1
                     threading.Thread(target=self._start_one, daemon=True).start()
                 self._cond.wait(0.5)
 
     def _release(self, worker: _Worker, *, retire: bool) -> None:
+        with self._cond:
+            self._busy.discard(worker)
         worker.runs += 1
         if retire or worker.runs >= self.max_runs:
             threading.Thread(target=worker.stop, daemon=True).start()
@@ -314,6 +334,7 @@ class WorkerPool:
 
     def _discard(self, worker: _Worker) -> None:
         with self._cond:
+            self._busy.discard(worker)
             self._count -= 1
         if not self._closed:
             self._start_async()
@@ -321,8 +342,19 @@ class WorkerPool:
     def run(
         self, source: str, input: Any, host: Host, limits: Limits, started: float
     ) -> RunOutcome:
-        """Run one script in a worker; the outcome has the shape of an in-process run."""
+        """Run one script in a worker; the outcome has the shape of an in-process run.
+
+        The run's clock starts when a worker takes it (time spent waiting for a free worker does
+        not count against its timeout). The result arrives within ``timeout + 0.5 s`` of that
+        whatever the script does, because the parent stops waiting and kills the worker then.
+        """
         worker = self._acquire()
+        now = time.monotonic()
+        if now > started:
+            started = now
+            restart = getattr(host, "restart_clock", None)
+            if callable(restart):
+                restart(started)
         kill_at = started + limits.timeout + _KILL_GRACE
         try:
             _send(
@@ -340,9 +372,10 @@ class WorkerPool:
                 message = _recv(worker.sock, kill_at)
                 op = message.get("op")
                 if op == "host":
-                    _send(worker.sock, {"op": "reply", "result": _serve_host(host, message)})
+                    result = _serve_host_until(host, message, kill_at)
+                    _send(worker.sock, {"op": "reply", "result": result})
                 elif op == "done":
-                    outcome = RunOutcome(**message["outcome"])
+                    outcome = _outcome(message.get("outcome"))
                     etype = (outcome.error or {}).get("type")
                     self._release(worker, retire=etype in ("MemoryError", "InternalError"))
                     return outcome
@@ -354,12 +387,21 @@ class WorkerPool:
                 "script did not yield (for example a long string.find); do less work per run"
             )
             return _failed("TimeoutError", msg, started)
-        except (_Closed, OSError, ValueError):
+        except (_Closed, OSError, ValueError, TypeError, KeyError):
             reason = worker.death()
             worker.kill()
             self._discard(worker)
             msg = f"the worker process running the script died ({reason}); the run was stopped"
             return _failed("WorkerCrashError", msg, started)
+
+    def pids(self, *, busy: bool | None = None) -> list[int]:
+        """Process ids of the live workers: all, only busy ones, or only idle ones."""
+        with self._cond:
+            chosen = [
+                *(self._idle if busy is not True else []),
+                *(self._busy if busy is not False else []),
+            ]
+            return sorted(w.proc.pid for w in chosen if w.proc.poll() is None)
 
     def close(self) -> None:
         """Stop every worker (idle ones at once; busy ones when their run ends)."""
@@ -374,6 +416,47 @@ class WorkerPool:
 def _failed(error_type: str, message: str, started: float) -> RunOutcome:
     usage = {"wall_ms": round((time.monotonic() - started) * 1000, 3)}
     return RunOutcome(False, error=error_dict(error_type, message), usage=usage)
+
+
+def _outcome(data: Any) -> RunOutcome:
+    """The worker's outcome frame as a :class:`RunOutcome`; anything malformed is refused."""
+    if not isinstance(data, dict):
+        raise ValueError("malformed outcome")
+    outcome = RunOutcome(**data)
+    if not isinstance(outcome.ok, bool) or not isinstance(outcome.output, str):
+        raise ValueError("malformed outcome")
+    if not isinstance(outcome.usage, dict):
+        raise ValueError("malformed outcome")
+    if outcome.error is not None and not (
+        isinstance(outcome.error, dict) and isinstance(outcome.error.get("type"), str)
+    ):
+        raise ValueError("malformed outcome")
+    return outcome
+
+
+def _serve_host_until(host: Host, message: dict[str, Any], deadline: float) -> Any:
+    """Serve one host call, but give up at ``deadline`` (the run's kill time).
+
+    A host call (an HTTP request, a "did you mean" over a long name) runs in the parent, where
+    no hook or kill reaches it; running it on a helper thread keeps the wall-clock bound. A call
+    still going at the deadline finishes in the background and its answer is dropped.
+    """
+    box: list[Any] = []
+
+    def target() -> None:
+        try:
+            box.append(_serve_host(host, message))
+        except BaseException as exc:
+            box.append(
+                ["limit", f"internal error in the host ({type(exc).__name__})", "InternalError"]
+            )
+
+    thread = threading.Thread(target=target, daemon=True, name="luabridge-host-call")
+    thread.start()
+    thread.join(max(0.0, deadline - time.monotonic()))
+    if not box:
+        raise _Timeout
+    return box[0]
 
 
 def _serve_host(host: Host, message: dict[str, Any]) -> Any:

@@ -1,0 +1,517 @@
+"""The worker pool: hard kills, crash reports, recycling, OS limits, secrets, parity, threads."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import NOTES, NOTES_KEYS, make_bridge
+from pydantic import Field
+
+from luabridge import (
+    ActionInput,
+    ActionResult,
+    Bridge,
+    CallContext,
+    Example,
+    Integration,
+    worker as worker_module,
+)
+from luabridge.action import Action
+from luabridge.errors import ERROR_TYPES
+from luabridge.limits import Limits
+from luabridge.sandbox import Reply
+from luabridge.worker import WorkerPool
+
+C_STALL = 'return string.find(string.rep("a", 200000), "a-b")'
+DOCS = Path(__file__).parents[2] / "docs"
+
+
+class NullHost:
+    """A host with no integrations, for driving a :class:`WorkerPool` directly."""
+
+    spec: dict[str, Any]
+
+    def __init__(self) -> None:
+        self.spec = {}
+
+    def call(self, integration: str, account: str, action: str, params: str) -> Reply:
+        return ("raise", "no actions here", "RuntimeError")
+
+    def help(self, topic: str | None) -> Reply:
+        return ("ok", "no help", None)
+
+    def schema(self, name: str) -> Reply:
+        return ("raise", "no schemas", "RuntimeError")
+
+    def accounts(self, name: str) -> Reply:
+        return ("ok", [], None)
+
+    def explain(self, integration: str, account: str | None, name: str | None) -> str:
+        return "unknown name"
+
+
+def pool_of(bridge: Bridge) -> WorkerPool:
+    pool = bridge._worker_pool()
+    assert isinstance(pool, WorkerPool)
+    return pool
+
+
+def wait_for_idle(pool: WorkerPool, count: int, timeout: float = 20.0) -> list[int]:
+    """The idle workers' pids once ``count`` of them are up."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        pids = pool.pids(busy=False)
+        if len(pids) >= count:
+            return pids
+        time.sleep(0.02)
+    raise AssertionError(f"fewer than {count} idle workers after {timeout} s")
+
+
+def wait_for_busy(pool: WorkerPool, timeout: float = 10.0) -> int:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        busy = pool.pids(busy=True)
+        if busy:
+            return busy[0]
+        time.sleep(0.01)
+    raise AssertionError("no worker became busy")
+
+
+@pytest.fixture
+def one_worker() -> Iterator[Bridge]:
+    """A process-isolated notes bridge with a single worker, so its pid is unambiguous."""
+    b = make_bridge(isolation="process", workers=1)
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def null_pool() -> Iterator[WorkerPool]:
+    pool = WorkerPool(size=1, max_runs=3)
+    yield pool
+    pool.close()
+
+
+def run_in_pool(pool: WorkerPool, source: str, **limits: Any) -> Any:
+    return pool.run(source, None, NullHost(), Limits(**limits), time.monotonic())
+
+
+# -- hard kill of a script stuck in C ---------------------------------------------------------
+
+
+def test_worker_c_call_stall_timeout_replaces_worker(one_worker: Bridge) -> None:
+    """A pathological string.find never returns to the VM; the kill still ends it in time."""
+    pool = pool_of(one_worker)
+    (before,) = wait_for_idle(pool, 1)
+    t0 = time.monotonic()
+    result = one_worker.run(C_STALL, limits={"timeout": 1})
+    elapsed = time.monotonic() - t0
+    assert not result.ok and result.error is not None
+    assert result.error.type == "TimeoutError"
+    assert elapsed < 1 + 1.0, elapsed
+    after = one_worker.run('return "next"')
+    assert after.ok and after.value == "next"
+    assert before not in pool.pids()
+
+
+def test_worker_c_call_stall_inprocess_not_bounded_by_kill() -> None:
+    """In-process runs have no kill: a stall runs past the timeout, then ends as TimeoutError."""
+    b = make_bridge(isolation="inprocess")
+    t0 = time.monotonic()
+    result = b.run('return string.find(string.rep("a", 12000), "a-b")', limits={"timeout": 0.05})
+    elapsed = time.monotonic() - t0
+    b.close()
+    assert elapsed > 0.05
+    assert not result.ok and result.error is not None
+    assert result.error.type == "TimeoutError"
+
+
+# -- crashes ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sig", [signal.SIGSEGV, signal.SIGKILL, signal.SIGABRT])
+def test_worker_crash_reported_and_replaced(one_worker: Bridge, sig: signal.Signals) -> None:
+    """A worker that dies mid-run (a native crash, the OOM killer) is a clean WorkerCrashError."""
+    pool = pool_of(one_worker)
+    wait_for_idle(pool, 1)
+    box: list[Any] = []
+    thread = threading.Thread(
+        target=lambda: box.append(
+            one_worker.run("while true do end", limits={"timeout": 10, "instructions": 10**12})
+        )
+    )
+    t0 = time.monotonic()
+    thread.start()
+    pid = wait_for_busy(pool)
+    time.sleep(0.1)
+    os.kill(pid, sig)
+    thread.join(10)
+    assert time.monotonic() - t0 < 5
+    (result,) = box
+    assert not result.ok and result.error is not None
+    assert result.error.type == "WorkerCrashError"
+    assert sig.name in result.error.message
+    assert "WorkerCrashError" in ERROR_TYPES
+    after = one_worker.run("return 41 + 1")
+    assert after.ok and after.value == 42
+    assert pid not in pool.pids()
+
+
+def test_worker_crash_error_type_documented() -> None:
+    for page in ("threat-model.md", "guide-scripts.md"):
+        assert "WorkerCrashError" in (DOCS / page).read_text(), page
+
+
+def test_worker_dead_while_idle_is_replaced_before_the_next_run(one_worker: Bridge) -> None:
+    pool = pool_of(one_worker)
+    (pid,) = wait_for_idle(pool, 1)
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.2)
+    result = one_worker.run('return "fresh"')
+    assert result.ok and result.value == "fresh"
+
+
+# -- recycling --------------------------------------------------------------------------------
+
+
+def test_worker_recycled_after_max_runs(null_pool: WorkerPool) -> None:
+    seen = []
+    for _ in range(4):
+        (pid,) = wait_for_idle(null_pool, 1)
+        outcome = run_in_pool(null_pool, "return 1")
+        assert outcome.ok and outcome.value == 1
+        seen.append(pid)
+    assert seen[0] == seen[1] == seen[2]
+    assert seen[3] != seen[0]
+
+
+def test_worker_recycled_after_memory_error(null_pool: WorkerPool) -> None:
+    (pid,) = wait_for_idle(null_pool, 1)
+    outcome = run_in_pool(null_pool, "local t = {} while true do t[#t + 1] = {} end")
+    assert outcome.error is not None and outcome.error["type"] == "MemoryError"
+    (new_pid,) = wait_for_idle(null_pool, 1)
+    assert new_pid != pid
+
+
+def test_worker_pool_size_zero_refused() -> None:
+    with pytest.raises(ValueError, match="at least one worker"):
+        WorkerPool(size=0)
+
+
+# -- the worker's process environment --------------------------------------------------------
+
+
+def _limits_of(pid: int) -> dict[str, tuple[str, str]]:
+    rows = {}
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines()[1:]:
+        parts = line.split()
+        # "Max open files  32  32  files": the name is everything before the two numbers.
+        for i, part in enumerate(parts):
+            if part.isdigit() or part == "unlimited":
+                rows[" ".join(parts[:i])] = (parts[i], parts[i + 1])
+                break
+    return rows
+
+
+def test_worker_os_limits_applied() -> None:
+    pool = WorkerPool(size=1, address_space=1 << 30)
+    try:
+        (pid,) = wait_for_idle(pool, 1)
+        limits = _limits_of(pid)
+    finally:
+        pool.close()
+    assert limits["Max core file size"] == ("0", "0")
+    assert int(limits["Max open files"][0]) <= 32
+    assert limits["Max address space"][0] == str(1 << 30)
+    if os.geteuid() != 0:
+        assert limits["Max processes"][0] == "0"
+
+
+def test_worker_stdin_is_dev_null(one_worker: Bridge) -> None:
+    (pid,) = wait_for_idle(pool_of(one_worker), 1)
+    assert os.readlink(f"/proc/{pid}/fd/0") == "/dev/null"
+    # stdout and stderr are discarded too: a worker cannot write to the host's terminal.
+    assert os.readlink(f"/proc/{pid}/fd/1") == "/dev/null"
+    assert os.readlink(f"/proc/{pid}/fd/2") == "/dev/null"
+
+
+def test_worker_environment_holds_no_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Secrets in the parent's environment are not inherited by workers."""
+    monkeypatch.setenv("LOOPS_API_KEY", "env-canary-loops-key-1234567890")
+    monkeypatch.setenv("SOME_TOKEN", "env-canary-token-0987654321")
+    b = make_bridge(isolation="process", workers=1)
+    try:
+        (pid,) = wait_for_idle(pool_of(b), 1)
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    finally:
+        b.close()
+    names = {item.split(b"=", 1)[0].decode() for item in environ.split(b"\0") if item}
+    assert b"env-canary" not in environ
+    for key in NOTES_KEYS.values():
+        assert key.encode() not in environ
+    assert not {n for n in names if "KEY" in n or "TOKEN" in n or "SECRET" in n}
+
+
+def test_worker_never_receives_api_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every frame the parent sends or receives is free of key values, echoing actions included."""
+    frames: list[str] = []
+    real_send, real_recv = worker_module._send, worker_module._recv
+
+    def send(sock: Any, message: dict[str, Any]) -> None:
+        frames.append(json.dumps(message))
+        real_send(sock, message)
+
+    def recv(sock: Any, deadline: float | None = None) -> dict[str, Any]:
+        message = real_recv(sock, deadline)
+        frames.append(json.dumps(message))
+        return message
+
+    monkeypatch.setattr(worker_module, "_send", send)
+    monkeypatch.setattr(worker_module, "_recv", recv)
+    b = make_bridge(isolation="process", workers=1)
+    src = """
+    local n = app.integrations.notes
+    local a = n.echo_key()
+    local b = n.work.echo_key()
+    local c = n.leak_key()
+    local ok, e = pcall(n.get_note, {note_id = 5})
+    print(a.key_echo, b.key_echo, c.error, e)
+    return {a.key_echo, b.key_echo, c.error, tostring(e), app.help("notes")}
+    """
+    try:
+        result = b.run(src, allow={"read"})
+    finally:
+        b.close()
+    assert result.ok, result.error
+    assert len(result.calls) == 4
+    text = "\n".join(frames)
+    assert '"op": "host"' in text and '"op": "done"' in text
+    for key in NOTES_KEYS.values():
+        assert key not in text
+        assert key not in json.dumps(result.value) + result.output
+
+
+# -- host calls are under the kill deadline too ------------------------------------------------
+
+
+class SlowIn(ActionInput):
+    seconds: float = Field(description="How long to take")
+
+
+class SlowOut(ActionResult):
+    slept: float | None = Field(None, description="seconds slept")
+
+
+def _slow(ctx: CallContext, p: SlowIn) -> dict[str, Any]:
+    time.sleep(p.seconds)
+    return {"slept": p.seconds}
+
+
+SLOW = Integration(
+    name="slow",
+    title="Slow",
+    env_prefix="SLOW",
+    default_base_url="https://slow.invalid",
+    open_client=lambda settings: NOTES.open_client(settings),
+    docs_notes="An action that takes as long as asked.",
+    actions=(
+        Action(
+            name="wait",
+            summary="Take a while.",
+            input=SlowIn,
+            output=SlowOut,
+            effect="read",
+            handler=_slow,
+            examples=(Example("app.integrations.slow.wait({seconds = 0})"),),
+        ),
+    ),
+)
+
+
+def test_worker_slow_host_call_bounded_by_timeout() -> None:
+    """A host call that outlives the run's timeout does not hold the run past timeout + 1 s."""
+    b = Bridge.from_config(
+        environ={"SLOW_API_KEY": "slow-key"}, integrations=[SLOW], isolation="process"
+    )
+    try:
+        assert b.run("return 1").ok  # the pool is up: what follows is the run's own time
+        t0 = time.monotonic()
+        result = b.run("return app.integrations.slow.wait({seconds = 4})", limits={"timeout": 1})
+        elapsed = time.monotonic() - t0
+        assert not result.ok and result.error is not None
+        assert result.error.type == "TimeoutError"
+        assert elapsed < 2.0, elapsed
+        quick = b.run("return app.integrations.slow.wait({seconds = 0}).slept")
+        assert quick.ok and quick.value == 0
+    finally:
+        b.close()
+
+
+def test_worker_queue_wait_not_counted_against_timeout(one_worker: Bridge) -> None:
+    """A run waiting for a busy worker gets its whole timeout once it starts."""
+    wait_for_idle(pool_of(one_worker), 1)
+    with ThreadPoolExecutor(2) as ex:
+        hog = ex.submit(one_worker.run, "while true do end", limits={"timeout": 1.5})
+        time.sleep(0.2)
+        queued = ex.submit(
+            one_worker.run,
+            "local s = 0 for i = 1, 1e5 do s = s + i end return s",
+            limits={"timeout": 1},
+        )
+        assert queued.result().ok, queued.result().error
+        assert queued.result().value == 5000050000
+        assert hog.result().error is not None
+        assert hog.result().error.type == "TimeoutError"
+
+
+# -- same shape in both isolations -------------------------------------------------------------
+
+PARITY = {
+    "value": 'print("hi", 1, true) return {a = 1, list = {1, 2, app.null}, s = "x"}',
+    "calls": """
+        local n = app.integrations.notes
+        local c = n.create_note({title = "t", tags = {"x"}})
+        local g = n.get_note({note_id = c.note_id})
+        local missing = n.get_note({note_id = "nope"})
+        return {c.note_id, g.title, missing.success, missing.status}
+    """,
+    "runtime_error": 'print("before")\nerror("boom")',
+    "error_table": "error({})",
+    "error_nil": "error()",
+    "syntax_error": "return +",
+    "binary_chunk": "\27LJ\2",
+    "validation_error": "local r = app.integrations.notes.get_note({note_id = 5})",
+    "unknown_parameter": 'return app.integrations.notes.get_note({noteid = "x"})',
+    "permission_error": 'return app.integrations.notes.create_note({title = "x"})',
+    "unknown_account": "return app.integrations.notes.nope.get_note",
+    "output_limit": 'while true do print(string.rep("x", 100)) end',
+    "instruction_limit": "local i = 0 while true do i = i + 1 end",
+    "memory_limit": 'local t = {} while true do t[#t + 1] = string.rep("m", 1000) .. #t end',
+    "call_limit": "for i = 1, 10 do app.integrations.notes.list_notes() end",
+    "result_limit": 'return string.rep("r", 5000)',
+    "undefined_global": "return io.open",
+    "input": "local input = ... return input",
+}
+
+
+def _shape(result: Any) -> dict[str, Any]:
+    calls = []
+    for c in result.calls:
+        d = c.to_dict()
+        d.pop("duration_ms", None)
+        calls.append(d)
+    return {
+        "ok": result.ok,
+        "value": result.value,
+        "error": None if result.error is None else result.error.to_dict(),
+        "output": result.output,
+        "calls": calls,
+        "usage_keys": sorted(result.usage),
+    }
+
+
+@pytest.fixture(scope="module")
+def twin_bridges() -> Iterator[tuple[Bridge, Bridge]]:
+    limits = {"instructions": 5_000_000, "output_bytes": 2000, "calls": 5, "result_bytes": 1000}
+    inproc = make_bridge(isolation="inprocess", limits=limits)
+    proc = make_bridge(isolation="process", limits=limits)
+    yield inproc, proc
+    inproc.close()
+    proc.close()
+
+
+@pytest.mark.parametrize("name", sorted(PARITY))
+def test_worker_results_match_inprocess(twin_bridges: tuple[Bridge, Bridge], name: str) -> None:
+    """The same script through both isolations gives the same result, error, output and calls."""
+    inproc, proc = twin_bridges
+    allow = {"read", "write"} if name == "calls" else None
+    inp = {"email": "a@b.co", "n": [1, 2.5, None, {"k": "v"}]}
+    a = _shape(inproc.run(PARITY[name], input=inp, allow=allow))
+    b = _shape(proc.run(PARITY[name], input=inp, allow=allow))
+    assert a == b
+
+
+# -- usage ------------------------------------------------------------------------------------
+
+USAGE_SCRIPT = """
+local s = 0
+for i = 1, 200000 do s = s + i end
+local hoard = {}
+for i = 1, 1000 do hoard[i] = string.rep("m", 8000) .. i end
+print(string.rep("o", 99))
+print("done")
+app.integrations.notes.list_notes()
+app.integrations.notes.list_notes({limit = 2})
+return s
+"""
+
+
+@pytest.mark.parametrize("isolation", ["inprocess", "process"])
+def test_worker_usage_reported(isolation: str) -> None:
+    """wall_ms, instructions, peak_memory, output_bytes and calls describe what the run used."""
+    b = make_bridge(isolation=isolation)
+    try:
+        b.run("return 1")  # the pool is up, so wall time is the run's own
+        t0 = time.monotonic()
+        result = b.run(USAGE_SCRIPT)
+        elapsed_ms = (time.monotonic() - t0) * 1000
+        trivial = b.run("return 1")
+    finally:
+        b.close()
+    assert result.ok, result.error
+    usage = result.usage
+    assert set(usage) >= {"wall_ms", "instructions", "peak_memory", "output_bytes", "calls"}
+    assert 0 < usage["wall_ms"] <= elapsed_ms + 1
+    # 200k loop iterations are at least 400k VM instructions; the count is per 1000.
+    assert 400_000 <= usage["instructions"] <= 50_000_000
+    assert usage["instructions"] % 1000 == 0
+    assert 8_000_000 <= usage["peak_memory"] <= 64 * 1024 * 1024
+    assert usage["output_bytes"] == len(result.output.encode()) == 100 + 5
+    assert usage["calls"] == len(result.calls) == 2
+    assert trivial.usage["instructions"] < usage["instructions"]
+    assert trivial.usage["peak_memory"] < usage["peak_memory"]
+    assert trivial.usage["calls"] == 0 and trivial.usage["output_bytes"] == 0
+
+
+def test_worker_usage_reported_for_killed_run(one_worker: Bridge) -> None:
+    result = one_worker.run(C_STALL, limits={"timeout": 0.5})
+    assert result.error is not None and result.error.type == "TimeoutError"
+    assert 500 <= result.usage["wall_ms"] <= 2000
+    assert result.usage["calls"] == 0
+
+
+# -- threads ----------------------------------------------------------------------------------
+
+
+def test_worker_parallel_runs_from_threads() -> None:
+    """Forty runs from eight threads through two workers: each gets its own answer."""
+    b = make_bridge(isolation="process", workers=2)
+    src = """
+    local input = ...
+    local s = 0
+    for i = 1, input.n do s = s + i end
+    print("run", input.id)
+    return {id = input.id, sum = s}
+    """
+    try:
+        with ThreadPoolExecutor(8) as ex:
+            futures = {i: ex.submit(b.run, src, {"id": i, "n": 1000 + i}) for i in range(40)}
+            results = {i: f.result() for i, f in futures.items()}
+        pids = pool_of(b).pids()
+    finally:
+        b.close()
+    for i, r in results.items():
+        n = 1000 + i
+        assert r.ok, r.error
+        assert r.value == {"id": i, "sum": n * (n + 1) // 2}
+        assert r.output == f"run\t{i}\n"
+    assert len(pids) <= 2
