@@ -34,6 +34,7 @@ __all__ = ["Host", "Reply", "RunOutcome", "error_dict", "execute", "line_of"]
 Reply = tuple[str, Any, str | None]
 
 _MEMORY_HEADROOM = 16 * 1024 * 1024
+_MAX_NAME = 200  # bytes of a looked-up name passed to the host
 _LINE = re.compile(r"^script\.lua:(\d+):")
 
 
@@ -113,6 +114,18 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def _name(value: Any) -> str:
+    """A name a script looked up (action, account, help topic), cut to ``_MAX_NAME`` bytes.
+
+    No real name is that long; the cut keeps a hostile 50 MB name from reaching the host's
+    "did you mean" search, which runs where neither the hook nor the worker kill reaches it.
+    """
+    raw = value if isinstance(value, bytes) else _text(value).encode()
+    if len(raw) > _MAX_NAME:
+        raw = raw[:_MAX_NAME] + b"..."
+    return _text(raw)
+
+
 class _Session:
     """The Python side of one Lua state: host callbacks with memory headroom and conversion."""
 
@@ -165,13 +178,13 @@ class _Session:
         )
 
     def help(self, topic: bytes | None) -> Any:
-        return self._guarded(self.host.help, None if topic is None else _text(topic))
+        return self._guarded(self.host.help, None if topic is None else _name(topic))
 
     def schema(self, name: bytes) -> Any:
-        return self._guarded(self.host.schema, _text(name))
+        return self._guarded(self.host.schema, _name(name))
 
     def accounts(self, name: bytes) -> Any:
-        return self._guarded(self.host.accounts, _text(name))
+        return self._guarded(self.host.accounts, _name(name))
 
     def json_decode(self, text: bytes) -> Any:
         def decode(raw: bytes) -> Reply:
@@ -185,9 +198,9 @@ class _Session:
     def explain(self, integration: bytes, account: bytes | None, name: bytes | None) -> bytes:
         try:
             msg = self.host.explain(
-                _text(integration),
-                None if account is None else _text(account),
-                None if name is None else _text(name),
+                _name(integration),
+                None if account is None else _name(account),
+                None if name is None else _name(name),
             )
         except BaseException:
             msg = "unknown name"
