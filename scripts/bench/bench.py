@@ -185,9 +185,10 @@ def bench_creates(tmp: Path, emulator: Emulator, scale: float) -> Row:
     ]
     bridge = emulator_bridge(tmp, emulator, limits={"calls": n + 10, "timeout": 120})
     script = """
+        local contacts = ...
         local loops = app.integrations.loops
         local made = 0
-        for _, contact in ipairs(input) do
+        for _, contact in ipairs(contacts) do
           if loops.create_contact(contact).success then made = made + 1 end
         end
         return made
@@ -363,6 +364,7 @@ def bench_cli(tmp: Path) -> Row:
 # -- 7: concurrent automations ------------------------------------------------------------------
 
 AUTOMATION = """
+local input = ...
 local loops = app.integrations.loops
 local email = input.email
 local made = loops.create_contact{email = email, first_name = input.name, source = "signup"}
