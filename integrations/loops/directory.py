@@ -239,11 +239,15 @@ class ContactDirectory:
             data = _merge(old, contact)
             email = _norm_email(data.get("email"))
             user_id = _norm_user_id(data.get("userId"))
-            db.execute(
-                "DELETE FROM contacts WHERE account = ? AND contact_id != ? AND "
-                "((email IS NOT NULL AND email = ?) OR (user_id IS NOT NULL AND user_id = ?))",
-                (account_id, contact_id, email, user_id),
-            )
+            # One statement per identifier: SQLite cannot use both indexes for an OR here, and
+            # the combined form scanned every row of the account on each upsert.
+            for column, value in (("email", email), ("user_id", user_id)):
+                if value is not None:
+                    db.execute(
+                        f"DELETE FROM contacts WHERE account = ? AND {column} = ? "
+                        "AND contact_id != ?",
+                        (account_id, value, contact_id),
+                    )
             db.execute(
                 "INSERT INTO contacts (account, contact_id, email, user_id, data, first_seen, "
                 "last_seen) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (account, contact_id) DO "
