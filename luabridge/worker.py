@@ -447,9 +447,8 @@ def _serve_host_until(host: Host, message: dict[str, Any], deadline: float) -> A
         try:
             box.append(_serve_host(host, message))
         except BaseException as exc:
-            box.append(
-                ["limit", f"internal error in the host ({type(exc).__name__})", "InternalError"]
-            )
+            msg = f"internal error in the bridge ({type(exc).__name__}); the run was stopped"
+            box.append(["limit", msg, "InternalError"])
 
     thread = threading.Thread(target=target, daemon=True, name="luabridge-host-call")
     thread.start()

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
-from conftest import NOTES, NOTES_KEYS, make_bridge
 from pydantic import Field
 
 from luabridge import (
@@ -30,6 +32,22 @@ from luabridge.errors import ERROR_TYPES
 from luabridge.limits import Limits
 from luabridge.sandbox import Reply
 from luabridge.worker import WorkerPool
+
+
+def _fixtures() -> ModuleType:
+    """This directory's conftest, loaded by path: another test directory may own the name."""
+    spec = importlib.util.spec_from_file_location(
+        "luabridge_runtime_fixtures", Path(__file__).with_name("conftest.py")
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # pydantic resolves the models' annotations through it
+    spec.loader.exec_module(module)
+    return module
+
+
+_conf = _fixtures()
+NOTES, NOTES_KEYS, make_bridge = _conf.NOTES, _conf.NOTES_KEYS, _conf.make_bridge
 
 C_STALL = 'return string.find(string.rep("a", 200000), "a-b")'
 DOCS = Path(__file__).parents[2] / "docs"

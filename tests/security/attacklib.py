@@ -1,5 +1,9 @@
 """Shared set-up of the sandbox attack tests: secrets to guard, a hostile-run bridge, the rules.
 
+(A plain module rather than a ``conftest.py``: the runtime tests import their own conftest by
+name, and a second module called ``conftest`` would shadow it. The test modules import the
+fixtures from here.)
+
 Every attack runs through process isolation on a bridge configured like a real deployment: two
 Loops accounts with (fake) keys pointed at the session emulator, only ``default`` granted, the
 read-only policy. ``attack`` runs one script and checks the rules every case shares (time bound,
@@ -56,8 +60,8 @@ LIMIT_TYPES = {
 }
 
 
-@pytest.fixture(scope="session")
-def guarded_secrets() -> Iterator[list[str]]:
+@pytest.fixture(scope="session", name="guarded_secrets")
+def guarded_secrets_fixture() -> Iterator[list[str]]:
     """Plant an environment and a file canary for the whole session; yield every secret."""
     created = not CANARY_FILE.exists()
     if created:
@@ -80,8 +84,10 @@ def hostile_bridge(base_url: str, **limits: Any) -> Bridge:
     return Bridge.from_config(environ=environ, isolation="process", workers=2, limits=limits)
 
 
-@pytest.fixture(scope="module")
-def shared_bridge(loops_emulator: EmulatorServer, guarded_secrets: list[str]) -> Iterator[Bridge]:
+@pytest.fixture(scope="module", name="shared_bridge")
+def shared_bridge_fixture(
+    loops_emulator: EmulatorServer, guarded_secrets: list[str]
+) -> Iterator[Bridge]:
     """One process-isolated bridge per test module (a 2 s default timeout keeps the suite short)."""
     bridge = hostile_bridge(loops_emulator.base_url, timeout=2)
     yield bridge

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import MIB, attack
+from attacklib import MIB, attack, guarded_secrets_fixture, shared_bridge_fixture  # noqa: F401 (fixtures)
 
 from luabridge import Bridge
 
