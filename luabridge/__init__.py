@@ -4,41 +4,86 @@ Scripts get ``app.integrations.<name>[.<account>].<action>(params)``, bound to P
 declared once as metadata (see :mod:`luabridge.action`). Start with :class:`Bridge`.
 """
 
-from luabridge.accounts import AccountSettings
-from luabridge.action import (
-    Action,
-    ActionInput,
-    ActionResult,
-    CallContext,
-    Example,
-    Integration,
-)
-from luabridge.bridge import Bridge, RunError, RunResult
-from luabridge.dispatch import CallRecord
-from luabridge.errors import (
-    ERROR_TYPES,
-    APIError,
-    AuthenticationError,
-    CallLimitError,
-    ConfigError,
-    InstructionLimitError,
-    IntegrationError,
-    LimitError,
-    LuabridgeError,
-    MemoryLimitError,
-    NotFoundError,
-    OutputLimitError,
-    PolicyError,
-    RateLimitError,
-    ResultLimitError,
-    ScriptError,
-    ScriptRuntimeError,
-    ScriptSyntaxError,
-    TimeLimitError,
-    TransportError,
-    ValidationError,
-)
-from luabridge.limits import DEFAULT_LIMITS, Limits
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# The names below are imported on first use (PEP 562), so that a worker process, which needs
+# only the sandbox, does not pay for pydantic and the docs machinery at every start.
+if TYPE_CHECKING:
+    from luabridge.accounts import AccountSettings
+    from luabridge.action import (
+        Action,
+        ActionInput,
+        ActionResult,
+        CallContext,
+        Example,
+        Integration,
+    )
+    from luabridge.bridge import Bridge, RunError, RunResult
+    from luabridge.dispatch import CallRecord
+    from luabridge.errors import (
+        ERROR_TYPES,
+        APIError,
+        AuthenticationError,
+        CallLimitError,
+        ConfigError,
+        InstructionLimitError,
+        IntegrationError,
+        LimitError,
+        LuabridgeError,
+        MemoryLimitError,
+        NotFoundError,
+        OutputLimitError,
+        PolicyError,
+        RateLimitError,
+        ResultLimitError,
+        ScriptError,
+        ScriptRuntimeError,
+        ScriptSyntaxError,
+        TimeLimitError,
+        TransportError,
+        ValidationError,
+    )
+    from luabridge.limits import DEFAULT_LIMITS, Limits
+
+_HOMES: dict[str, str] = {
+    "APIError": "luabridge.errors",
+    "AccountSettings": "luabridge.accounts",
+    "Action": "luabridge.action",
+    "ActionInput": "luabridge.action",
+    "ActionResult": "luabridge.action",
+    "AuthenticationError": "luabridge.errors",
+    "Bridge": "luabridge.bridge",
+    "CallContext": "luabridge.action",
+    "CallLimitError": "luabridge.errors",
+    "CallRecord": "luabridge.dispatch",
+    "ConfigError": "luabridge.errors",
+    "DEFAULT_LIMITS": "luabridge.limits",
+    "ERROR_TYPES": "luabridge.errors",
+    "Example": "luabridge.action",
+    "InstructionLimitError": "luabridge.errors",
+    "Integration": "luabridge.action",
+    "IntegrationError": "luabridge.errors",
+    "LimitError": "luabridge.errors",
+    "Limits": "luabridge.limits",
+    "LuabridgeError": "luabridge.errors",
+    "MemoryLimitError": "luabridge.errors",
+    "NotFoundError": "luabridge.errors",
+    "OutputLimitError": "luabridge.errors",
+    "PolicyError": "luabridge.errors",
+    "RateLimitError": "luabridge.errors",
+    "ResultLimitError": "luabridge.errors",
+    "RunError": "luabridge.bridge",
+    "RunResult": "luabridge.bridge",
+    "ScriptError": "luabridge.errors",
+    "ScriptRuntimeError": "luabridge.errors",
+    "ScriptSyntaxError": "luabridge.errors",
+    "TimeLimitError": "luabridge.errors",
+    "TransportError": "luabridge.errors",
+    "ValidationError": "luabridge.errors",
+}
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -78,3 +123,12 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'luabridge' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value

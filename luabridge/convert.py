@@ -41,11 +41,14 @@ import json
 import math
 from collections.abc import Callable
 from functools import lru_cache
-from typing import Any
-
-from pydantic import BaseModel
+from typing import TYPE_CHECKING, Any
 
 from luabridge.errors import ValidationError
+
+if TYPE_CHECKING:
+    # Imported where it is needed at run time: worker processes convert values but never
+    # look at models, and pydantic is the slowest import of their start.
+    from pydantic import BaseModel
 
 __all__ = [
     "MAX_DEPTH",
@@ -248,6 +251,8 @@ def _field_kind(annotation: Any) -> str | None:
         return _field_kind(typing.get_args(annotation)[0])
     if annotation is dict or origin is dict:
         return "object"
+    from pydantic import BaseModel
+
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return "object"
     if annotation in (list, tuple) or origin in (list, tuple):
