@@ -396,7 +396,29 @@ return function(host)
   end
 
   -- Errors raised for the script carry the error type the host told us.
-  local function raise(kind, msg, level)
+  -- The script's source, for guess_line.
+  local script_source
+
+  -- The line of the only place the script names `name`, or nil when it names it never or more
+  -- than once. Used when the script tail-called a binding (`return loops.x({...})`): Lua has
+  -- dropped the script's frame by then, so the error position is otherwise lost.
+  local function guess_line(name)
+    if type(name) ~= "string" or not script_source or not smatch(name, "^[%a_][%w_]*$") then return nil end
+    local pat = "%f[%w_]" .. name .. "%f[^%w_]"
+    local s, e = sfind(script_source, pat)
+    if not s or sfind(script_source, pat, e + 1) then return nil end
+    local _, newlines = sgsub(ssub(script_source, 1, s), "\n", "")
+    return newlines + 1
+  end
+
+  -- Raise a script mistake, blamed on the script line `level` frames up; `name` (an action
+  -- name) lets a tail call still get a line.
+  local function raise(kind, msg, level, name)
+    local info = getinfo(level + 1, "Sl")
+    if not (info and info.source == SCRIPT_SOURCE and info.currentline > 0) then
+      local line = guess_line(name)
+      if line then msg = sformat("script.lua:%d: %s", line, msg); level = -1 end
+    end
     raised[msg] = kind
     error(msg, level + 1)
   end
@@ -416,22 +438,22 @@ return function(host)
     local label = iname .. "." .. aname
     return function(params, ...)
       if select("#", ...) > 0 then
-        raise("ValidationError", sformat("%s: takes one table of named parameters, got %d arguments", label, select("#", ...) + 1), 2)
+        raise("ValidationError", sformat("%s: takes one table of named parameters, got %d arguments", label, select("#", ...) + 1), 2, aname)
       end
       if params == nil then params = {} end
       if type(params) ~= "table" or rawequal(params, null) then
-        raise("ValidationError", sformat("%s: expected one table of named parameters, got a %s; call it as %s({...})", label, type(params), label), 2)
+        raise("ValidationError", sformat("%s: expected one table of named parameters, got a %s; call it as %s({...})", label, type(params), label), 2, aname)
       end
       local ok, text_or_kind, msg = try_encode(params, "params", max_args)
       if not ok then
         if text_or_kind ~= "ValidationError" and text_or_kind ~= "RuntimeError" then trip(text_or_kind, msg) end
-        raise("ValidationError", label .. ": " .. msg, 2)
+        raise("ValidationError", label .. ": " .. msg, 2, aname)
       end
       local status, a, b = dispatch(iname, account, aname, text_or_kind)
       host.restore()
       if status == OK then return a end
       if status == LIMIT then trip(b, a) end
-      raise(b or "RuntimeError", a, 2)
+      raise(b or "RuntimeError", a, 2, aname)
     end
   end
 
@@ -569,6 +591,7 @@ return function(host)
     end
     local chunk, cerr = loadstring(source, SCRIPT_SOURCE)
     if not chunk then return "error", "SyntaxError", cerr, "", usage() end
+    script_source = source
     setfenv(chunk, env)
     sethook(hook, "", STEP)
     local r = pack(xpcall(chunk, function(e) return e end, input))

@@ -55,6 +55,29 @@ def test_call_unknown_parameter_suggests_fix(bridge: Bridge) -> None:
     assert "parameters: body, meta, score, tags, title" in message
 
 
+@pytest.mark.parametrize(
+    "src",
+    [
+        "local a = 1\n\nreturn app.integrations.notes.create_note({titel = 'x'})",
+        "local a = 1\n\nreturn app.integrations.notes.create_note('x')",
+        "local a = 1\n\nreturn app.integrations.notes.default.create_note({title = 1})",
+    ],
+)
+def test_call_tail_called_mistake_keeps_its_line(bridge: Bridge, src: str) -> None:
+    """`return action(...)` drops the script's frame; the line is found from the action name."""
+    kind, message, line = failure(bridge, src, allow=WRITE)
+    assert kind == "ValidationError" and line == 3
+    assert message.startswith("script.lua:3: notes.create_note: ")
+
+
+def test_call_tail_called_mistake_ambiguous_name_has_no_line(bridge: Bridge) -> None:
+    """With the action named twice the line would be a guess, so none is given."""
+    src = "-- create_note below\nreturn app.integrations.notes.create_note({titel = 'x'})"
+    kind, message, line = failure(bridge, src, allow=WRITE)
+    assert kind == "ValidationError" and line is None
+    assert message.startswith("notes.create_note: unknown parameter 'titel'")
+
+
 def test_call_unknown_parameter_without_close_match_lists_choices(bridge: Bridge) -> None:
     kind, message, _ = failure(bridge, "local r = app.integrations.notes.list_notes({zzz = 1})")
     assert kind == "ValidationError"
