@@ -44,7 +44,8 @@ def note(text: str) -> None:
 
 
 def progress(text: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+    rss = peak_rss_kib(os.getpid()) / 1024
+    print(f"[{time.strftime('%H:%M:%S')}] (peak RSS {rss:.0f} MiB) {text}", file=sys.stderr)
 
 
 @contextmanager
@@ -160,7 +161,7 @@ def bench_read_calls(tmp: Path, scale: float) -> Row:
         for _ in range(calls):
             request("GET", "/api-key")["teamName"]
 
-    timing = paired(subject, baseline, warmup=1, repeats=7)
+    timing = paired(subject, baseline, warmup=1, repeats=5)
     extra = (statistics.median(timing.subject) - statistics.median(timing.baseline)) / calls
     note(f"2: each read action costs {extra * 1e6:.0f} us on top of the client's own request")
     bridge.close()
@@ -211,7 +212,7 @@ def bench_creates(tmp: Path, emulator: Emulator, scale: float) -> Row:
             http.post("/contacts/create", json=body).raise_for_status()
 
     cpu0, wall0 = cpu_seconds(emulator.pid), time.perf_counter()
-    timing = paired(subject, baseline, warmup=1, repeats=7)
+    timing = paired(subject, baseline, warmup=1, repeats=5)
     busy = (cpu_seconds(emulator.pid) - cpu0) / (time.perf_counter() - wall0)
     rate = n / statistics.median(timing.subject)
     note(
@@ -358,6 +359,11 @@ def bench_cli(tmp: Path) -> Row:
         return go
 
     timing = paired(run(cli), run(bare), warmup=1, repeats=9)
+    inproc = paired(run([*cli, "--isolation", "inprocess"]), run(bare), warmup=0, repeats=5)
+    note(
+        f"6: with --isolation inprocess (no worker process to start) the ratio is "
+        f"{inproc.ratio:.2f} (min-max {inproc.spread[0]:.2f}-{inproc.spread[1]:.2f})"
+    )
     return Row("6", "`luabridge run hello.lua` process", timing, 1.5)
 
 
@@ -394,19 +400,31 @@ def bench_automations(tmp: Path, emulator: Emulator, scale: float, isolation: st
         for item in inputs:
             one(item)
 
+    host_busy: list[float] = []
+
     def threaded() -> None:
         reset(admin, emulator)
+        cpu, wall = time.process_time(), time.perf_counter()
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(one, inputs))
+        host_busy.append((time.process_time() - cpu) / (time.perf_counter() - wall))
+
+    def warm() -> None:
+        reset(admin, emulator)
+        for item in inputs[:8]:
+            one(item)
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(one, inputs[8:24]))
 
     cpu0, wall0 = cpu_seconds(emulator.pid), time.perf_counter()
     # The ratio is serial time / threaded time: the speed-up of 8 threads over one.
-    timing = paired(serial, threaded, warmup=1, repeats=5)
+    timing = paired(serial, threaded, repeats=3, warm=warm)
     busy = (cpu_seconds(emulator.pid) - cpu0) / (time.perf_counter() - wall0)
     rate = n * 5 / statistics.median(timing.baseline)
     note(
         f"7 ({isolation}): 8 threads made {rate:.0f} action calls/s; the emulator process was "
-        f"busy {busy:.0%} of one core over the benchmark"
+        f"busy {busy:.0%} of one core over the benchmark; this process (all its threads) "
+        f"used {statistics.median(host_busy):.0%} of one core while 8 threads ran"
     )
     bridge.close()
     admin.close()
@@ -471,6 +489,7 @@ def main() -> int:
         return not only or number in only
 
     started = time.perf_counter()
+    load_before = os.getloadavg()[0]
     rows: list[Row] = []
     with workspace() as tmp:
         if wanted("1"):
@@ -512,7 +531,10 @@ def main() -> int:
     for text in NOTES:
         print(f"- {text}")
     print()
-    print(f"total time {time.perf_counter() - started:.0f} s")
+    print(
+        f"total time {time.perf_counter() - started:.0f} s; 1-minute load average "
+        f"{load_before:.2f} before, {os.getloadavg()[0]:.2f} after ({os.cpu_count()} CPUs)"
+    )
     return 0 if all(r.holds for r in rows) else 1
 
 

@@ -62,11 +62,19 @@ def paired(
     *,
     warmup: int = 1,
     repeats: int = 7,
+    warm: Callable[[], object] | None = None,
 ) -> Timing:
-    """Warm both up, then time ``repeats`` pairs, alternating which of the two goes first."""
-    for _ in range(warmup):
-        subject()
-        baseline()
+    """Warm both up, then time ``repeats`` pairs, alternating which of the two goes first.
+
+    ``warm``, when given, replaces the ``warmup`` full pairs (for benchmarks too long to run
+    once more just to warm up).
+    """
+    if warm is not None:
+        warm()
+    else:
+        for _ in range(warmup):
+            subject()
+            baseline()
     timing = Timing()
     for i in range(repeats):
         if i % 2 == 0:
