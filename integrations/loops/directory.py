@@ -34,6 +34,8 @@ __all__ = [
 ENV_VAR: Final = "LUABRIDGE_LOOPS_DIRECTORY"
 _FILE_NAME: Final = "loops-contacts.sqlite3"
 _SCHEMA_VERSION: Final = 1
+#: Idle connections kept for reuse; more than this many transactions at once open extra ones.
+_MAX_IDLE: Final = 8
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS contacts (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- first-seen order, the listing order
@@ -133,7 +135,11 @@ class ContactDirectory:
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 10.0) -> None:
         self.path = Path(path).expanduser()
         self.busy_timeout = busy_timeout
-        self._local = threading.local()
+        # Connections are lent out per transaction rather than kept per thread: a host that
+        # serves each action call on a new thread (the worker pool does) would otherwise leave
+        # one open connection behind per call, with its memory and its file descriptor.
+        self._idle: list[sqlite3.Connection] = []
+        self._pid = os.getpid()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._closed = False
@@ -177,15 +183,17 @@ class ContactDirectory:
         )
 
     def _connection(self) -> sqlite3.Connection:
-        """This thread's connection (a forked child opens its own instead of the parent's)."""
-        if self._closed:
-            raise DirectoryError(f"{self!r} has been closed; open a new ContactDirectory")
-        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
-        if connection is not None and self._local.pid == os.getpid():
-            return connection
+        """An idle connection, or a new one (a forked child opens its own, never the parent's).
+
+        Give it back with ``_give_back`` once the transaction is over.
+        """
         with self._lock:
             if self._closed:
                 raise DirectoryError(f"{self!r} has been closed; open a new ContactDirectory")
+            if self._pid != os.getpid():
+                self._pid, self._idle, self._connections = os.getpid(), [], []
+            if self._idle:
+                return self._idle.pop()
             try:
                 connection = sqlite3.connect(
                     self.path,
@@ -199,9 +207,16 @@ class ContactDirectory:
             except sqlite3.Error as exc:
                 raise self._error(f"cannot open {str(self.path)!r}", exc) from exc
             self._connections.append(connection)
-        self._local.connection = connection
-        self._local.pid = os.getpid()
         return connection
+
+    def _give_back(self, connection: sqlite3.Connection) -> None:
+        with self._lock:
+            if not self._closed and self._pid == os.getpid() and len(self._idle) < _MAX_IDLE:
+                self._idle.append(connection)
+                return
+            if connection in self._connections:
+                self._connections.remove(connection)
+        connection.close()
 
     @contextmanager
     def _transaction(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
@@ -218,6 +233,8 @@ class ContactDirectory:
         except sqlite3.Error as exc:
             action = "cannot write to" if write else "cannot read"
             raise self._error(f"{action} {str(self.path)!r}", exc) from exc
+        finally:
+            self._give_back(db)
 
     def upsert(self, account_id: str, contact: Mapping[str, Any], *, replace: bool = False) -> None:
         """Record ``contact`` (it needs an ``id``) for ``account_id``.
