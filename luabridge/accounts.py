@@ -24,14 +24,14 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from luabridge.errors import ConfigError
 
-__all__ = ["AccountSettings", "load_accounts", "read_config_file", "redaction_values"]
+__all__ = ["AccountSettings", "load_accounts", "read_config_file"]
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _KNOWN_KEYS = {"api_key_env", "api_key", "base_url", "rate_limit", "default", "timeout"}
@@ -167,8 +167,3 @@ def load_accounts(
 
     default_name = "default" if "default" in accounts else marked_default
     return accounts, default_name
-
-
-def redaction_values(accounts: Iterable[AccountSettings]) -> list[str]:
-    """The secret strings to redact from everything that leaves the bridge."""
-    return sorted({a.api_key for a in accounts if a.api_key and len(a.api_key) >= 4}, key=len)
