@@ -133,6 +133,13 @@ def load_accounts(
                 f"{where}: unknown setting(s) {', '.join(sorted(unknown))}; "
                 f"known: {', '.join(sorted(_KNOWN_KEYS))}"
             )
+        for setting in ("api_key_env", "api_key", "base_url"):
+            if setting in raw and (not isinstance(raw[setting], str) or not raw[setting]):
+                raise ConfigError(
+                    f"{where}: {setting} must be a non-empty string (got {raw[setting]!r})"
+                )
+        if "default" in raw and not isinstance(raw["default"], bool):
+            raise ConfigError(f"{where}: default must be true or false (got {raw['default']!r})")
         key: str | None
         if "api_key_env" in raw:
             key_source = str(raw["api_key_env"])

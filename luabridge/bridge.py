@@ -215,6 +215,8 @@ class Bridge:
                 config_path=config_name,
             )
         limits = options.pop("limits", None)
+        if "limits" in config and not isinstance(config["limits"], Mapping):
+            raise ConfigError(f"{config_name}: [limits] must be a table of limit = value")
         if limits is None and isinstance(config.get("limits"), Mapping):
             try:
                 limits = DEFAULT_LIMITS.merged(dict(config["limits"]))
