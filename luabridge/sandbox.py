@@ -2,10 +2,10 @@
 
 The state is created per run with ``register_eval=False``, ``register_builtins=False``, deny-all
 attribute handlers, ``max_memory`` and byte strings (``encoding=None``), then discarded, so no
-state survives between runs. Only two kinds of Python object ever enter the state, both held in
-upvalues of the bootstrap's closures where scripts cannot reach them: the :class:`Host` service
-functions and ``time.monotonic``. Values cross as JSON text (Lua → Python) or as tables built by
-:mod:`luabridge.convert` (Python → Lua).
+state survives between runs. Only two Python objects ever enter the state, both held in upvalues
+of the bootstrap's closures where scripts cannot reach them: the session's ``service`` method
+(every host operation, chosen by name) and ``time.monotonic``. Values cross as JSON text
+(Lua → Python) or as tables built by :mod:`luabridge.convert` (Python → Lua).
 
 What this layer cannot bound on its own: a script stuck inside one long C call (a pathological
 ``string.find``), native crashes and lupa deadlocks. The worker pool (``luabridge.worker``) adds
@@ -141,6 +141,16 @@ class _Session:
             attribute_handlers=(_deny_getattr, _deny_setattr),
         )
         self.markers: LuaMarkers | None = None
+        # The state gets the one bound method `service` for every host operation: pushing a
+        # Python object into a fresh state costs about 10 us, so one callable instead of ten
+        # saves a fifth of a trivial run.
+
+    def service(self, op: bytes, *args: Any) -> Any:
+        """Every host operation of the bootstrap, chosen by name."""
+        name = _OPS.get(op)
+        if name is None:
+            return (b"limit", b"unknown host operation", b"InternalError")
+        return getattr(self, name)(*args)
 
     # Each callback returns (status, payload, error type) as byte strings or Lua values.
     def _reply(self, reply: Reply) -> tuple[Any, ...]:
@@ -236,17 +246,26 @@ class _Session:
             {
                 b"limits": limits,
                 b"spec": self.lua.table_from(spec, recursive=True),
-                b"dispatch": self.call,
+                b"service": self.service,
                 b"clock": time.monotonic,
-                b"help": self.help,
-                b"schema": self.schema,
-                b"accounts": self.accounts,
-                b"json_decode": self.json_decode,
-                b"explain": self.explain,
-                b"restore": self.restore,
-                b"set_markers": self.set_markers,
             }
         )
+
+
+#: The host operations the bootstrap may ask ``_Session.service`` for.
+_OPS = {
+    name.encode(): name
+    for name in (
+        "call",
+        "restore",
+        "help",
+        "schema",
+        "accounts",
+        "json_decode",
+        "explain",
+        "set_markers",
+    )
+}
 
 
 def execute(
@@ -259,6 +278,7 @@ def execute(
     t0 = time.monotonic() if started is None else started
     deadline = t0 + limits.timeout
     usage: dict[str, Any] = {}
+    session: _Session | None = None
     try:
         session = _Session(host, limits)
         prepare = session.lua.execute(_bootstrap_chunk())
@@ -297,3 +317,9 @@ def execute(
         return RunOutcome(False, error=error_dict("InternalError", msg), usage=usage)
     finally:
         usage["wall_ms"] = round((time.monotonic() - t0) * 1000, 3)
+        if session is not None:
+            # The state holds the session's `service` and the session holds the state: break
+            # the cycle so the state is freed now rather than by the cyclic collector (which
+            # cost about 60 us per run).
+            session.lua = None  # type: ignore[assignment]
+            session.markers = None

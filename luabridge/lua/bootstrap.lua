@@ -53,7 +53,8 @@ end
 
 return function(host)
   local limits = host.limits
-  local dispatch, clock = host.dispatch, host.clock
+  -- One Python callable serves every host operation by name; it lives only in this upvalue.
+  local service, clock = host.service, host.clock
   local max_instructions = limits.instructions
   local deadline = limits.deadline
   local max_output = limits.output_bytes
@@ -425,9 +426,9 @@ return function(host)
 
   local OK, RAISE, LIMIT = "ok", "raise", "limit"
 
-  local function call_host(fn, ...)
-    local status, a, b = fn(...)
-    host.restore()
+  local function call_host(op, ...)
+    local status, a, b = service(op, ...)
+    service("restore")
     if status == OK then return a end
     if status == LIMIT then trip(b, a) end
     -- Level 2: our callers tail-call us, so the frame above this one is the script's.
@@ -449,8 +450,8 @@ return function(host)
         if text_or_kind ~= "ValidationError" and text_or_kind ~= "RuntimeError" then trip(text_or_kind, msg) end
         raise("ValidationError", label .. ": " .. msg, 2, aname)
       end
-      local status, a, b = dispatch(iname, account, aname, text_or_kind)
-      host.restore()
+      local status, a, b = service("call", iname, account, aname, text_or_kind)
+      service("restore")
       if status == OK then return a end
       if status == LIMIT then trip(b, a) end
       raise(b or "RuntimeError", a, 2, aname)
@@ -467,7 +468,7 @@ return function(host)
         cache[k] = b
         return b
       end
-      raise("RuntimeError", host.explain(iname, account, tostring(k)), 2)
+      raise("RuntimeError", service("explain", iname, account, tostring(k)), 2)
     end, function() return sformat("<%s account '%s': call app.help('%s') for its actions>", iname, account, iname) end)
   end
 
@@ -483,7 +484,7 @@ return function(host)
       if acc then return acc end
       if k == "default" and default then return default end
       if type(k) == "string" and actions[k] and default then return default[k] end
-      raise("RuntimeError", host.explain(iname, nil, tostring(k)), 2)
+      raise("RuntimeError", service("explain", iname, nil, tostring(k)), 2)
     end, function() return spec.summary end)
   end
 
@@ -496,7 +497,7 @@ return function(host)
       integrations_cache[k] = t
       return t
     end
-    raise("RuntimeError", host.explain(tostring(k), nil, nil), 2)
+    raise("RuntimeError", service("explain", tostring(k), nil, nil), 2)
   end, function() return "<app.integrations: call app.help() to list them>" end)
 
   local function mark(mt, what)
@@ -527,7 +528,7 @@ return function(host)
     end,
     decode = function(s)
       text_arg("json.decode", s)
-      return call_host(host.json_decode, s)
+      return call_host("json_decode", s)
     end,
   }, function() return "<app.json: encode(value), decode(text)>" end)
 
@@ -537,12 +538,12 @@ return function(host)
     array = mark(array_mt, "array"),
     object = mark(object_mt, "object"),
     json = app_json,
-    help = function(topic) return call_host(host.help, text_arg("help", topic, true)) end,
-    schema = function(name) return call_host(host.schema, text_arg("schema", name)) end,
-    accounts = function(name) return call_host(host.accounts, text_arg("accounts", name)) end,
+    help = function(topic) return call_host("help", text_arg("help", topic, true)) end,
+    schema = function(name) return call_host("schema", text_arg("schema", name)) end,
+    accounts = function(name) return call_host("accounts", text_arg("accounts", name)) end,
   }, function() return "<app: integrations, help, schema, accounts, null, array, object, json>" end)
 
-  host.set_markers(null, function() return setmetatable({}, object_mt) end, function() return setmetatable({}, array_mt) end)
+  service("set_markers", null, function() return setmetatable({}, object_mt) end, function() return setmetatable({}, array_mt) end)
 
   ---------------------------------------------------------------------------
   -- The script environment: an allow-list. Reading a name that is not defined raises.
