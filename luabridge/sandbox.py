@@ -321,5 +321,5 @@ def execute(
             # The state holds the session's `service` and the session holds the state: break
             # the cycle so the state is freed now rather than by the cyclic collector (which
             # cost about 60 us per run).
-            session.lua = None  # type: ignore[assignment]
+            session.lua = None
             session.markers = None
