@@ -7,6 +7,7 @@ import json
 import re
 from typing import Any
 
+import jsonschema
 import pytest
 from conftest import NOTES
 
@@ -148,7 +149,6 @@ def test_docs_unknown_names_are_config_errors(bridge: Bridge) -> None:
 
 @pytest.mark.parametrize("name", ACTIONS)
 def test_schema_valid_json_schema(bridge: Bridge, name: str) -> None:
-    jsonschema = pytest.importorskip("jsonschema")
     schema = bridge.schema("notes", name)
     action = NOTES.action(name)
     assert action is not None
@@ -178,7 +178,6 @@ def test_schema_input_describes_parameters(bridge: Bridge) -> None:
 
 
 def test_schema_validates_real_results_and_params(bridge: Bridge) -> None:
-    jsonschema = pytest.importorskip("jsonschema")
     schema = bridge.schema("notes", "create_note")
     params = {"title": "t", "tags": ["a"], "meta": {"k": 1}}
     jsonschema.validate(params, schema["input"])

@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
+import jsonschema
 import pytest
 
 from integrations.loops import integration
@@ -101,3 +102,22 @@ def test_multi_account_block_names_only_configured_accounts(shared_bridge: Bridg
     [block] = lua_blocks(multi_account_section(shared_bridge.docs("loops")))
     named = set(re.findall(r"app\.integrations\.loops\.(\w+)\.", block))
     assert named == {"default", "marketing", "transactional"}
+
+
+@pytest.mark.parametrize("action", integration.action_names)
+def test_action_schema_is_valid_json_schema(shared_bridge: Bridge, action: str) -> None:
+    schema = shared_bridge.schema("loops", action)
+    for part in ("input", "output"):
+        jsonschema.Draft202012Validator.check_schema(schema[part])
+
+
+@pytest.mark.parametrize(("action", "example"), EXAMPLES)
+def test_example_arguments_match_the_published_schema(
+    bridge: Bridge, action: str, example: Example
+) -> None:
+    """What the examples pass is accepted by the JSON schema an agent would check it against."""
+    result = bridge.run(example.code, allow=ALL_EFFECTS)
+    assert result.ok, result.error
+    for call in result.calls:
+        schema = bridge.schema("loops", call.action)["input"]
+        jsonschema.validate(call.params, schema)
