@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError as PydanticValidationError
 
-from luabridge.action import Action, ActionResult, CallContext, Integration
+from luabridge.action import Action, ActionResult, CallContext, Integration, built
 from luabridge.convert import shape_for_schema
 from luabridge.errors import IntegrationError, LuabridgeError
 from luabridge.redact import Redactor
@@ -362,7 +362,7 @@ class Dispatcher:
                 record("invalid", error=msg)
                 return ("raise", msg, "ValidationError")
         try:
-            model = action.input.model_validate(params, strict=True)
+            model = built(action.input).model_validate(params, strict=True)
         except PydanticValidationError as exc:
             msg = self.redactor.text(_pydantic_message(label, exc))
             record("invalid", error=msg)
@@ -434,5 +434,5 @@ class Dispatcher:
             data = produced.model_dump(mode="json", exclude_none=True)
         else:
             data = {"success": True, **dict(produced)}
-        model = action.output.model_validate(data)
+        model = built(action.output).model_validate(data)
         return dict(self.redactor.data(model.model_dump(mode="json", exclude_none=True)))

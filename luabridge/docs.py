@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from luabridge.action import Action, ActionResult, Integration
+from luabridge.action import Action, ActionResult, Integration, built
 from luabridge.dispatch import accepted_names, suggest
 from luabridge.errors import LuabridgeError
 
@@ -40,7 +40,7 @@ _BASE_RESULT_FIELDS = set(ActionResult.model_fields)
 
 
 def _schema(model: type[BaseModel]) -> dict[str, Any]:
-    return model.model_json_schema(by_alias=False)
+    return built(model).model_json_schema(by_alias=False)
 
 
 def _input_schema(model: type[BaseModel]) -> dict[str, Any]:

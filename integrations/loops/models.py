@@ -533,7 +533,7 @@ class ListDedicatedSendingIpsInput(ActionInput):
 class _Record(BaseModel):
     """A nested output table; unknown fields from newer API versions are dropped."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
 
 class Contact(_Record):

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from luabridge import Bridge, RunResult
+from pydantic import Field, ValidationError as PydanticValidationError, create_model
+
+from luabridge import ActionInput, Bridge, RunResult
+from luabridge.action import built
 
 THREADS = 8
 RUNS = 400
@@ -127,3 +132,53 @@ def test_concurrent_failures_stay_in_their_run(bridge: Bridge) -> None:
                 assert result.ok and result.value == options["input"]["v"] * 2
             else:
                 assert result.error is not None and result.error.type == error_type
+
+
+def _fresh_model(n: int) -> type[ActionInput]:
+    """A new deferred action model, as an integration would declare one."""
+    return create_model(
+        f"FreshInput{n}",
+        __base__=ActionInput,
+        name=(str, Field(min_length=1)),
+        count=(int, Field(default=1, ge=0)),
+    )
+
+
+def test_first_build_of_deferred_models_from_many_threads() -> None:
+    """Eight threads making the first use of a model at once all get its own validator."""
+    for n in range(20):
+        model = _fresh_model(n)
+        assert not model.__pydantic_complete__
+        barrier = threading.Barrier(THREADS)
+
+        def first_use(
+            i: int, model: type[ActionInput] = model, barrier: threading.Barrier = barrier
+        ) -> tuple[Any, str]:
+            barrier.wait()
+            good = built(model).model_validate({"name": f"n{i}", "count": i}, strict=True)
+            try:
+                built(model).model_validate({"name": "x", "extra": 1}, strict=True)
+            except PydanticValidationError as exc:
+                return good.model_dump(), exc.errors()[0]["type"]
+            return good.model_dump(), "accepted"
+
+        with ThreadPoolExecutor(THREADS) as pool:
+            answers = list(pool.map(first_use, range(THREADS)))
+        assert answers == [
+            ({"name": f"n{i}", "count": i}, "extra_forbidden") for i in range(THREADS)
+        ]
+        assert model.__pydantic_complete__
+
+
+def test_importing_loops_builds_no_model() -> None:
+    """Declaring the Loops actions costs no schema build; the first call of one pays for it."""
+    code = (
+        "import integrations.loops.models as m, pydantic\n"
+        "models = [v for v in vars(m).values() if isinstance(v, type) "
+        "and issubclass(v, pydantic.BaseModel) and v.__module__ == m.__name__]\n"
+        "print(len(models), sum(v.__pydantic_complete__ for v in models))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert int(out[0]) > 30 and out[1] == "0"
