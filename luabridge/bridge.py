@@ -129,6 +129,12 @@ def _parse_allow(allow: Iterable[str] | str | None) -> frozenset[str]:
     return frozenset(effects | {"read"})
 
 
+def _start_pool(workers: int) -> Any:
+    from luabridge.worker import WorkerPool
+
+    return WorkerPool(size=workers)
+
+
 class Bridge:
     """Runs Lua scripts in a sandbox with ``app.integrations.*`` bound to real APIs.
 
@@ -139,6 +145,9 @@ class Bridge:
     - ``isolation``: ``"process"`` (default: each run in a killable worker process) or
       ``"inprocess"`` (faster; cannot stop a script stuck in one C call, see the threat model)
     - ``workers``: size of the worker pool (default 2)
+    - ``prestart``: start the worker processes now, while the integrations load, rather than at
+      the first run (default False; a one-shot caller such as the CLI saves most of a worker's
+      start-up this way, a long-lived host gains nothing)
 
     Example::
 
@@ -156,9 +165,27 @@ class Bridge:
         limits: Limits | Mapping[str, Any] | None = None,
         isolation: Isolation = "process",
         workers: int = 2,
+        prestart: bool = False,
     ) -> None:
         if isolation not in ("process", "inprocess"):
             raise ConfigError(f"isolation must be 'process' or 'inprocess', got {isolation!r}")
+        self._workers = workers
+        self._pool: Any = _start_pool(workers) if prestart and isolation == "process" else None
+        try:
+            self._setup(integrations, accounts, default_accounts, limits, isolation)
+        except BaseException:
+            if self._pool is not None:
+                self._pool.close()
+            raise
+
+    def _setup(
+        self,
+        integrations: Sequence[Integration] | None,
+        accounts: Mapping[str, Mapping[str, AccountSettings]] | None,
+        default_accounts: Mapping[str, str | None] | None,
+        limits: Limits | Mapping[str, Any] | None,
+        isolation: Isolation,
+    ) -> None:
         integs = discover_integrations() if integrations is None else list(integrations)
         self.integrations: dict[str, Integration] = {i.name: i for i in integs}
         self.accounts: dict[str, dict[str, AccountSettings]] = {
@@ -178,8 +205,6 @@ class Bridge:
         self._redactor = Redactor(
             a.api_key for accs in self.accounts.values() for a in accs.values()
         )
-        self._pool: Any = None
-        self._workers = workers
 
     @classmethod
     def from_config(
@@ -193,8 +218,32 @@ class Bridge:
         """A bridge whose accounts come from the environment and ``luabridge.toml``.
 
         ``path`` names the config file; without it, ``luabridge.toml`` in the working directory
-        is read when it exists. ``options`` go to the constructor (``limits``, ``isolation``...).
+        is read when it exists. ``options`` go to the constructor (``limits``, ``isolation``,
+        ``workers``, ``prestart``...).
         """
+        pool = None
+        if options.get("prestart") and options.get("isolation", "process") == "process":
+            # Before the integrations are imported, so that the workers start meanwhile.
+            pool = _start_pool(options.get("workers", 2))
+            options["prestart"] = False
+        try:
+            bridge = cls._from_config(path, environ, integrations, options)
+        except BaseException:
+            if pool is not None:
+                pool.close()
+            raise
+        if pool is not None:
+            bridge._pool = pool
+        return bridge
+
+    @classmethod
+    def _from_config(
+        cls,
+        path: str | os.PathLike[str] | None,
+        environ: Mapping[str, str] | None,
+        integrations: Sequence[Integration] | None,
+        options: dict[str, Any],
+    ) -> Bridge:
         config: dict[str, Any] = {}
         config_name = "luabridge.toml"
         if path is not None:
@@ -376,9 +425,7 @@ class Bridge:
     def _worker_pool(self) -> Any:
         with self._lock:
             if self._pool is None:
-                from luabridge.worker import WorkerPool
-
-                self._pool = WorkerPool(size=self._workers)
+                self._pool = _start_pool(self._workers)
             return self._pool
 
     def _result(self, outcome: RunOutcome, dispatcher: Dispatcher, execution_id: str) -> RunResult:

@@ -188,7 +188,7 @@ def _guard() -> Iterator[None]:
 def _configured_bridge(config: str | None, isolation: str) -> Bridge:
     with _guard():
         return Bridge.from_config(
-            _config_path(config), isolation=cast(Isolation, isolation), workers=1
+            _config_path(config), isolation=cast(Isolation, isolation), workers=1, prestart=True
         )
 
 

@@ -15,13 +15,14 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
-
-import httpx
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from luabridge.accounts import AccountSettings
 from luabridge.action import Action, ActionInput, CallContext, Example
 from luabridge.errors import APIError, ConfigError, IntegrationError, NotFoundError
+
+if TYPE_CHECKING:
+    import httpx
 
 from .client import DEFAULT_BASE_URL, LoopsClient, preview_request
 from .directory import (

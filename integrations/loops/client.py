@@ -18,9 +18,12 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
 from types import TracebackType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-import httpx
+if TYPE_CHECKING:
+    # Imported where a request is made: a process that never opens a Loops client (a script
+    # that does not call Loops) does not pay the ~40 ms of importing httpx.
+    import httpx
 
 from luabridge.errors import (
     APIError,
@@ -210,6 +213,8 @@ def map_error(
 
     ``secret`` (the API key) is removed from the message and the body by value.
     """
+    import httpx
+
     tries = f" (gave up after {attempts} attempts)" if attempts > 1 else ""
     error: IntegrationError
     if isinstance(failure, httpx.TimeoutException):
@@ -402,6 +407,8 @@ class LoopsClient:
             _shared_limiter(self.base_url, api_key, float(rate_limit)) if rate_limit else None
         )
         self._random = random.Random()
+        import httpx
+
         self._http = httpx.Client(
             base_url=self.base_url,
             headers={
@@ -491,6 +498,8 @@ class LoopsClient:
 
         Raises an ``IntegrationError`` (see ``map_error``) when the request fails for good.
         """
+        import httpx
+
         if self._state is ClientState.CLOSED:
             raise RuntimeError(
                 "this LoopsClient has been closed; open a new one to send more requests"

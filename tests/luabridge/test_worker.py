@@ -23,6 +23,7 @@ from luabridge import (
     ActionResult,
     Bridge,
     CallContext,
+    ConfigError,
     Example,
     Integration,
     worker as worker_module,
@@ -223,6 +224,62 @@ def test_worker_recycled_after_memory_error(null_pool: WorkerPool) -> None:
 def test_worker_pool_size_zero_refused() -> None:
     with pytest.raises(ValueError, match="at least one worker"):
         WorkerPool(size=0)
+
+
+def _worker_children() -> set[int]:
+    """Live worker processes whose parent is this test process."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid() and fields[0] != "Z" and b"luabridge.worker" in cmdline:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def test_prestart_starts_the_workers_before_the_first_run() -> None:
+    b = make_bridge(isolation="process", workers=2, prestart=True)
+    try:
+        assert b._pool is not None, "prestart left the pool to the first run"
+        wait_for_idle(b._pool, 2)
+        assert b.run("return 40 + 2").value == 42
+    finally:
+        b.close()
+
+
+def test_prestart_with_the_constructor_and_without_process_isolation() -> None:
+    b = Bridge(integrations=[_conf.NOTES], isolation="process", workers=1, prestart=True)
+    try:
+        wait_for_idle(pool_of(b), 1)
+    finally:
+        b.close()
+    inproc = make_bridge(isolation="inprocess", prestart=True)
+    assert inproc._pool is None
+    inproc.close()
+
+
+def test_prestarted_workers_stopped_when_the_config_is_bad(tmp_path: Path) -> None:
+    before = _worker_children()
+    config = tmp_path / "luabridge.toml"
+    config.write_text("[limits]\ntimeout = -1\n")
+    with pytest.raises(ConfigError, match="timeout"):
+        Bridge.from_config(config, integrations=[_conf.NOTES], workers=2, prestart=True)
+    end = time.monotonic() + 20
+    while _worker_children() - before and time.monotonic() < end:
+        time.sleep(0.05)
+    assert _worker_children() - before == set()
+
+
+def test_closed_worker_exits_at_once_with_status_zero(null_pool: WorkerPool) -> None:
+    assert run_in_pool(null_pool, "return 1").ok
+    (worker,) = null_pool._idle
+    started = time.monotonic()
+    null_pool.close()
+    assert worker.proc.wait(5) == 0
+    assert time.monotonic() - started < 1.0
 
 
 # -- the worker's process environment --------------------------------------------------------
