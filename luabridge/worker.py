@@ -286,14 +286,15 @@ class WorkerPool:
         spawned: _Worker | None = None
         ready = False
         try:
-            with self._cond:
-                # Checked and spawned under the lock, so close() sees every worker it must stop.
-                if not self._closed:
-                    spawned = _Worker(self.address_space)
+            if not self._closed:
+                spawned = _Worker(self.address_space)
+                with self._cond:
+                    # close() kills what is in _starting; one that came in between sees _closed.
                     self._starting.add(spawned)
-            if spawned is not None:
-                spawned.wait_ready(30.0)
-                ready = True
+                    closed = self._closed
+                if not closed:
+                    spawned.wait_ready(30.0)
+                    ready = True
         except (OSError, _Closed, _Timeout):
             pass
         with self._cond:
