@@ -10,7 +10,7 @@
 | ``result_bytes`` | 1 MiB of returned value (as JSON) | ``ResultLimitError`` |
 | ``argument_bytes`` | 1 MiB of parameters per action call | ``ValidationError`` (raised in Lua) |
 
-With process isolation the worker is killed one second after ``timeout`` if the script is stuck
+With process isolation the worker is killed half a second after ``timeout`` if the script is stuck
 where the VM's hook cannot reach it (inside one long C call such as a pathological
 ``string.find``).
 """

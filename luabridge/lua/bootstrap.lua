@@ -316,6 +316,8 @@ return function(host)
   local function s_wrap(f)
     local co = co_create(f)
     return function(...)
+      -- Checked here too, so that the error points at the script's line, not at this one.
+      if co_depth >= 100 then error("coroutine.wrap: coroutines nested deeper than 100 levels", 2) end
       local r = pack(s_resume(co, ...))
       if r[1] then return unpack(r, 2, r.n) end
       error(r[2], 0)

@@ -236,10 +236,19 @@ def test_limit_gsub_callback_depth_capped(bridge: Bridge) -> None:
 
 
 def test_limit_coroutine_nesting_capped(bridge: Bridge) -> None:
-    src = "local function f() return coroutine.wrap(f)() end return f()"
+    # Not a tail call, so that the frame of the line that called the wrapper still exists.
+    src = "local function f()\n  local r = coroutine.wrap(f)()\n  return r\nend\nreturn f()"
     result = bridge.run(src)
     assert result.error is not None
     assert "nested deeper than 100" in result.error.message
+    assert (result.error.line, "<python>" in result.error.message) == (2, False)
+    resumed = bridge.run(
+        "local function f()\n  local co = coroutine.create(f)\n"
+        "  local ok, err = coroutine.resume(co)\n  if not ok then error(err, 0) end\nend\n"
+        "return f()"
+    )
+    assert resumed.error is not None and "nested deeper than 100" in resumed.error.message
+    assert "<python>" not in resumed.error.message
 
 
 def test_limit_legit_recursion_and_gsub_allowed(bridge: Bridge) -> None:
