@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -164,13 +165,16 @@ class _Session:
         return (status.encode(), _text(payload).encode(), (etype or "RuntimeError").encode())
 
     def _guarded(self, fn: Any, *args: Any) -> tuple[Any, ...]:
+        return self._protected(lambda: self._reply(fn(*args)))
+
+    def _protected(self, build: Callable[[], tuple[Any, ...]]) -> tuple[Any, ...]:
         # The heap may be nearly full when a script calls in: answer with a memory limit rather
         # than let lupa fail while it pushes the reply, and give the reply some headroom.
         try:
             if self.lua.get_memory_used() > self.limits.memory - 64 * 1024:
                 return (b"limit", b"memory limit reached before an action call", b"MemoryError")
             self.lua.set_max_memory(self.limits.memory + _MEMORY_HEADROOM)
-            return self._reply(fn(*args))
+            return build()
         except lupa.LuaMemoryError:
             return (b"limit", b"memory limit reached while building a reply", b"MemoryError")
         except LuabridgeError as exc:
@@ -178,6 +182,27 @@ class _Session:
         except BaseException as exc:
             msg = f"internal error in the bridge ({type(exc).__name__}); the run was stopped"
             return (b"limit", msg.encode(), b"InternalError")
+
+    def spec(self, name: bytes) -> Any:
+        """What the bootstrap needs to build ``app.integrations.<name>``, or nil if no such
+        integration is in this run; asked for on first use, so a run that never touches an
+        integration does not pay for building its tables."""
+
+        def build() -> tuple[Any, ...]:
+            entry = self.host.spec.get(_name(name))
+            if entry is None:
+                return (b"ok", None)
+            table = self.lua.table_from
+            fields = {
+                b"actions": table([a.encode() for a in entry["actions"]]),
+                b"accounts": table([a.encode() for a in entry["accounts"]]),
+                b"summary": entry["summary"].encode(),
+            }
+            if entry["default"] is not None:
+                fields[b"default"] = entry["default"].encode()
+            return (b"ok", table(fields))
+
+        return self._protected(build)
 
     def restore(self) -> None:
         self.lua.set_max_memory(self.limits.memory)
@@ -233,19 +258,9 @@ class _Session:
                 b"memory": lim.memory,
             }
         )
-        spec = {
-            name.encode(): {
-                b"actions": [a.encode() for a in s["actions"]],
-                b"accounts": [a.encode() for a in s["accounts"]],
-                b"default": None if s["default"] is None else s["default"].encode(),
-                b"summary": s["summary"].encode(),
-            }
-            for name, s in self.host.spec.items()
-        }
         return self.lua.table_from(
             {
                 b"limits": limits,
-                b"spec": self.lua.table_from(spec, recursive=True),
                 b"service": self.service,
                 b"clock": time.monotonic,
             }
@@ -263,7 +278,7 @@ _OPS = {
         "accounts",
         "json_decode",
         "explain",
-        "set_markers",
+        "spec",
     )
 }
 
@@ -282,18 +297,24 @@ def execute(
     try:
         session = _Session(host, limits)
         prepare = session.lua.execute(_bootstrap_chunk())
-        runner = prepare(session.host_table(deadline))
+        runner, null, new_object, new_array = prepare(session.host_table(deadline))
+        session.set_markers(null, new_object, new_array)
         assert session.markers is not None
         try:
             lua_input = to_lua(input, session.markers, path="input")
         except ValidationError as exc:
             return RunOutcome(False, error=error_dict("ValidationError", str(exc)))
         src = source.encode("utf-8") if isinstance(source, str) else source
-        status, a, b, output, lua_usage = runner(src, lua_input)
-        # The script is done, but its heap may be full: reading the usage table below makes lupa
-        # allocate outside any protected call, and a failure there aborts the process.
+        status, a, b, output, instructions, peak_memory, output_bytes = runner(src, lua_input)
+        # The script is done, but its heap may be full: anything that makes lupa allocate from
+        # here on (freeing the runner's values, closing the state) happens outside a protected
+        # call, where a failure aborts the process; give the heap its headroom back first.
         session.lua.set_max_memory(limits.memory + _MEMORY_HEADROOM)
-        usage = {k.decode(): v for k, v in dict(lua_usage).items()} if lua_usage else {}
+        usage = {
+            "instructions": instructions,
+            "peak_memory": peak_memory,
+            "output_bytes": output_bytes,
+        }
         out_text = _text(output)
         if status == b"ok":
             try:

@@ -493,8 +493,8 @@ return function(host)
   local integrations = readonly("app.integrations", function(_, k)
     local t = integrations_cache[k]
     if t then return t end
-    local spec = host.spec[k]
-    if type(k) == "string" and spec then
+    local spec = type(k) == "string" and call_host("spec", k)
+    if spec then
       t = integration_table(k, spec)
       integrations_cache[k] = t
       return t
@@ -545,7 +545,6 @@ return function(host)
     accounts = function(name) return call_host("accounts", text_arg("accounts", name)) end,
   }, function() return "<app: integrations, help, schema, accounts, null, array, object, json>" end)
 
-  service("set_markers", null, function() return setmetatable({}, object_mt) end, function() return setmetatable({}, array_mt) end)
 
   ---------------------------------------------------------------------------
   -- The script environment: an allow-list. Reading a name that is not defined raises.
@@ -580,14 +579,19 @@ return function(host)
     return sformat("(error object is a %s value; pass a string to error())", t)
   end
 
+  -- Instructions, peak memory and output bytes, as three numbers (cheaper for the host to read
+  -- than a table).
   local function usage()
     local kb = collectgarbage("count")
     if kb > peak_kb then peak_kb = kb end
-    return {instructions = hook_calls * STEP, peak_memory = peak_kb * 1024, output_bytes = out_bytes}
+    return hook_calls * STEP, peak_kb * 1024, out_bytes
   end
 
   -- The runner: compile, run under the hook, convert the result. Returns a status and fields;
-  -- it never raises except when the heap itself is exhausted.
+  -- it never raises except when the heap itself is exhausted. Returned with it: what the host
+  -- needs to build values in this state (app.null and makers of marked empty tables).
+  local function new_object() return setmetatable({}, object_mt) end
+  local function new_array() return setmetatable({}, array_mt) end
   return function(source, input)
     if sbyte(source, 1) == 27 then
       return "error", "SyntaxError", "binary (precompiled) chunks are not accepted; send Lua source text", tconcat(out), usage()
@@ -625,5 +629,5 @@ return function(host)
     end
     if not ok then return "error", kind, msg, output, usage() end
     return "ok", text, nil, output, usage()
-  end
+  end, null, new_object, new_array
 end
