@@ -12,11 +12,12 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from luabridge.accounts import AccountSettings
+from luabridge.effects import EFFECTS, Effect
 
 __all__ = [
     "EFFECTS",
@@ -30,15 +31,6 @@ __all__ = [
     "SupportsClose",
     "built",
 ]
-
-Effect = Literal["read", "write", "destructive"]
-
-#: Effect tags, from least to most dangerous, with what each means for policy.
-EFFECTS: dict[str, str] = {
-    "read": "reads remote state; always allowed",
-    "write": "creates or changes remote state; needs allow 'write'",
-    "destructive": "deletes remote state; needs allow 'destructive'",
-}
 
 
 _M = TypeVar("_M", bound=type[BaseModel])

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from luabridge.accounts import AccountSettings, load_accounts, read_config_file
 from luabridge.action import EFFECTS, Integration, SupportsClose
@@ -35,6 +35,9 @@ from luabridge.errors import ConfigError, LuabridgeError, ValidationError, error
 from luabridge.limits import DEFAULT_LIMITS, Limits
 from luabridge.redact import Redactor
 from luabridge.sandbox import RunOutcome, execute
+
+if TYPE_CHECKING:
+    from luabridge.worker import WorkerPool
 
 __all__ = ["Bridge", "Isolation", "RunError", "RunResult", "discover_integrations"]
 
@@ -129,7 +132,7 @@ def _parse_allow(allow: Iterable[str] | str | None) -> frozenset[str]:
     return frozenset(effects | {"read"})
 
 
-def _start_pool(workers: int) -> Any:
+def _start_pool(workers: int) -> WorkerPool:
     from luabridge.worker import WorkerPool
 
     return WorkerPool(size=workers)
@@ -148,6 +151,9 @@ class Bridge:
     - ``prestart``: start the worker processes now, while the integrations load, rather than at
       the first run (default False; a one-shot caller such as the CLI saves most of a worker's
       start-up this way, a long-lived host gains nothing)
+    - ``pool``: a ``luabridge.worker.WorkerPool`` started by the caller, to run in instead of
+      starting one (process isolation only); the bridge owns it from then on and closes it,
+      also when the constructor fails
 
     Example::
 
@@ -166,11 +172,17 @@ class Bridge:
         isolation: Isolation = "process",
         workers: int = 2,
         prestart: bool = False,
+        pool: WorkerPool | None = None,
     ) -> None:
+        if isolation != "process" and pool is not None:
+            pool.close()
+            raise ConfigError(f"a worker pool was given for isolation={isolation!r}; drop it")
         if isolation not in ("process", "inprocess"):
             raise ConfigError(f"isolation must be 'process' or 'inprocess', got {isolation!r}")
         self._workers = workers
-        self._pool: Any = _start_pool(workers) if prestart and isolation == "process" else None
+        if pool is None and prestart and isolation == "process":
+            pool = _start_pool(workers)
+        self._pool: Any = pool
         try:
             self._setup(integrations, accounts, default_accounts, limits, isolation)
         except BaseException:
@@ -221,20 +233,20 @@ class Bridge:
         is read when it exists. ``options`` go to the constructor (``limits``, ``isolation``,
         ``workers``, ``prestart``...).
         """
-        pool = None
-        if options.get("prestart") and options.get("isolation", "process") == "process":
+        pool = options.get("pool")
+        if (
+            pool is None
+            and options.get("prestart")
+            and options.get("isolation", "process") == "process"
+        ):
             # Before the integrations are imported, so that the workers start meanwhile.
-            pool = _start_pool(options.get("workers", 2))
-            options["prestart"] = False
+            pool = options["pool"] = _start_pool(options.get("workers", 2))
         try:
-            bridge = cls._from_config(path, environ, integrations, options)
+            return cls._from_config(path, environ, integrations, options)
         except BaseException:
             if pool is not None:
                 pool.close()
             raise
-        if pool is not None:
-            bridge._pool = pool
-        return bridge
 
     @classmethod
     def _from_config(

@@ -18,17 +18,23 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar, cast
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 import click
 
 from luabridge import __version__
 from luabridge.accounts import AccountSettings, load_accounts, read_config_file
-from luabridge.action import EFFECTS, Integration
-from luabridge.bridge import Bridge, Isolation, RunResult, discover_integrations
-from luabridge.dispatch import CallRecord, suggest
-from luabridge.docs import help_text, render_luals, render_schema_bundle
+from luabridge.effects import EFFECTS
 from luabridge.errors import LuabridgeError
+
+# The bridge, the action metadata and the docs import pydantic and, through the bridge, the
+# integration packs (about 0.1 s in all). The commands import them where they need them, so
+# that `run` and `call` can start their worker process first and have it ready meanwhile.
+if TYPE_CHECKING:
+    from luabridge.action import Integration
+    from luabridge.bridge import Bridge, Isolation, RunResult
+    from luabridge.dispatch import CallRecord
+    from luabridge.worker import WorkerPool
 
 __all__ = [
     "EMULATOR_ACCOUNTS",
@@ -96,6 +102,8 @@ def _allow(values: Sequence[str]) -> set[str]:
     effects = {part.strip() for value in values for part in value.split(",") if part.strip()}
     unknown = sorted(effects - set(EFFECTS))
     if unknown:
+        from luabridge.dispatch import suggest
+
         hint = "".join(suggest(u, EFFECTS) for u in unknown[:1])
         raise click.BadParameter(
             f"unknown effect {', '.join(map(repr, unknown))}{hint}; "
@@ -185,10 +193,18 @@ def _guard() -> Iterator[None]:
         raise UsageProblem(str(exc)) from exc
 
 
-def _configured_bridge(config: str | None, isolation: str) -> Bridge:
+def _configured_bridge(
+    config: str | None, isolation: str, pool: WorkerPool | None = None
+) -> Bridge:
+    from luabridge.bridge import Bridge
+
     with _guard():
         return Bridge.from_config(
-            _config_path(config), isolation=cast(Isolation, isolation), workers=1, prestart=True
+            _config_path(config),
+            isolation=cast("Isolation", isolation),
+            workers=1,
+            prestart=True,
+            pool=pool,
         )
 
 
@@ -214,7 +230,9 @@ def _emulated_accounts(
 
 
 @contextlib.contextmanager
-def _emulator_bridge(config: str | None, isolation: str) -> Iterator[Bridge]:
+def _emulator_bridge(
+    config: str | None, isolation: str, pool: WorkerPool | None = None
+) -> Iterator[Bridge]:
     """A bridge whose Loops accounts are separate, seeded teams of a local emulator.
 
     The emulator runs in this process on a free loopback port; the contact directory goes to
@@ -222,6 +240,7 @@ def _emulator_bridge(config: str | None, isolation: str) -> Iterator[Bridge]:
     """
     from integrations.loops.actions import open_account
     from integrations.loops.emulator import EmulatorServer, EmulatorStartError
+    from luabridge.bridge import Bridge, discover_integrations
 
     path = _config_path(config)
     with _guard():
@@ -259,8 +278,9 @@ def _emulator_bridge(config: str | None, isolation: str) -> Iterator[Bridge]:
                     accounts={"loops": accounts},
                     default_accounts={"loops": default},
                     limits=dict(limits) if isinstance(limits, Mapping) else None,
-                    isolation=cast(Isolation, isolation),
+                    isolation=cast("Isolation", isolation),
                     workers=1,
+                    pool=pool,
                 )
             with bridge:
                 yield bridge
@@ -270,12 +290,24 @@ def _emulator_bridge(config: str | None, isolation: str) -> Iterator[Bridge]:
 
 @contextlib.contextmanager
 def _bridge(config: str | None, isolation: str, emulator: bool) -> Iterator[Bridge]:
-    if emulator:
-        with _emulator_bridge(config, isolation) as bridge:
-            yield bridge
-    else:
-        with _configured_bridge(config, isolation) as bridge:
-            yield bridge
+    """The command's bridge. With process isolation its worker process is started first, before
+    the bridge's modules and the integrations are imported, so that it is ready when the run
+    starts; the bridge takes the pool over (and this closes it if the bridge never came)."""
+    pool = None
+    if isolation == "process":
+        from luabridge.worker import WorkerPool
+
+        pool = WorkerPool(size=1)
+    try:
+        if emulator:
+            with _emulator_bridge(config, isolation, pool) as bridge:
+                yield bridge
+        else:
+            with _configured_bridge(config, isolation, pool) as bridge:
+                yield bridge
+    finally:
+        if pool is not None:
+            pool.close()
 
 
 # -- output -----------------------------------------------------------------------------------
@@ -474,6 +506,8 @@ def run(
 
 
 def _integration_of(bridge: Bridge, name: str) -> Integration:
+    from luabridge.dispatch import suggest
+
     integ = bridge.integrations.get(name)
     if integ is None:
         known = ", ".join(bridge.integrations) or "none"
@@ -502,6 +536,8 @@ def docs(topic: str | None, fmt: str, config: str | None) -> None:
       luabridge docs loops.send_event     one action
       luabridge docs loops --format luals LuaLS stubs for editors
     """
+    from luabridge.docs import help_text, render_luals, render_schema_bundle
+
     with _configured_bridge(config, "inprocess") as bridge:
         accounts: dict[str, Sequence[str]] = {n: sorted(a) for n, a in bridge.accounts.items()}
         if topic is None:
@@ -603,6 +639,8 @@ return namespace[call.action](call.params)
 
 
 def _check_call_account(bridge: Bridge, integ: Integration, account: str | None) -> None:
+    from luabridge.dispatch import suggest
+
     configured = bridge.accounts[integ.name]
     if not configured:
         _fail(f"no {integ.title} account is configured; {_NO_ACCOUNT_HINT}")
@@ -665,6 +703,8 @@ def call(
         )
     effects = _allow(allow)
     with _bridge(config, isolation, emulator) as bridge:
+        from luabridge.dispatch import suggest
+
         integ = _integration_of(bridge, integration)
         if integ.action(action) is None:
             _fail(

@@ -167,6 +167,43 @@ def test_run_bad_limit_in_config_is_a_usage_error(tmp_path: Path) -> None:
     assert "limits.timeout must be greater than 0" in result.stderr
 
 
+def _worker_children() -> set[int]:
+    """Live worker processes whose parent is this test process."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid() and fields[0] != "Z" and b"luabridge.worker" in cmdline:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def test_run_usage_error_after_the_worker_started_leaves_no_worker(tmp_path: Path) -> None:
+    """`run` starts its worker before it reads the config; a bad config still stops it."""
+    before = _worker_children()
+    config = tmp_path / "bad.toml"
+    config.write_text("[limits]\ntimeout = -1\n")
+    result = invoke("run", "-", "--config", str(config), stdin="return 1")
+    assert result.exit_code == 2 and "timeout" in result.output
+    end = time.monotonic() + 20
+    while _worker_children() - before and time.monotonic() < end:
+        time.sleep(0.05)
+    assert _worker_children() - before == set()
+
+
+def test_cli_start_imports_neither_pydantic_nor_the_integrations() -> None:
+    """What `luabridge run` needs before its worker starts is light; the rest comes later."""
+    code = (
+        "import sys, luabridge.cli\n"
+        "print(sorted(m for m in ('pydantic', 'httpx', 'integrations.loops') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_run_without_accounts_says_how_to_configure_one() -> None:
     result = invoke(
         "run", "-", "--isolation", "inprocess", stdin="app.integrations.loops.get_current_user()"

@@ -273,6 +273,31 @@ def test_prestarted_workers_stopped_when_the_config_is_bad(tmp_path: Path) -> No
     assert _worker_children() - before == set()
 
 
+def test_bridge_runs_in_a_pool_it_is_given_and_closes_it() -> None:
+    pool = WorkerPool(size=1)
+    b = make_bridge(isolation="process", workers=1, pool=pool)
+    assert b._pool is pool
+    assert b.run("return 6 * 7").value == 42
+    b.close()
+    assert pool._closed
+
+
+def test_bridge_given_a_pool_for_inprocess_runs_refuses_and_closes_it() -> None:
+    pool = WorkerPool(size=1)
+    with pytest.raises(ConfigError, match="worker pool was given"):
+        Bridge(integrations=[_conf.NOTES], isolation="inprocess", pool=pool)
+    assert pool._closed
+
+
+def test_given_pool_closed_when_the_config_is_bad(tmp_path: Path) -> None:
+    config = tmp_path / "luabridge.toml"
+    config.write_text("[limits]\ntimeout = -1\n")
+    pool = WorkerPool(size=1)
+    with pytest.raises(ConfigError, match="timeout"):
+        Bridge.from_config(config, integrations=[_conf.NOTES], pool=pool)
+    assert pool._closed
+
+
 def test_closed_worker_exits_at_once_with_status_zero(null_pool: WorkerPool) -> None:
     assert run_in_pool(null_pool, "return 1").ok
     (worker,) = null_pool._idle
