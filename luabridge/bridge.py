@@ -182,7 +182,7 @@ class Bridge:
         self._workers = workers
         if pool is None and prestart and isolation == "process":
             pool = _start_pool(workers)
-        self._pool: Any = pool
+        self._pool: WorkerPool | None = pool
         try:
             self._setup(integrations, accounts, default_accounts, limits, isolation)
         except BaseException:
@@ -434,7 +434,7 @@ class Bridge:
             )
         return self._result(outcome, dispatcher, execution_id)
 
-    def _worker_pool(self) -> Any:
+    def _worker_pool(self) -> WorkerPool:
         with self._lock:
             if self._pool is None:
                 self._pool = _start_pool(self._workers)

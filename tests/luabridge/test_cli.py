@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner, Result
+from workerprocs import worker_children
 
 from integrations.loops.emulator import ADA_CONTACT_ID, ADA_EMAIL, DEMO_KEYS, EmulatorServer
 from luabridge.cli import EMULATOR_ACCOUNTS, cli
@@ -167,31 +168,17 @@ def test_run_bad_limit_in_config_is_a_usage_error(tmp_path: Path) -> None:
     assert "limits.timeout must be greater than 0" in result.stderr
 
 
-def _worker_children() -> set[int]:
-    """Live worker processes whose parent is this test process."""
-    found = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            cmdline = (stat.parent / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if int(fields[1]) == os.getpid() and fields[0] != "Z" and b"luabridge.worker" in cmdline:
-            found.add(int(stat.parent.name))
-    return found
-
-
 def test_run_usage_error_after_the_worker_started_leaves_no_worker(tmp_path: Path) -> None:
     """`run` starts its worker before it reads the config; a bad config still stops it."""
-    before = _worker_children()
+    before = worker_children()
     config = tmp_path / "bad.toml"
     config.write_text("[limits]\ntimeout = -1\n")
     result = invoke("run", "-", "--config", str(config), stdin="return 1")
     assert result.exit_code == 2 and "timeout" in result.output
     end = time.monotonic() + 20
-    while _worker_children() - before and time.monotonic() < end:
+    while worker_children() - before and time.monotonic() < end:
         time.sleep(0.05)
-    assert _worker_children() - before == set()
+    assert worker_children() - before == set()
 
 
 def test_cli_start_imports_neither_pydantic_nor_the_integrations() -> None:

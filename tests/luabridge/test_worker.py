@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from pydantic import Field
+from workerprocs import worker_children
 
 from luabridge import (
     ActionInput,
@@ -226,20 +227,6 @@ def test_worker_pool_size_zero_refused() -> None:
         WorkerPool(size=0)
 
 
-def _worker_children() -> set[int]:
-    """Live worker processes whose parent is this test process."""
-    found = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            cmdline = (stat.parent / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if int(fields[1]) == os.getpid() and fields[0] != "Z" and b"luabridge.worker" in cmdline:
-            found.add(int(stat.parent.name))
-    return found
-
-
 def test_prestart_starts_the_workers_before_the_first_run() -> None:
     b = make_bridge(isolation="process", workers=2, prestart=True)
     try:
@@ -262,15 +249,15 @@ def test_prestart_with_the_constructor_and_without_process_isolation() -> None:
 
 
 def test_prestarted_workers_stopped_when_the_config_is_bad(tmp_path: Path) -> None:
-    before = _worker_children()
+    before = worker_children()
     config = tmp_path / "luabridge.toml"
     config.write_text("[limits]\ntimeout = -1\n")
     with pytest.raises(ConfigError, match="timeout"):
         Bridge.from_config(config, integrations=[_conf.NOTES], workers=2, prestart=True)
     end = time.monotonic() + 20
-    while _worker_children() - before and time.monotonic() < end:
+    while worker_children() - before and time.monotonic() < end:
         time.sleep(0.05)
-    assert _worker_children() - before == set()
+    assert worker_children() - before == set()
 
 
 def test_bridge_runs_in_a_pool_it_is_given_and_closes_it() -> None:
