@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -35,8 +35,9 @@ __all__ = [
 
 _M = TypeVar("_M", bound=type[BaseModel])
 
-#: Serializes the first build of every deferred model in the process (see :func:`built`).
-_BUILD_LOCK = threading.Lock()
+#: Serializes the first build of every deferred model in the process (see :func:`built`);
+#: reentrant, in case a model's build hooks build another model through here.
+_BUILD_LOCK = threading.RLock()
 
 
 def built(model: _M) -> _M:
@@ -53,7 +54,24 @@ def built(model: _M) -> _M:
         with _BUILD_LOCK:
             if not model.__pydantic_complete__:
                 model.model_rebuild(raise_errors=True)
+                # The models nested in its fields (a result's rows) stay deferred after their
+                # parent is built; build them too, so a handler constructing one is safe.
+                for nested in _nested_models(model):
+                    built(nested)
     return model
+
+
+def _nested_models(model: type[BaseModel]) -> list[type[BaseModel]]:
+    found: list[type[BaseModel]] = []
+    pending = [info.annotation for info in model.model_fields.values()]
+    while pending:
+        tp = pending.pop()
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            if tp is not model and tp not in found:
+                found.append(tp)
+        else:
+            pending.extend(get_args(tp))
+    return found
 
 
 class ActionInput(BaseModel):

@@ -174,11 +174,13 @@ class Bridge:
         prestart: bool = False,
         pool: WorkerPool | None = None,
     ) -> None:
+        if isolation not in ("process", "inprocess"):
+            if pool is not None:
+                pool.close()
+            raise ConfigError(f"isolation must be 'process' or 'inprocess', got {isolation!r}")
         if isolation != "process" and pool is not None:
             pool.close()
             raise ConfigError(f"a worker pool was given for isolation={isolation!r}; drop it")
-        if isolation not in ("process", "inprocess"):
-            raise ConfigError(f"isolation must be 'process' or 'inprocess', got {isolation!r}")
         self._workers = workers
         if pool is None and prestart and isolation == "process":
             pool = _start_pool(workers)
@@ -436,6 +438,9 @@ class Bridge:
 
     def _worker_pool(self) -> WorkerPool:
         with self._lock:
+            # A run that passed _check_open while another thread closed the bridge must not
+            # start a pool that nothing would close.
+            self._check_open()
             if self._pool is None:
                 self._pool = _start_pool(self._workers)
             return self._pool

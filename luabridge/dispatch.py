@@ -367,6 +367,9 @@ class Dispatcher:
             msg = self.redactor.text(_pydantic_message(label, exc))
             record("invalid", error=msg)
             return ("raise", msg, "ValidationError")
+        # Before the handler runs: a model that cannot be built fails the call before anything
+        # is sent, and a handler that constructs its result model finds it built.
+        built(action.output)
 
         ctx = CallContext(
             integration=integration,

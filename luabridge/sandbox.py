@@ -172,7 +172,11 @@ class _Session:
         # than let lupa fail while it pushes the reply, and give the reply some headroom.
         try:
             if self.lua.get_memory_used() > self.limits.memory - 64 * 1024:
-                return (b"limit", b"memory limit reached before an action call", b"MemoryError")
+                return (
+                    b"limit",
+                    b"memory limit reached before a call into the host (an action, app.help, ...)",
+                    b"MemoryError",
+                )
             self.lua.set_max_memory(self.limits.memory + _MEMORY_HEADROOM)
             return build()
         except lupa.LuaMemoryError:

@@ -225,11 +225,15 @@ class _Worker:
             raise _Closed
         self.ready = True
 
-    def kill(self) -> None:
+    def signal_kill(self) -> None:
+        """SIGKILL only: whoever reads the socket sees it close and cleans up (``kill``)."""
         try:
             self.proc.send_signal(signal.SIGKILL)
         except OSError:
             pass
+
+    def kill(self) -> None:
+        self.signal_kill()
         self.proc.wait()
         self.sock.close()
 
@@ -295,7 +299,9 @@ class WorkerPool:
                 if not closed:
                     spawned.wait_ready(30.0)
                     ready = True
-        except (OSError, _Closed, _Timeout):
+        except Exception:
+            # Whatever went wrong (no start, a dead or garbled worker), the block below gives
+            # the slot back, so that _acquire can start another worker.
             pass
         with self._cond:
             if spawned is not None:
@@ -424,7 +430,8 @@ class WorkerPool:
             starting = list(self._starting)
             self._cond.notify_all()
         for worker in starting:
-            worker.kill()
+            # Its starter thread is reading the socket: it sees the worker die and cleans up.
+            worker.signal_kill()
         for worker in idle:
             worker.stop()
 

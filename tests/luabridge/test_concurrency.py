@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError as PydanticValidationError, create_model
 
-from luabridge import ActionInput, Bridge, RunResult
+from luabridge import ActionInput, ActionResult, Bridge, RunResult
 from luabridge.action import built
 
 THREADS = 8
@@ -182,3 +182,16 @@ def test_importing_loops_builds_no_model() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.split()
     assert int(out[0]) > 30 and out[1] == "0"
+
+
+def test_building_a_model_builds_the_models_nested_in_it() -> None:
+    row = create_model("FreshRow", __base__=ActionResult, name=(str, Field(default="")))
+    outer = create_model(
+        "FreshOutput",
+        __base__=ActionResult,
+        rows=(list[row], Field(default_factory=list)),  # type: ignore[valid-type]
+        first=(row | None, Field(default=None)),  # type: ignore[valid-type]
+    )
+    assert not row.__pydantic_complete__ and not outer.__pydantic_complete__
+    built(outer)
+    assert outer.__pydantic_complete__ and row.__pydantic_complete__

@@ -496,3 +496,50 @@ def test_call_records_belong_to_their_run(bridge: Bridge) -> None:
     assert len(first.calls) == 1
     assert [c.account for c in second.calls] == ["default", "work"]
     assert second.usage["calls"] == 2
+
+
+class UnbuildableOut(ActionResult):
+    # A name that exists nowhere: the model cannot be built, which shows only on first use.
+    rows: list[NoSuchRow] = Field(default_factory=list, description="never built")  # type: ignore[name-defined]  # noqa: F821
+
+
+_handler_calls: list[str] = []
+
+
+def _count_call(ctx: CallContext, p: BrokenIn) -> dict[str, Any]:
+    _handler_calls.append(p.mode)
+    return {}
+
+
+def test_unbuildable_output_model_fails_before_the_handler_runs() -> None:
+    """A deferred model that cannot be built stops the run before anything is sent."""
+    integ = Integration(
+        name="unbuildable",
+        title="Unbuildable",
+        env_prefix="UNBUILDABLE",
+        default_base_url="https://unbuildable.invalid",
+        open_client=_Client,
+        actions=(
+            Action(
+                name="send",
+                summary="Would send something.",
+                input=BrokenIn,
+                output=UnbuildableOut,
+                effect="write",
+                handler=_count_call,
+                plan=lambda ctx, p: {"method": "POST", "url": "/send"},
+                examples=(Example("app.integrations.unbuildable.send({mode = 'x'})"),),
+            ),
+        ),
+    )
+    b = Bridge.from_config(
+        environ={"UNBUILDABLE_API_KEY": "unbuildable-key-1234"},
+        integrations=[integ],
+        isolation="inprocess",
+    )
+    try:
+        result = b.run("return app.integrations.unbuildable.send({mode = 'x'})", allow="write")
+    finally:
+        b.close()
+    assert result.error is not None and result.error.type == "InternalError"
+    assert _handler_calls == []

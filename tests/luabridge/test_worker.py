@@ -285,6 +285,30 @@ def test_given_pool_closed_when_the_config_is_bad(tmp_path: Path) -> None:
     assert pool._closed
 
 
+def test_bridge_with_a_pool_and_a_bad_isolation_names_the_isolation() -> None:
+    pool = WorkerPool(size=1)
+    with pytest.raises(ConfigError, match="isolation must be 'process' or 'inprocess'"):
+        Bridge(integrations=[_conf.NOTES], isolation="bogus", pool=pool)  # type: ignore[arg-type]
+    assert pool._closed
+
+
+def test_worker_that_fails_its_start_gives_its_slot_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A garbled ready message (any error while starting) frees the slot; nothing hangs."""
+
+    def garbled(self: Any, timeout: float) -> None:
+        raise ValueError("not a ready frame")
+
+    monkeypatch.setattr(worker_module._Worker, "wait_ready", garbled)
+    pool = WorkerPool(size=1)
+    try:
+        end = time.monotonic() + 20
+        while (pool._count or pool._starting) and time.monotonic() < end:
+            time.sleep(0.02)
+        assert (pool._count, pool._starting, pool._idle) == (0, set(), [])
+    finally:
+        pool.close()
+
+
 def test_closed_worker_exits_at_once_with_status_zero(null_pool: WorkerPool) -> None:
     assert run_in_pool(null_pool, "return 1").ok
     (worker,) = null_pool._idle
