@@ -203,7 +203,6 @@ def _configured_bridge(
             _config_path(config),
             isolation=cast("Isolation", isolation),
             workers=1,
-            prestart=True,
             pool=pool,
         )
 
