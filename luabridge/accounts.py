@@ -81,6 +81,12 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(f"config file {str(p)!r} does not exist") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {str(p)!r} is not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {str(p)!r} is not UTF-8 text (byte {exc.start}); save it as UTF-8"
+        ) from exc
+    except OSError as exc:
+        raise ConfigError(f"config file {str(p)!r} cannot be read: {exc.strerror or exc}") from exc
 
 
 def load_accounts(
@@ -172,5 +178,13 @@ def load_accounts(
                 )
             marked_default = name
 
+    if marked_default is not None and marked_default != "default" and "default" in accounts:
+        defined_by = accounts["default"].source
+        raise ConfigError(
+            f"{config_path}: {marked_default!r} is marked as the default {integration} account, "
+            f"but {defined_by} also defines the account 'default', which would answer "
+            f"app.integrations.{integration}.<action>; unset {defined_by} or drop "
+            f"default = true from [{integration}.accounts.{marked_default}]"
+        )
     default_name = "default" if "default" in accounts else marked_default
     return accounts, default_name

@@ -8,20 +8,18 @@ one bridge can serve many threads at once without runs seeing each other.
 from __future__ import annotations
 
 import enum
-import importlib
 import json
 import os
-import pkgutil
 import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from luabridge.accounts import AccountSettings, load_accounts, read_config_file
+from luabridge.accounts import AccountSettings
 from luabridge.action import EFFECTS, Integration, SupportsClose
+from luabridge.config import Settings, load_settings
 from luabridge.convert import copy_json
 from luabridge.dispatch import CallRecord, Dispatcher, RunPolicy, suggest
 from luabridge.docs import (
@@ -34,10 +32,11 @@ from luabridge.docs import (
 from luabridge.errors import ConfigError, LuabridgeError, ValidationError, error_class
 from luabridge.limits import DEFAULT_LIMITS, Limits
 from luabridge.redact import Redactor
+from luabridge.registry import BrokenPack, discover_integrations
 from luabridge.sandbox import RunOutcome, execute
 
 if TYPE_CHECKING:
-    from luabridge.worker import WorkerPool
+    from luabridge.pool import WorkerPool
 
 __all__ = ["Bridge", "Isolation", "RunError", "RunResult", "discover_integrations"]
 
@@ -47,21 +46,6 @@ Isolation = Literal["process", "inprocess"]
 class _State(enum.Enum):
     OPEN = "open"  # runs are accepted
     CLOSED = "closed"  # close() was called: clients and workers are gone
-
-
-def discover_integrations() -> list[Integration]:
-    """Every integration pack installed under the ``integrations`` package."""
-    try:
-        package = importlib.import_module("integrations")
-    except ImportError:
-        return []
-    found = []
-    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
-        module = importlib.import_module(f"integrations.{info.name}")
-        integ = getattr(module, "integration", None)
-        if isinstance(integ, Integration):
-            found.append(integ)
-    return found
 
 
 @dataclass(frozen=True)
@@ -133,7 +117,7 @@ def _parse_allow(allow: Iterable[str] | str | None) -> frozenset[str]:
 
 
 def _start_pool(workers: int) -> WorkerPool:
-    from luabridge.worker import WorkerPool
+    from luabridge.pool import WorkerPool
 
     return WorkerPool(size=workers)
 
@@ -151,7 +135,7 @@ class Bridge:
     - ``prestart``: start the worker processes now, while the integrations load, rather than at
       the first run (default False; a one-shot caller such as the CLI saves most of a worker's
       start-up this way, a long-lived host gains nothing)
-    - ``pool``: a ``luabridge.worker.WorkerPool`` started by the caller, to run in instead of
+    - ``pool``: a ``luabridge.pool.WorkerPool`` started by the caller, to run in instead of
       starting one (process isolation only); the bridge owns it from then on and closes it,
       also when the constructor fails
 
@@ -212,6 +196,8 @@ class Bridge:
                 given = "default"
             self.default_accounts[name] = given
         self.limits = DEFAULT_LIMITS.merged(dict(limits) if isinstance(limits, Mapping) else limits)
+        #: Installed packs that failed to load (see ``luabridge.registry``); set by from_config.
+        self.broken: list[BrokenPack] = []
         self.isolation: Isolation = isolation
         self._clients: dict[tuple[str, str], SupportsClose] = {}
         self._lock = threading.Lock()
@@ -258,40 +244,24 @@ class Bridge:
         integrations: Sequence[Integration] | None,
         options: dict[str, Any],
     ) -> Bridge:
-        config: dict[str, Any] = {}
-        config_name = "luabridge.toml"
-        if path is not None:
-            config = read_config_file(path)
-            config_name = str(path)
-        elif Path("luabridge.toml").is_file():
-            config = read_config_file("luabridge.toml")
-        integs = discover_integrations() if integrations is None else list(integrations)
-        accounts: dict[str, dict[str, AccountSettings]] = {}
-        defaults: dict[str, str | None] = {}
-        for integ in integs:
-            accounts[integ.name], defaults[integ.name] = load_accounts(
-                env_prefix=integ.env_prefix,
-                integration=integ.name,
-                default_base_url=integ.default_base_url,
-                environ=environ,
-                config=config,
-                config_path=config_name,
-            )
-        limits = options.pop("limits", None)
-        if "limits" in config and not isinstance(config["limits"], Mapping):
-            raise ConfigError(f"{config_name}: [limits] must be a table of limit = value")
-        if limits is None and isinstance(config.get("limits"), Mapping):
-            try:
-                limits = DEFAULT_LIMITS.merged(dict(config["limits"]))
-            except ConfigError as exc:
-                raise ConfigError(f"{config_name} [limits]: {exc}") from exc
-        return cls(
-            integrations=integs,
-            accounts=accounts,
-            default_accounts=defaults,
-            limits=limits,
+        settings = load_settings(
+            path, environ=environ, integrations=integrations, limits=options.pop("limits", None)
+        )
+        return cls.from_settings(settings, **options)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **options: Any) -> Bridge:
+        """A bridge built from :func:`luabridge.config.load_settings`; ``options`` go to the
+        constructor (``isolation``, ``workers``, ``pool``...)."""
+        bridge = cls(
+            integrations=settings.integrations,
+            accounts=settings.accounts,
+            default_accounts=settings.default_accounts,
+            limits=settings.limits,
             **options,
         )
+        bridge.broken = list(settings.broken)
+        return bridge
 
     # -- lifecycle ------------------------------------------------------------------------------
 

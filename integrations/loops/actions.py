@@ -1,36 +1,20 @@
-"""The Loops actions: their metadata, the functions behind them and the per-account handle.
+"""The Loops actions, declared once: metadata, models, effect, examples and handler.
 
-Each action is declared once as a ``luabridge.action.Action`` built from the models in
-``models.py``. Handlers send requests through ``LoopsClient`` and keep the ``ContactDirectory`` up
-to date; write and destructive actions have a ``plan`` built from the same request description
-as the handler, so a dry run shows exactly what would be sent.
+Each action is a ``luabridge.action.Action`` built from the models in ``models.py`` and a
+handler in ``handlers.py``; write and destructive actions get a ``plan`` that previews the same
+``Request`` their handler sends, so a dry run shows exactly what would be sent.
 """
 
 from __future__ import annotations
 
-import logging
 import textwrap
-import threading
-import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
-from luabridge.accounts import AccountSettings
 from luabridge.action import Action, ActionInput, CallContext, Example
-from luabridge.errors import APIError, ConfigError, IntegrationError, NotFoundError
 
-if TYPE_CHECKING:
-    import httpx
-
-from .client import DEFAULT_BASE_URL, LoopsClient, preview_request
-from .directory import (
-    ContactDirectory,
-    DirectoryError,
-    account_identity,
-    default_directory_path,
-)
+from . import handlers as h
+from .account import LoopsAccount, Request, open_account, preview
 from .models import (
     CheckContactSuppressionInput,
     CheckContactSuppressionOutput,
@@ -64,213 +48,11 @@ from .models import (
     SendTransactionalEmailOutput,
     UpdateContactInput,
     UpdateContactOutput,
-    contact_from_wire,
 )
 
 __all__ = ["ACTIONS", "LoopsAccount", "open_account"]
 
-_log = logging.getLogger(__name__)
 P = TypeVar("P", bound=ActionInput)
-
-
-@dataclass
-class LoopsAccount:
-    """What ``ctx.client`` is for a Loops account: its HTTP client and its contact directory.
-
-    - ``name``: the account name (``default``, ``marketing``, ...)
-    - ``client``: the account's ``LoopsClient``
-    - ``account_id``: the key of its rows in the directory (see ``account_identity``)
-    - ``directory_path``: the directory file; it is opened on first use, so a folder that cannot
-      be written only fails the actions that need the directory
-    """
-
-    name: str
-    client: LoopsClient
-    account_id: str
-    directory_path: Path
-    _directory: ContactDirectory | None = field(default=None, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    @property
-    def directory(self) -> ContactDirectory:
-        """The contact directory, opened on first use (raises ``DirectoryError``)."""
-        with self._lock:
-            if self._directory is None:
-                self._directory = ContactDirectory(self.directory_path)
-            return self._directory
-
-    def close(self) -> None:
-        """Close the HTTP client and the directory."""
-        self.client.close()
-        with self._lock:
-            if self._directory is not None:
-                self._directory.close()
-                self._directory = None
-
-
-def open_account(
-    settings: AccountSettings,
-    *,
-    directory_path: str | Path | None = None,
-    transport: httpx.BaseTransport | None = None,
-) -> LoopsAccount:
-    """A ``LoopsAccount`` for ``settings``: the ``Integration.open_client`` of the Loops pack.
-
-    The directory file is ``directory_path`` if given, else ``default_directory_path()``.
-    """
-    if not settings.api_key:
-        raise ConfigError(
-            f"Loops account {settings.name!r} has no API key; set LOOPS_API_KEY (for default) or "
-            f"LOOPS_API_KEY_{settings.name.upper()}, or api_key_env in luabridge.toml"
-        )
-    base_url = settings.base_url or DEFAULT_BASE_URL
-    client = LoopsClient(
-        api_key=settings.api_key,
-        base_url=base_url,
-        timeout=settings.timeout or 10.0,
-        rate_limit=10.0 if settings.rate_limit is None else settings.rate_limit,
-        transport=transport,
-    )
-    return LoopsAccount(
-        name=settings.name,
-        client=client,
-        account_id=account_identity(settings.name, base_url, settings.api_key),
-        directory_path=Path(directory_path) if directory_path else default_directory_path(),
-    )
-
-
-# --- plumbing -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Request:
-    """One request to Loops, described once for both the handler and the dry-run plan."""
-
-    method: str
-    path: str
-    params: dict[str, Any] | None = None
-    json: Any = None
-    idempotency_key: str | None = None
-
-
-def _account(ctx: CallContext) -> LoopsAccount:
-    if not isinstance(ctx.client, LoopsAccount):
-        raise IntegrationError(
-            f"{ctx.integration}.{ctx.account}: no Loops client is open for this call (got "
-            f"{type(ctx.client).__name__}); a dry run cannot look contacts up without one, so "
-            "name the contact by email or user_id instead of contact_id",
-            code="loops.no_client",
-        )
-    return ctx.client
-
-
-def _send(ctx: CallContext, request: _Request) -> Any:
-    return _account(ctx).client.request(
-        request.method,
-        request.path,
-        params=request.params,
-        json=request.json,
-        idempotency_key=request.idempotency_key,
-        deadline=ctx.deadline,
-    )
-
-
-def _preview(ctx: CallContext, request: _Request) -> dict[str, Any]:
-    """The plan of ``request``. Without the account's client (a dry run that opened none) the
-    base URL is unknown, so ``url`` is the path relative to the account's base URL."""
-    base_url = ctx.client.client.base_url if isinstance(ctx.client, LoopsAccount) else ""
-    return preview_request(
-        base_url,
-        request.method,
-        request.path,
-        params=request.params,
-        json=request.json,
-        idempotency_key=request.idempotency_key,
-    )
-
-
-def _directory(ctx: CallContext) -> ContactDirectory:
-    """The directory, for actions that cannot work without it."""
-    try:
-        return _account(ctx).directory
-    except DirectoryError as exc:
-        raise IntegrationError(exc.args[0], code="loops.directory_unavailable") from exc
-
-
-def _record(ctx: CallContext, contact: Mapping[str, Any], *, replace: bool = False) -> None:
-    """Best effort: the remote call already worked, so a directory failure is only logged."""
-    if not contact.get("id"):
-        return
-    account = _account(ctx)
-    try:
-        account.directory.upsert(account.account_id, contact, replace=replace)
-    except DirectoryError as exc:
-        _log.warning("could not record contact %s: %s", contact.get("id"), exc)
-
-
-def _forget(ctx: CallContext, **identity: str | None) -> None:
-    account = _account(ctx)
-    try:
-        account.directory.remove(account.account_id, **identity)
-    except DirectoryError as exc:
-        _log.warning("could not remove contact from the directory: %s", exc)
-
-
-def _compact(values: Mapping[str, Any]) -> dict[str, Any]:
-    """``values`` without the entries that are None (parameters left out)."""
-    return {k: v for k, v in values.items() if v is not None}
-
-
-def _object(data: Any) -> Mapping[str, Any]:
-    return data if isinstance(data, Mapping) else {}
-
-
-def _items(data: Any) -> list[Mapping[str, Any]]:
-    return [item for item in data if isinstance(item, Mapping)] if isinstance(data, list) else []
-
-
-def _idempotency_key(params: SendEventInput | SendTransactionalEmailInput) -> str:
-    """The caller's key, or one made for this call and kept on it so retries reuse it."""
-    if params.idempotency_key:
-        return params.idempotency_key
-    if params._generated_key is None:
-        params._generated_key = str(uuid.uuid4())
-    return params._generated_key
-
-
-def _unknown_contact_id(contact_id: str) -> IntegrationError:
-    return NotFoundError(
-        f"contact_id {contact_id!r} is not in the local contact directory for this "
-        "account. Ids are known only after this integration created, updated, found or fetched "
-        "the contact; call find_contact with email or user_id to look it up in Loops.",
-        code="loops.unknown_contact_id",
-    )
-
-
-def _resolve(ctx: CallContext, contact_id: str) -> dict[str, Any]:
-    """The contact with this id, fresh from ``/contacts/find``, found through the directory."""
-    account = _account(ctx)
-    stored = _directory(ctx).get(account.account_id, contact_id)
-    if stored is None:
-        raise _unknown_contact_id(contact_id)
-    if stored.get("email"):
-        query = {"email": stored["email"]}
-    elif stored.get("userId"):
-        query = {"userId": stored["userId"]}
-    else:
-        raise _unknown_contact_id(contact_id)
-    found = _items(_send(ctx, _Request("GET", "/contacts/find", params=query)))
-    for contact in found:
-        _record(ctx, contact, replace=True)
-    if not any(contact.get("id") == contact_id for contact in found):
-        _forget(ctx, contact_id=contact_id)
-        raise NotFoundError(
-            f"contact {contact_id!r} is no longer in Loops (no contact has its "
-            f"{next(iter(query))} {next(iter(query.values()))!r} any more); it has been removed "
-            "from the contact directory. Use find_contact to look the person up again.",
-            code="loops.not_found",
-        )
-    return next(dict(contact) for contact in found if contact.get("id") == contact_id)
 
 
 def _action(
@@ -284,13 +66,13 @@ def _action(
     endpoint: str,
     examples: tuple[Example, ...],
     handler: Callable[[CallContext, P], Mapping[str, Any]],
-    build: Callable[[CallContext, P], _Request] | None = None,
+    build: Callable[[CallContext, P], Request] | None = None,
 ) -> Action:
     """An ``Action`` whose plan (for writes) previews the request ``build`` describes."""
 
     def plan(ctx: CallContext, params: Any) -> Mapping[str, Any]:
         assert build is not None
-        return _preview(ctx, build(ctx, params))
+        return preview(ctx, build(ctx, params))
 
     return Action(
         name=name,
@@ -304,314 +86,6 @@ def _action(
         handler=handler,
         plan=plan if build is not None else None,
     )
-
-
-# --- contacts -----------------------------------------------------------------------------
-
-
-def _contact_body(
-    params: CreateContactInput | UpdateContactInput, identity: Mapping[str, Any]
-) -> dict[str, Any]:
-    body = dict(identity)
-    body.update(
-        _compact(
-            {
-                "firstName": params.first_name,
-                "lastName": params.last_name,
-                "source": params.source,
-                "subscribed": params.subscribed,
-                "userGroup": params.user_group,
-            }
-        )
-    )
-    body.update(params.properties or {})
-    if params.mailing_lists is not None:
-        body["mailingLists"] = dict(params.mailing_lists)
-    return body
-
-
-def _build_create_contact(ctx: CallContext, params: CreateContactInput) -> _Request:
-    identity = _compact({"email": params.email, "userId": params.user_id})
-    return _Request("POST", "/contacts/create", json=_contact_body(params, identity))
-
-
-def _create_contact(ctx: CallContext, params: CreateContactInput) -> dict[str, Any]:
-    request = _build_create_contact(ctx, params)
-    data = _object(_send(ctx, request))
-    contact_id = data.get("id")
-    if isinstance(contact_id, str):
-        _record(ctx, {**request.json, "id": contact_id})
-    return {"success": True, "id": contact_id}
-
-
-def _update_identity(ctx: CallContext, params: UpdateContactInput) -> dict[str, Any]:
-    """The email/userId to send: as given, or worked out from the contact behind contact_id."""
-    if params.contact_id is None:
-        return _compact({"email": params.email, "userId": params.user_id})
-    current = _resolve(ctx, params.contact_id)
-    email, user_id = current.get("email"), current.get("userId")
-    new_email = params.email if params.email and params.email != email else None
-    if new_email and email and new_email.lower() == str(email).lower():
-        new_email = None
-    new_user_id = params.user_id if params.user_id and params.user_id != user_id else None
-    if new_email and new_user_id:
-        raise APIError(
-            f"update_contact cannot change both the email and the user_id of contact "
-            f"{params.contact_id!r} at once: Loops finds the contact by one of them. Change "
-            "user_id in one call, then email in another.",
-            code="loops.ambiguous_update",
-        )
-    if new_email:
-        if not user_id:
-            raise APIError(
-                f"contact {params.contact_id!r} has no user_id, and Loops can change a contact's "
-                "email only through its user_id. Set one first with update_contact{contact_id="
-                "..., user_id=...}, then change the email.",
-                code="loops.cannot_change_email",
-            )
-        return {"email": new_email, "userId": user_id}
-    if new_user_id:
-        return {"email": email, "userId": new_user_id}
-    return {"email": email} if email else {"userId": user_id}
-
-
-def _build_update_contact(ctx: CallContext, params: UpdateContactInput) -> _Request:
-    body = _contact_body(params, _update_identity(ctx, params))
-    return _Request("PUT", "/contacts/update", json=body)
-
-
-def _update_contact(ctx: CallContext, params: UpdateContactInput) -> dict[str, Any]:
-    request = _build_update_contact(ctx, params)
-    data = _object(_send(ctx, request))
-    contact_id = data.get("id")
-    if isinstance(contact_id, str):
-        _record(ctx, {**request.json, "id": contact_id})
-    return {"success": True, "id": contact_id}
-
-
-def _lookup_params(
-    params: FindContactInput | CheckContactSuppressionInput | RemoveContactSuppressionInput,
-) -> dict[str, Any]:
-    return _compact({"email": params.email, "userId": params.user_id})
-
-
-def _find_contact(ctx: CallContext, params: FindContactInput) -> dict[str, Any]:
-    found = _items(_send(ctx, _Request("GET", "/contacts/find", params=_lookup_params(params))))
-    for contact in found:
-        _record(ctx, contact, replace=True)
-    contacts = [contact_from_wire(contact) for contact in found]
-    return {"success": True, "contacts": contacts, "contact": contacts[0] if contacts else None}
-
-
-def _get_contact(ctx: CallContext, params: GetContactInput) -> dict[str, Any]:
-    return {"success": True, "contact": contact_from_wire(_resolve(ctx, params.contact_id))}
-
-
-def _list_contacts(ctx: CallContext, params: ListContactsInput) -> dict[str, Any]:
-    account = _account(ctx)
-    try:
-        rows, total = _directory(ctx).page(account.account_id, params.limit, params.offset)
-    except DirectoryError as exc:
-        raise IntegrationError(exc.args[0], code="loops.directory_unavailable") from exc
-    end = params.offset + len(rows)
-    return {
-        "success": True,
-        "contacts": [contact_from_wire(row) for row in rows],
-        "total": total,
-        "limit": params.limit,
-        "offset": params.offset,
-        "has_more": end < total,
-        "next_offset": end if end < total else None,
-    }
-
-
-def _build_delete_contact(ctx: CallContext, params: DeleteContactInput) -> _Request:
-    if params.contact_id is not None:
-        current = _resolve(ctx, params.contact_id)
-        identity = (
-            {"email": current["email"]} if current.get("email") else {"userId": current["userId"]}
-        )
-    else:
-        identity = _compact({"email": params.email, "userId": params.user_id})
-    return _Request("POST", "/contacts/delete", json=identity)
-
-
-def _delete_contact(ctx: CallContext, params: DeleteContactInput) -> dict[str, Any]:
-    request = _build_delete_contact(ctx, params)
-    identity = {"email": request.json.get("email"), "user_id": request.json.get("userId")}
-    try:
-        data = _object(_send(ctx, request))
-    except NotFoundError:
-        _forget(ctx, contact_id=params.contact_id, **identity)  # gone either way
-        raise
-    _forget(ctx, contact_id=params.contact_id, **identity)
-    return {"success": True, "message": data.get("message")}
-
-
-def _suppression(ctx: CallContext, params: CheckContactSuppressionInput) -> dict[str, Any]:
-    request = _Request("GET", "/contacts/suppression", params=_lookup_params(params))
-    data = _object(_send(ctx, request))
-    contact = _object(data.get("contact"))
-    if contact.get("id"):
-        _record(ctx, _compact(dict(contact)))
-    quota = _object(data.get("removalQuota"))
-    return {
-        "success": True,
-        "contact": {
-            "id": contact.get("id"),
-            "email": contact.get("email"),
-            "user_id": contact.get("userId"),
-        }
-        if contact
-        else None,
-        "is_suppressed": data.get("isSuppressed"),
-        "removal_quota": dict(quota) if quota else None,
-    }
-
-
-def _build_remove_suppression(ctx: CallContext, params: RemoveContactSuppressionInput) -> _Request:
-    return _Request("DELETE", "/contacts/suppression", params=_lookup_params(params))
-
-
-def _remove_suppression(ctx: CallContext, params: RemoveContactSuppressionInput) -> dict[str, Any]:
-    data = _object(_send(ctx, _build_remove_suppression(ctx, params)))
-    quota = _object(data.get("removalQuota"))
-    return {
-        "success": True,
-        "message": data.get("message"),
-        "removal_quota": dict(quota) if quota else None,
-    }
-
-
-# --- properties, lists, account -----------------------------------------------------------
-
-
-def _get_current_user(ctx: CallContext, params: GetCurrentUserInput) -> dict[str, Any]:
-    data = _object(_send(ctx, _Request("GET", "/api-key")))
-    return {"success": True, "team_name": data.get("teamName")}
-
-
-def _list_contact_properties(
-    ctx: CallContext, params: ListContactPropertiesInput
-) -> dict[str, Any]:
-    data = _send(ctx, _Request("GET", "/contacts/properties", params={"list": params.list}))
-    properties = [
-        {"key": p.get("key"), "label": p.get("label"), "type": p.get("type")} for p in _items(data)
-    ]
-    return {"success": True, "properties": properties}
-
-
-def _build_create_contact_property(
-    ctx: CallContext, params: CreateContactPropertyInput
-) -> _Request:
-    return _Request("POST", "/contacts/properties", json={"name": params.name, "type": params.type})
-
-
-def _create_contact_property(
-    ctx: CallContext, params: CreateContactPropertyInput
-) -> dict[str, Any]:
-    _send(ctx, _build_create_contact_property(ctx, params))
-    return {"success": True}
-
-
-def _list_mailing_lists(ctx: CallContext, params: ListMailingListsInput) -> dict[str, Any]:
-    lists = [
-        {
-            "id": item.get("id"),
-            "name": item.get("name"),
-            "description": item.get("description"),
-            "is_public": item.get("isPublic"),
-        }
-        for item in _items(_send(ctx, _Request("GET", "/lists")))
-    ]
-    return {"success": True, "mailing_lists": lists}
-
-
-def _list_dedicated_sending_ips(
-    ctx: CallContext, params: ListDedicatedSendingIpsInput
-) -> dict[str, Any]:
-    data = _send(ctx, _Request("GET", "/dedicated-sending-ips"))
-    ips = [ip for ip in data if isinstance(ip, str)] if isinstance(data, list) else []
-    return {"success": True, "ips": ips}
-
-
-# --- sending ------------------------------------------------------------------------------
-
-
-def _build_send_event(ctx: CallContext, params: SendEventInput) -> _Request:
-    body: dict[str, Any] = {"eventName": params.event_name}
-    body.update(_compact({"email": params.email, "userId": params.user_id}))
-    body.update(params.contact_properties or {})
-    if params.properties is not None:
-        body["eventProperties"] = dict(params.properties)
-    if params.mailing_lists is not None:
-        body["mailingLists"] = dict(params.mailing_lists)
-    return _Request("POST", "/events/send", json=body, idempotency_key=_idempotency_key(params))
-
-
-def _sent(ctx: CallContext, request: _Request) -> dict[str, Any]:
-    data = _object(_send(ctx, request))
-    return {
-        "success": True,
-        "idempotency_key": request.idempotency_key,
-        "deduplicated": bool(data.get("deduplicated")),
-    }
-
-
-def _send_event(ctx: CallContext, params: SendEventInput) -> dict[str, Any]:
-    return _sent(ctx, _build_send_event(ctx, params))
-
-
-def _build_send_transactional_email(
-    ctx: CallContext, params: SendTransactionalEmailInput
-) -> _Request:
-    body: dict[str, Any] = {"transactionalId": params.transactional_id, "email": params.email}
-    if params.add_to_audience is not None:
-        body["addToAudience"] = params.add_to_audience
-    if params.data_variables is not None:
-        body["dataVariables"] = dict(params.data_variables)
-    if params.attachments is not None:
-        body["attachments"] = [
-            {"filename": a.filename, "contentType": a.content_type, "data": a.data}
-            for a in params.attachments
-        ]
-    return _Request("POST", "/transactional", json=body, idempotency_key=_idempotency_key(params))
-
-
-def _send_transactional_email(
-    ctx: CallContext, params: SendTransactionalEmailInput
-) -> dict[str, Any]:
-    return _sent(ctx, _build_send_transactional_email(ctx, params))
-
-
-def _list_transactional_emails(
-    ctx: CallContext, params: ListTransactionalEmailsInput
-) -> dict[str, Any]:
-    query = _compact({"perPage": str(params.per_page), "cursor": params.cursor})
-    data = _object(_send(ctx, _Request("GET", "/transactional", params=query)))
-    emails = [
-        {
-            "id": item.get("id"),
-            "name": item.get("name"),
-            "last_updated": item.get("lastUpdated"),
-            "data_variables": [v for v in item.get("dataVariables") or [] if isinstance(v, str)],
-        }
-        for item in _items(data.get("data"))
-    ]
-    page = _object(data.get("pagination"))
-    pagination = {
-        "total_results": page.get("totalResults"),
-        "returned_results": page.get("returnedResults"),
-        "per_page": page.get("perPage"),
-        "total_pages": page.get("totalPages"),
-        "next_cursor": page.get("nextCursor"),
-        "next_page": page.get("nextPage"),
-    }
-    return {
-        "success": True,
-        "transactional_emails": emails,
-        "pagination": pagination if page else None,
-    }
 
 
 # --- declarations -------------------------------------------------------------------------
@@ -653,7 +127,7 @@ ACTIONS: tuple[Action, ...] = (
                 ),
             ),
         ),
-        handler=_get_current_user,
+        handler=h.get_current_user,
     ),
     _action(
         "create_contact",
@@ -697,8 +171,8 @@ ACTIONS: tuple[Action, ...] = (
                 ),
             ),
         ),
-        handler=_create_contact,
-        build=_build_create_contact,
+        handler=h.create_contact,
+        build=h.build_create_contact,
     ),
     _action(
         "update_contact",
@@ -736,8 +210,8 @@ ACTIONS: tuple[Action, ...] = (
                 ),
             ),
         ),
-        handler=_update_contact,
-        build=_build_update_contact,
+        handler=h.update_contact,
+        build=h.build_update_contact,
     ),
     _action(
         "find_contact",
@@ -760,7 +234,7 @@ ACTIONS: tuple[Action, ...] = (
                 ),
             ),
         ),
-        handler=_find_contact,
+        handler=h.find_contact,
     ),
     _action(
         "get_contact",
@@ -786,7 +260,7 @@ ACTIONS: tuple[Action, ...] = (
                 ),
             ),
         ),
-        handler=_get_contact,
+        handler=h.get_contact,
     ),
     _action(
         "list_contacts",
@@ -817,7 +291,7 @@ ACTIONS: tuple[Action, ...] = (
                 ),
             ),
         ),
-        handler=_list_contacts,
+        handler=h.list_contacts,
     ),
     _action(
         "delete_contact",
@@ -842,8 +316,8 @@ ACTIONS: tuple[Action, ...] = (
                 ),
             ),
         ),
-        handler=_delete_contact,
-        build=_build_delete_contact,
+        handler=h.delete_contact,
+        build=h.build_delete_contact,
     ),
     _action(
         "list_contact_properties",
@@ -865,7 +339,7 @@ ACTIONS: tuple[Action, ...] = (
                 ),
             ),
         ),
-        handler=_list_contact_properties,
+        handler=h.list_contact_properties,
     ),
     _action(
         "create_contact_property",
@@ -888,8 +362,8 @@ ACTIONS: tuple[Action, ...] = (
                 ),
             ),
         ),
-        handler=_create_contact_property,
-        build=_build_create_contact_property,
+        handler=h.create_contact_property,
+        build=h.build_create_contact_property,
     ),
     _action(
         "list_mailing_lists",
@@ -910,7 +384,7 @@ ACTIONS: tuple[Action, ...] = (
                 ),
             ),
         ),
-        handler=_list_mailing_lists,
+        handler=h.list_mailing_lists,
     ),
     _action(
         "send_event",
@@ -946,8 +420,8 @@ ACTIONS: tuple[Action, ...] = (
                 ),
             ),
         ),
-        handler=_send_event,
-        build=_build_send_event,
+        handler=h.send_event,
+        build=h.build_send_event,
     ),
     _action(
         "send_transactional_email",
@@ -986,8 +460,8 @@ ACTIONS: tuple[Action, ...] = (
                 ),
             ),
         ),
-        handler=_send_transactional_email,
-        build=_build_send_transactional_email,
+        handler=h.send_transactional_email,
+        build=h.build_send_transactional_email,
     ),
     _action(
         "list_transactional_emails",
@@ -1008,7 +482,7 @@ ACTIONS: tuple[Action, ...] = (
                 ),
             ),
         ),
-        handler=_list_transactional_emails,
+        handler=h.list_transactional_emails,
     ),
     _action(
         "check_contact_suppression",
@@ -1032,7 +506,7 @@ ACTIONS: tuple[Action, ...] = (
                 ),
             ),
         ),
-        handler=_suppression,
+        handler=h.suppression,
     ),
     _action(
         "remove_contact_suppression",
@@ -1059,8 +533,8 @@ ACTIONS: tuple[Action, ...] = (
                 ),
             ),
         ),
-        handler=_remove_suppression,
-        build=_build_remove_suppression,
+        handler=h.remove_suppression,
+        build=h.build_remove_suppression,
     ),
     _action(
         "list_dedicated_sending_ips",
@@ -1081,6 +555,6 @@ ACTIONS: tuple[Action, ...] = (
                 ),
             ),
         ),
-        handler=_list_dedicated_sending_ips,
+        handler=h.list_dedicated_sending_ips,
     ),
 )

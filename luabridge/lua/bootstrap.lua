@@ -9,6 +9,10 @@
 -- the hook raises in every script frame and every wrapper that can catch an error (pcall,
 -- xpcall, coroutine.resume/wrap, gsub callbacks) re-raises it, so a script cannot swallow it.
 
+-- The encoder (json.lua) and the app namespace (app.lua) are separate chunks, passed in as
+-- bytecode by sandbox.py and loaded here, after the clean-up below.
+local json_code, app_code = ...
+
 local jit = jit
 if jit then jit.off(); jit.flush() end
 
@@ -38,6 +42,9 @@ do
   end
   python = nil
 end
+
+local make_encoder = assert(loadstring(json_code, "=json.lua"))()
+local make_app = assert(loadstring(app_code, "=app.lua"))()
 
 local SCRIPT_SOURCE = "@script.lua"
 local STEP = 1000                       -- instructions between two hook calls
@@ -115,179 +122,11 @@ return function(host)
   local array_mt = {__metatable = "app.array"}
   local object_mt = {__metatable = "app.object"}
 
+
   ---------------------------------------------------------------------------
-  -- Lua -> JSON text, with raw access only and budgets. Raises error(ENCODE_FAIL) after
-  -- setting fail_kind/fail_msg, so callers use a protected call.
-  local ENCODE_FAIL = {}
-  local fail_kind, fail_msg
-  local ESC = {['"'] = '\\"', ['\\'] = '\\\\', ['\b'] = '\\b', ['\f'] = '\\f', ['\n'] = '\\n', ['\r'] = '\\r', ['\t'] = '\\t'}
-  for i = 0, 31 do local c = schar(i); if not ESC[c] then ESC[c] = sformat("\\u%04x", i) end end
-  ESC[schar(127)] = "\\u007f"
+  -- Lua -> JSON text (json.lua): raw access only, with budgets.
+  local _, try_encode = make_encoder(null, max_depth, is_memory_error, function() return tripped, tripped_msg end)
 
-  local function utf8_ok(s)
-    if not sfind(s, "[\128-\255]") then return true end
-    local i, n = 1, #s
-    while i <= n do
-      local c = sbyte(s, i)
-      if c < 0x80 then i = i + 1
-      elseif c >= 0xC2 and c <= 0xDF then
-        local c2 = sbyte(s, i + 1)
-        if not c2 or c2 < 0x80 or c2 > 0xBF then return false end
-        i = i + 2
-      elseif c >= 0xE0 and c <= 0xEF then
-        local c2, c3 = sbyte(s, i + 1, i + 2)
-        if not c3 or c2 < 0x80 or c2 > 0xBF or c3 < 0x80 or c3 > 0xBF then return false end
-        if (c == 0xE0 and c2 < 0xA0) or (c == 0xED and c2 > 0x9F) then return false end
-        i = i + 3
-      elseif c >= 0xF0 and c <= 0xF4 then
-        local c2, c3, c4 = sbyte(s, i + 1, i + 3)
-        if not c4 or c2 < 0x80 or c2 > 0xBF or c3 < 0x80 or c3 > 0xBF or c4 < 0x80 or c4 > 0xBF then return false end
-        if (c == 0xF0 and c2 < 0x90) or (c == 0xF4 and c2 > 0x8F) then return false end
-        i = i + 4
-      else
-        return false
-      end
-    end
-    return true
-  end
-
-  local function encode(root, what, budget)
-    local buf, nbuf, size = {}, 0, 0
-    local path, visiting = {}, {}
-
-    local function where()
-      local parts = {what}
-      local n = #path
-      for i = 1, n do
-        if n > 12 and i == 7 then parts[#parts + 1] = "..." end
-        if n > 12 and i > 6 and i <= n - 4 then goto continue end
-        local k = path[i]
-        if type(k) == "number" then parts[#parts + 1] = sformat("[%d]", k)
-        else parts[#parts + 1] = "." .. k end
-        ::continue::
-      end
-      return tconcat(parts)
-    end
-    local function fail(kind, msg)
-      fail_kind, fail_msg = kind, msg .. " (at " .. where() .. ")"
-      error(ENCODE_FAIL, 0)
-    end
-    local function emit(s)
-      size = size + #s
-      if size > budget then
-        fail(what == "result" and "ResultLimitError" or "ValidationError",
-          sformat("%s is larger than the limit of %d bytes", what, budget))
-      end
-      nbuf = nbuf + 1; buf[nbuf] = s
-    end
-    local function str(s)
-      -- The size check comes first: validating a 50 MB string would take seconds of trusted
-      -- code, where the hook does not raise.
-      if size + #s + 2 > budget then emit(s) end
-      if not utf8_ok(s) then fail("ValidationError", "string is not valid UTF-8") end
-      if sfind(s, '[%c"\\\127]') then s = sgsub(s, '[%c"\\\127]', ESC) end
-      emit('"'); emit(s); emit('"')
-    end
-
-    -- Most strings are ASCII without control characters, quotes or backslashes: one search
-    -- tells, and they need neither UTF-8 validation nor escaping, only one budget check.
-    -- `close` is what follows the closing quote (a key's colon). False means: use str().
-    local function plain(s, close)
-      if sfind(s, '[%z\1-\31"\\\127-\255]') then return false end
-      local grown = size + #s + 1 + #close
-      if grown > budget then return false end
-      size = grown
-      local n = nbuf
-      buf[n + 1] = '"'; buf[n + 2] = s; buf[n + 3] = close
-      nbuf = n + 3
-      return true
-    end
-
-    local value
-    function value(v, depth)
-      local t = type(v)
-      if t == "string" then if not plain(v, '"') then str(v) end
-      elseif t == "number" then
-        if v ~= v then fail("ValidationError", "NaN cannot be converted; use a number or app.null")
-        elseif v == mhuge or v == -mhuge then fail("ValidationError", "infinity cannot be converted; use a finite number")
-        elseif v == mfloor(v) and v >= -9007199254740992 and v <= 9007199254740992 then emit(sformat("%.0f", v))
-        else
-          -- %.17g writes some integral floats past 2^53 without a point; keep them floats.
-          local s = sformat("%.17g", v)
-          if not sfind(s, "[.eEn]") then s = s .. ".0" end
-          emit(s)
-        end
-      elseif t == "boolean" then emit(v and "true" or "false")
-      elseif t == "nil" then emit("null")
-      elseif t == "table" then
-        if rawequal(v, null) then emit("null"); return end
-        if depth >= max_depth then fail("ValidationError", sformat("tables are nested deeper than %d levels", max_depth)) end
-        if visiting[v] then fail("ValidationError", "table contains itself (a cycle); pass a copy without the loop") end
-        local mt = getmetatable(v)
-        local shape
-        if mt == nil then shape = nil
-        elseif mt == "app.array" then shape = "array"
-        elseif mt == "app.object" then shape = "object"
-        else fail("ValidationError", "table has a metatable; only plain tables (and app.array / app.object) can be converted") end
-        visiting[v] = true
-        local n, count, has_str, has_other = 0, 0, false, nil
-        for k in next, v do
-          count = count + 1
-          local kt = type(k)
-          if kt == "string" then has_str = true
-          elseif kt == "number" and k >= 1 and k == mfloor(k) then if k > n then n = k end
-          else has_other = k end
-        end
-        if has_other ~= nil then
-          fail("ValidationError", sformat("table has a %s key; keys must be strings (objects) or 1..n (arrays)", type(has_other)))
-        end
-        if shape == nil then shape = (count == 0 or not has_str) and "array" or "object" end
-        if shape == "array" then
-          if has_str then fail("ValidationError", "table mixes string keys and array items; use one or the other") end
-          if n ~= count then fail("ValidationError", sformat("array has holes (%d items, highest index %d); use app.null for empty slots", count, n)) end
-          emit("[")
-          for i = 1, n do
-            if i > 1 then emit(",") end
-            path[#path + 1] = i
-            value(rawget(v, i), depth + 1)
-            path[#path] = nil
-          end
-          emit("]")
-        else
-          if count ~= 0 and n > 0 then fail("ValidationError", "table mixes string keys and array items; use one or the other") end
-          emit("{")
-          local first = true
-          for k, x in next, v do
-            if not first then emit(",") end
-            first = false
-            if not plain(k, '":') then
-              if sfind(k, "%z") then fail("ValidationError", "key contains a NUL byte") end
-              str(k); emit(":")
-            end
-            path[#path + 1] = k
-            value(x, depth + 1)
-            path[#path] = nil
-          end
-          emit("}")
-        end
-        visiting[v] = nil
-      else
-        fail("ValidationError", sformat("a %s cannot be converted; pass strings, numbers, booleans, tables or app.null", t))
-      end
-    end
-    value(root, 0)
-    return tconcat(buf)
-  end
-
-  -- Protected encode: returns true, text or false, kind, message.
-  local function try_encode(v, what, budget)
-    local r = pack(pcall(encode, v, what, budget))
-    if tripped then return false, tripped, tripped_msg end
-    if r[1] then return true, r[2] end
-    if r[2] == ENCODE_FAIL then return false, fail_kind, fail_msg end
-    if is_memory_error(r[2]) then return false, "MemoryError", "memory limit reached while converting " .. what end
-    return false, "RuntimeError", tostring(r[2])
-  end
 
   ---------------------------------------------------------------------------
   -- The sandbox's versions of functions that can catch errors or recurse in C.
@@ -375,28 +214,6 @@ return function(host)
   smt.__index = s_string
   smt.__metatable = false
 
-  ---------------------------------------------------------------------------
-  -- The `app` table: namespaces, markers, help, JSON.
-  local function readonly(name, index, tostr)
-    if type(index) == "table" then
-      -- A fixed table of fields: reading any other name is a mistake worth an error.
-      local fields, names = index, {}
-      for k in next, fields do names[#names + 1] = k end
-      tsort(names)
-      local known = tconcat(names, ", ")
-      index = function(_, k)
-        local v = fields[k]
-        if v == nil then error(sformat("%s has no field '%s' (it has: %s)", name, tostring(k), known), 2) end
-        return v
-      end
-    end
-    return setmetatable({}, {
-      __index = index,
-      __newindex = function(_, k) error(sformat("%s is read-only (cannot set '%s')", name, tostring(k)), 2) end,
-      __tostring = tostr,
-      __metatable = false,
-    })
-  end
 
   -- Errors raised for the script carry the error type the host told us.
   -- The script's source, for guess_line.
@@ -437,114 +254,10 @@ return function(host)
     raise(b or "RuntimeError", a, 2)
   end
 
-  local function make_binding(iname, account, aname)
-    local label = iname .. "." .. aname
-    return function(params, ...)
-      if select("#", ...) > 0 then
-        raise("ValidationError", sformat("%s: takes one table of named parameters, got %d arguments", label, select("#", ...) + 1), 2, aname)
-      end
-      if params == nil then params = {} end
-      if type(params) ~= "table" or rawequal(params, null) then
-        raise("ValidationError", sformat("%s: expected one table of named parameters, got a %s; call it as %s({...})", label, type(params), label), 2, aname)
-      end
-      local ok, text_or_kind, msg = try_encode(params, "params", max_args)
-      if not ok then
-        if text_or_kind ~= "ValidationError" and text_or_kind ~= "RuntimeError" then trip(text_or_kind, msg) end
-        raise("ValidationError", label .. ": " .. msg, 2, aname)
-      end
-      local status, a, b = service("call", iname, account, aname, text_or_kind)
-      service("restore")
-      if status == OK then return a end
-      if status == LIMIT then trip(b, a) end
-      raise(b or "RuntimeError", a, 2, aname)
-    end
-  end
-
-  local function account_table(iname, account, actions)
-    local cache = {}
-    return readonly(sformat("app.integrations.%s.%s", iname, account), function(_, k)
-      local b = cache[k]
-      if b then return b end
-      if type(k) == "string" and actions[k] then
-        b = make_binding(iname, account, k)
-        cache[k] = b
-        return b
-      end
-      raise("RuntimeError", service("explain", iname, account, tostring(k)), 2)
-    end, function() return sformat("<%s account '%s': call app.help('%s') for its actions>", iname, account, iname) end)
-  end
-
-  local integrations_cache = {}
-  local function integration_table(iname, spec)
-    local actions = {}
-    for _, a in ipairs(spec.actions) do actions[a] = true end
-    local accounts = {}
-    for _, acc in ipairs(spec.accounts) do accounts[acc] = account_table(iname, acc, actions) end
-    local default = spec.default and accounts[spec.default]
-    return readonly("app.integrations." .. iname, function(_, k)
-      local acc = accounts[k]
-      if acc then return acc end
-      if k == "default" and default then return default end
-      if type(k) == "string" and actions[k] and default then return default[k] end
-      raise("RuntimeError", service("explain", iname, nil, tostring(k)), 2)
-    end, function() return spec.summary end)
-  end
-
-  local integrations = readonly("app.integrations", function(_, k)
-    local t = integrations_cache[k]
-    if t then return t end
-    local spec = type(k) == "string" and call_host("spec", k)
-    if spec then
-      t = integration_table(k, spec)
-      integrations_cache[k] = t
-      return t
-    end
-    raise("RuntimeError", service("explain", tostring(k), nil, nil), 2)
-  end, function() return "<app.integrations: call app.help() to list them>" end)
-
-  local function mark(mt, what)
-    return function(t)
-      if t == nil then t = {} end
-      if type(t) ~= "table" or rawequal(t, null) then error(sformat("app.%s: expected a table, got a %s", what, type(t)), 2) end
-      if getmetatable(t) ~= nil and getmetatable(t) ~= "app.array" and getmetatable(t) ~= "app.object" then
-        error(sformat("app.%s: table already has a metatable", what), 2)
-      end
-      return setmetatable(t, mt)
-    end
-  end
-
-  local function text_arg(fname, v, optional)
-    if v == nil and optional then return nil end
-    if type(v) ~= "string" then error(sformat("app.%s: expected a string, got a %s", fname, type(v)), 3) end
-    return v
-  end
-
-  local app_json = readonly("app.json", {
-    encode = function(v)
-      local ok, text, msg = try_encode(v, "value", max_result)
-      if not ok then
-        if text ~= "ValidationError" and text ~= "ResultLimitError" and text ~= "RuntimeError" then trip(text, msg) end
-        raise("ValidationError", "app.json.encode: " .. msg, 2)
-      end
-      return text
-    end,
-    decode = function(s)
-      text_arg("json.decode", s)
-      return call_host("json_decode", s)
-    end,
-  }, function() return "<app.json: encode(value), decode(text)>" end)
-
-  local app = readonly("app", {
-    integrations = integrations,
-    null = null,
-    array = mark(array_mt, "array"),
-    object = mark(object_mt, "object"),
-    json = app_json,
-    help = function(topic) return call_host("help", text_arg("help", topic, true)) end,
-    schema = function(name) return call_host("schema", text_arg("schema", name)) end,
-    accounts = function(name) return call_host("accounts", text_arg("accounts", name)) end,
-  }, function() return "<app: integrations, help, schema, accounts, null, array, object, json>" end)
-
+  local app = make_app({
+    service = service, trip = trip, raise = raise, call_host = call_host, try_encode = try_encode,
+    null = null, array_mt = array_mt, object_mt = object_mt, max_args = max_args, max_result = max_result,
+  })
 
   ---------------------------------------------------------------------------
   -- The script environment: an allow-list. Reading a name that is not defined raises.

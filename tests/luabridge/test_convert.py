@@ -163,7 +163,7 @@ def test_result_userdata_refused() -> None:
         spec: dict[str, Any] = {}  # noqa: RUF012 - a test double, never mutated
 
     session = _Session(Host(), Limits())  # type: ignore[arg-type]
-    prepare = session.lua.execute(_bootstrap_source())
+    prepare = session.lua.execute(*_bootstrap_source())
     runner, *_ = prepare(session.host_table(time.monotonic() + 5))
     status, kind, message, *_ = runner(b"local u = ... return {u}", object())
     assert (status, kind) == (b"error", b"ValidationError")

@@ -27,13 +27,13 @@ from luabridge import (
     ConfigError,
     Example,
     Integration,
-    worker as worker_module,
+    pool as worker_module,
 )
 from luabridge.action import Action
 from luabridge.errors import ERROR_TYPES
 from luabridge.limits import Limits
+from luabridge.pool import WorkerPool
 from luabridge.sandbox import Reply
-from luabridge.worker import WorkerPool
 
 
 def _fixtures() -> ModuleType:

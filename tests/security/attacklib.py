@@ -28,7 +28,7 @@ import pytest
 
 from luabridge import Bridge
 from luabridge.errors import ERROR_TYPES
-from luabridge.worker import WorkerPool
+from luabridge.pool import WorkerPool
 
 if TYPE_CHECKING:
     from integrations.loops.emulator import EmulatorServer

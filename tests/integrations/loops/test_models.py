@@ -16,7 +16,7 @@ import pytest
 from pydantic import ValidationError
 
 import integrations.loops as pack
-from integrations.loops import actions as actions_module, models
+from integrations.loops import account as account_module, actions as actions_module, models
 from integrations.loops.actions import LoopsAccount, open_account
 from integrations.loops.emulator.seed import (
     ADA_CONTACT_ID,
@@ -138,7 +138,7 @@ def test_directory_backed_actions_say_so() -> None:
     assert ACTIONS["get_contact"].endpoint.startswith("contact directory")
 
 
-@pytest.mark.parametrize("module", [pack, models, actions_module])
+@pytest.mark.parametrize("module", [pack, models, actions_module, account_module])
 def test_all_sorted_and_complete(module: Any) -> None:
     exported = module.__all__
     assert exported == sorted(exported, key=lambda n: (not n.isupper(), n))

@@ -1,0 +1,115 @@
+"""The ``luabridge`` command line: run scripts, read the docs, call one action, serve the emulator.
+
+It is a thin layer over :class:`luabridge.Bridge` (runs, docs, schemas, accounts) and the Loops
+emulator (``integrations.loops.emulator``). Exit codes: 0 success, 1 the script or action
+failed, 2 usage or configuration error. ``--json`` prints exactly one JSON document on standard
+output; everything meant for people (errors, hints) goes to standard error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from luabridge import __version__
+from luabridge.cli.options import (
+    EMULATOR_ACCOUNTS,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    UsageProblem,
+)
+from luabridge.cli.render import dumps
+
+__all__ = [
+    "EMULATOR_ACCOUNTS",
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "UsageProblem",
+    "cli",
+    "main",
+]
+
+
+def _usage_envelope(command: str | None, message: str) -> dict[str, Any]:
+    """What ``--json`` prints for a usage error, shaped like the command's normal output."""
+    error = {"type": "UsageError", "message": message}
+    if command == "call":
+        return {"data": None, "meta": {"executionId": None}, "error": error}
+    if command == "run":
+        return {
+            "ok": False,
+            "result": None,
+            "error": {**error, "line": None},
+            "output": "",
+            "calls": [],
+            "meta": {"executionId": None, "durationMs": None},
+        }
+    return {"ok": False, "error": error}
+
+
+class _Group(click.Group):
+    """The command group, which also reports usage errors as JSON where JSON was asked for.
+
+    Under ``--json`` (and for ``call``, whose output is always JSON) a usage error is also a
+    JSON document on standard output, with ``error.type`` ``UsageError``: a program that asked
+    for JSON always gets exactly one document to parse, and the human message still goes to
+    standard error with exit code 2.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        raw = list(ctx.meta.get("luabridge.args", ()))
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as exc:
+            command = next((a for a in raw if not a.startswith("-")), None)
+            if exc.exit_code == EXIT_USAGE and ("--json" in raw or command == "call"):
+                click.echo(dumps(_usage_envelope(command, exc.format_message())))
+            raise
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        raw = list(args)
+        ctx = super().make_context(info_name, args, parent=parent, **extra)
+        ctx.meta["luabridge.args"] = raw
+        return ctx
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="luabridge")
+def cli() -> None:
+    """Run sandboxed Lua scripts against SaaS APIs (Loops), read their docs, call actions.
+
+    Exit codes: 0 success, 1 the script or action failed, 2 usage or configuration error.
+    """
+
+
+def _register() -> None:
+    from luabridge.cli import commands
+
+    for command in (
+        commands.run,
+        commands.docs,
+        commands.schema,
+        commands.actions,
+        commands.accounts,
+        commands.call,
+        commands.emulator,
+    ):
+        cli.add_command(command)
+
+
+_register()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The console script ``luabridge``."""
+    cli.main(args=None if argv is None else list(argv), prog_name="luabridge")

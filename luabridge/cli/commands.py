@@ -1,0 +1,385 @@
+"""The core commands: run, docs, schema, actions, accounts, call and emulator."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from luabridge.cli.options import (
+    CHUNK_PREFIX,
+    EXIT_FAILED,
+    EXIT_OK,
+    NO_ACCOUNT_HINT,
+    UsageProblem,
+    allow_option,
+    command_bridge,
+    configured_bridge,
+    fail,
+    guard,
+    integration_of,
+    json_value,
+    limits_option,
+    policy_options,
+)
+from luabridge.cli.render import dumps, report_error, summary
+
+if TYPE_CHECKING:
+    from luabridge.action import Integration
+    from luabridge.bridge import Bridge
+
+
+__all__ = [
+    "accounts",
+    "actions",
+    "call",
+    "docs",
+    "emulator",
+    "run",
+    "schema",
+]
+
+
+@click.command()
+@click.argument("script", metavar="FILE|-")
+@click.option(
+    "--input",
+    "input_",
+    metavar="JSON|@file",
+    help="The script's input (its first argument, `local input = ...`).",
+)
+@policy_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON envelope and nothing else.")
+def run(
+    script: str,
+    input_: str | None,
+    allow: tuple[str, ...],
+    dry_run: bool,
+    timeout: float | None,
+    memory: int | None,
+    max_calls: int | None,
+    config: str | None,
+    emulator: bool,
+    isolation: str,
+    as_json: bool,
+) -> None:
+    """Run a Lua script (FILE, or - for standard input).
+
+    \b
+    Examples:
+      luabridge run docs/examples/onboarding.lua --emulator --allow write
+      echo 'return app.help()' | luabridge run -
+    """
+    if script == "-":
+        source = sys.stdin.read()
+        label = "<stdin>"
+    else:
+        try:
+            source = Path(script).read_text(encoding="utf-8")
+        except OSError as exc:
+            fail(f"cannot read script {script!r}: {exc.strerror or exc}")
+        label = script
+    if script == "-" and input_ == "@-":
+        fail("--input @- and a script read from - cannot both use standard input")
+    value = json_value(input_, "'--input'")
+    effects = allow_option(allow)
+    with command_bridge(config, isolation, emulator) as bridge:
+        with guard():
+            result = bridge.run(
+                source,
+                value,
+                allow=effects,
+                dry_run=dry_run,
+                limits=limits_option(timeout, memory, max_calls),
+            )
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+    else:
+        shown = result.output
+        if result.output:
+            click.echo(result.output, nl=not result.output.endswith("\n"))
+        if result.ok and result.value is not None:
+            shown = dumps(result.value)
+            click.echo(shown)
+        lines = summary(result.calls)
+        for line in lines[0 if shown else 1 :]:
+            click.echo(line)
+    report_error(result, source, label)
+    sys.exit(EXIT_OK if result.ok else EXIT_FAILED)
+
+
+@click.command()
+@click.argument("topic", required=False, metavar="[INTEGRATION[.ACTION]]")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["markdown", "json", "luals"]),
+    default="markdown",
+    show_default=True,
+    help="Markdown reference, JSON schemas, or LuaLS type stubs.",
+)
+@click.option("--config", type=click.Path(dir_okay=False), metavar="FILE", help="Config file.")
+def docs(topic: str | None, fmt: str, config: str | None) -> None:
+    """The Lua API reference (the same text as app.help inside a script).
+
+    \b
+    Examples:
+      luabridge docs                      the integrations and their actions
+      luabridge docs loops                the whole Loops reference
+      luabridge docs loops.send_event     one action
+      luabridge docs loops --format luals LuaLS stubs for editors
+    """
+    from luabridge.docs import help_text, render_luals, render_schema_bundle
+
+    with configured_bridge(config, "inprocess") as bridge:
+        accounts: dict[str, Sequence[str]] = {n: sorted(a) for n, a in bridge.accounts.items()}
+        if topic is None:
+            integs = list(bridge.integrations.values())
+            if fmt == "markdown":
+                text = help_text(bridge.integrations, accounts, None)
+            elif fmt == "json":
+                text = dumps({i.name: render_schema_bundle(i) for i in integs}) + "\n"
+            else:
+                text = render_luals(integs, accounts)
+        else:
+            name, _, action = topic.partition(".")
+            integration_of(bridge, name)
+            with guard():
+                text = bridge.docs(name, action or None, format=fmt)
+    click.echo(text, nl=not text.endswith("\n"))
+
+
+@click.command()
+@click.argument("integration", metavar="INTEGRATION")
+@click.option("--action", metavar="NAME", help="The action whose schemas to print.")
+def schema(integration: str, action: str | None) -> None:
+    """Input and output JSON schema of one action: luabridge schema loops --action NAME."""
+    with configured_bridge(None, "inprocess") as bridge:
+        integ = integration_of(bridge, integration)
+        if not action:
+            fail(
+                f"missing --action NAME; actions of {integration}: {', '.join(integ.action_names)}"
+            )
+        with guard():
+            data = bridge.schema(integration, action)
+    click.echo(dumps(data))
+
+
+@click.command()
+@click.argument("integration", required=False, metavar="[INTEGRATION]")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+def actions(integration: str | None, as_json: bool) -> None:
+    """Every action: name, effect tag and one-line summary."""
+    with configured_bridge(None, "inprocess") as bridge:
+        if integration is not None:
+            integration_of(bridge, integration)
+        rows = bridge.actions(integration)
+    if as_json:
+        click.echo(dumps(rows))
+        return
+    width = max((len(r["integration"]) + len(r["action"]) + 1 for r in rows), default=0)
+    for row in rows:
+        name = f"{row['integration']}.{row['action']}"
+        click.echo(f"{name:<{width}}  {row['effect']:<11}  {row['summary']}")
+
+
+@click.command()
+@click.option("--config", type=click.Path(dir_okay=False), metavar="FILE", help="Config file.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+def accounts(config: str | None, as_json: bool) -> None:
+    """Configured accounts and whether each has a key (the key itself is never shown)."""
+    with configured_bridge(config, "inprocess") as bridge:
+        rows = bridge.account_info()
+    if as_json:
+        click.echo(dumps(rows))
+        return
+    if not rows:
+        click.echo(
+            "No accounts are configured. Set LOOPS_API_KEY for the default account and "
+            "LOOPS_API_KEY_<NAME> for named ones, or name them in luabridge.toml."
+        )
+        return
+    header = ("INTEGRATION", "ACCOUNT", "DEFAULT", "KEY", "KEY FROM", "BASE URL")
+    table = [header] + [
+        (
+            r["integration"],
+            r["account"],
+            "yes" if r["default"] else "",
+            "present" if r["has_key"] else "MISSING",
+            r["key_source"] or "-",
+            r["base_url"],
+        )
+        for r in rows
+    ]
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
+    for row in table:
+        click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    missing = [r for r in rows if not r["has_key"]]
+    for r in missing:
+        click.echo(
+            f"{r['integration']} account '{r['account']}' has no key; set "
+            f"{r['key_source'] or 'its api_key_env variable'}",
+            err=True,
+        )
+
+
+_CALL_SOURCE = """\
+local call = ...
+local namespace = app.integrations[call.integration]
+if call.account then namespace = namespace[call.account] end
+return namespace[call.action](call.params)
+"""
+
+
+def _check_call_account(bridge: Bridge, integ: Integration, account: str | None) -> None:
+    from luabridge.dispatch import suggest
+
+    configured = bridge.accounts[integ.name]
+    if not configured:
+        fail(f"no {integ.title} account is configured; {NO_ACCOUNT_HINT}")
+    name = account or bridge.default_accounts.get(integ.name)
+    if name is None:
+        fail(
+            f"no default {integ.title} account; pass --account NAME "
+            f"(configured: {', '.join(sorted(configured))})"
+        )
+    settings = configured.get(name)
+    if settings is None:
+        fail(
+            f"{integ.name} account '{name}' is not configured{suggest(name, configured)}; "
+            f"configured: {', '.join(sorted(configured))}"
+        )
+    if not settings.has_key:
+        suffix = "" if name == "default" else f"_{name.upper()}"
+        where = settings.key_source or f"{integ.env_prefix}_API_KEY{suffix}"
+        fail(f"{integ.name} account '{name}' has no API key; set {where}")
+
+
+@click.command()
+@click.argument("integration", metavar="INTEGRATION")
+@click.option("--action", required=True, metavar="NAME", help="The action to call.")
+@click.option(
+    "--data", metavar="JSON|@file", help="The action's parameters as a JSON object (default {})."
+)
+@click.option("--account", metavar="A", help="The account to use (default: the default account).")
+@policy_options
+def call(
+    integration: str,
+    action: str,
+    data: str | None,
+    account: str | None,
+    allow: tuple[str, ...],
+    dry_run: bool,
+    timeout: float | None,
+    memory: int | None,
+    max_calls: int | None,
+    config: str | None,
+    emulator: bool,
+    isolation: str,
+) -> None:
+    """Call one action and print {"data": <result>, "meta": {"executionId": ...}}.
+
+    Exit code 1 when the result has success = false.
+
+    \b
+    Example:
+      luabridge call loops --action find_contact --data '{"email": "ada@example.com"}'
+    """
+    params = json_value(data, "'--data'")
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise click.BadParameter(
+            f"must be a JSON object of parameters, got {type(params).__name__}; "
+            'e.g. \'{"email": "ada@example.com"}\'',
+            param_hint="'--data'",
+        )
+    effects = allow_option(allow)
+    with command_bridge(config, isolation, emulator) as bridge:
+        from luabridge.dispatch import suggest
+
+        integ = integration_of(bridge, integration)
+        if integ.action(action) is None:
+            fail(
+                f"unknown action '{integration}.{action}'{suggest(action, integ.action_names)}; "
+                f"actions: {', '.join(integ.action_names)} (see luabridge actions {integration})"
+            )
+        _check_call_account(bridge, integ, account)
+        spec = {"integration": integration, "account": account, "action": action}
+        with guard():
+            result = bridge.run(
+                _CALL_SOURCE,
+                {**spec, "params": params},
+                allow=effects,
+                dry_run=dry_run,
+                limits=limits_option(timeout, memory, max_calls),
+            )
+    meta: dict[str, Any] = {
+        "executionId": result.execution_id,
+        "durationMs": result.usage.get("wall_ms"),
+    }
+    planned = [c.request for c in result.calls if c.outcome == "dry_run"]
+    if planned:
+        meta["dryRun"] = True
+        meta["request"] = planned[0]
+    envelope: dict[str, Any] = {"data": result.value if result.ok else None, "meta": meta}
+    if result.error is not None:
+        message = CHUNK_PREFIX.sub("", result.error.message)
+        envelope["error"] = {"type": result.error.type, "message": message}
+        click.echo(dumps(envelope))
+        click.echo(f"{result.error.type}: {message}", err=True)
+        sys.exit(EXIT_FAILED)
+    click.echo(dumps(envelope))
+    value = result.value
+    if isinstance(value, dict) and value.get("success") is False:
+        detail = " ".join(str(value[k]) for k in ("code", "status") if value.get(k) is not None)
+        click.echo(f"{integration}.{action} failed: {detail}: {value.get('error')}", err=True)
+        sys.exit(EXIT_FAILED)
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8787,
+    show_default=True,
+    help="TCP port (0 picks a free one).",
+)
+@click.option(
+    "--key",
+    "keys",
+    multiple=True,
+    metavar="KEY",
+    help="An API key; each one is its own team. Without any: the demo teams default, "
+    "marketing and transactional.",
+)
+@click.option(
+    "--rate-limit",
+    type=click.IntRange(min=0),
+    default=10,
+    show_default=True,
+    help="Requests per second per team; 0 turns the limit off.",
+)
+@click.option("--no-seed", is_flag=True, help="Start with empty teams instead of the demo data.")
+def emulator(host: str, port: int, keys: tuple[str, ...], rate_limit: int, no_seed: bool) -> None:
+    """Serve the local Loops API emulator until interrupted (Ctrl+C).
+
+    The first line printed is the base URL, then one line per API key.
+
+    \b
+    Example:
+      luabridge emulator --port 8787
+      LOOPS_BASE_URL=http://127.0.0.1:8787/api/v1 LOOPS_API_KEY=demo_key_default \\
+        luabridge run script.lua
+    """
+    from integrations.loops.emulator import EmulatorStartError, serve_forever
+
+    try:
+        serve_forever(host, port, list(keys) or None, rate_limit, not no_seed)
+    except (EmulatorStartError, ValueError) as exc:
+        raise UsageProblem(str(exc)) from exc

@@ -1,0 +1,118 @@
+"""One path from configuration to a bridge: environment, ``luabridge.toml`` and flags.
+
+:func:`load_settings` is the only place that reads them. ``Bridge.from_config`` and every CLI
+command (``--emulator`` included) go through it, so a setting is checked the same way
+wherever it is given:
+
+- accounts of every integration (see :mod:`luabridge.accounts`), with the integration's own
+  env prefix;
+- ``[limits]`` of the file, then the limits given as flags or arguments (those win);
+- the rest of the file, kept in :attr:`Settings.file` for the sections other parts read
+  (for example a ledger or broker setting).
+
+The file is ``path`` when given, else ``luabridge.toml`` in the working directory when it
+exists; ``/dev/null`` (or any empty file) means no file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from luabridge.accounts import AccountSettings, load_accounts, read_config_file
+from luabridge.action import Integration
+from luabridge.errors import ConfigError
+from luabridge.limits import DEFAULT_LIMITS, Limits
+from luabridge.registry import BrokenPack, discover
+
+__all__ = ["CONFIG_FILE", "Settings", "config_path", "load_settings"]
+
+#: The config file read from the working directory when no path is given.
+CONFIG_FILE = "luabridge.toml"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a bridge is built from.
+
+    - ``integrations``: the packs to expose; ``broken``: installed packs that failed to load
+    - ``accounts``: ``{integration: {account: AccountSettings}}``
+    - ``default_accounts``: ``{integration: name of the account the bare namespace uses}``
+    - ``limits``: the default limits of every run (defaults, then the file, then flags)
+    - ``path``: the config file read, or None; ``file``: its parsed content
+    """
+
+    integrations: tuple[Integration, ...]
+    accounts: dict[str, dict[str, AccountSettings]]
+    default_accounts: dict[str, str | None]
+    limits: Limits
+    path: str | None = None
+    file: Mapping[str, Any] = field(default_factory=dict)
+    broken: tuple[BrokenPack, ...] = ()
+
+
+def config_path(path: str | os.PathLike[str] | None) -> str | None:
+    """The config file to read: ``path``, else ``./luabridge.toml`` when it exists, else None."""
+    if path is not None:
+        return os.fspath(path)
+    return CONFIG_FILE if Path(CONFIG_FILE).is_file() else None
+
+
+def _file_limits(file: Mapping[str, Any], name: str) -> dict[str, Any]:
+    raw = file.get("limits")
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{name}: [limits] must be a table of limit = value")
+    return dict(raw)
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    integrations: Sequence[Integration] | None = None,
+    limits: Limits | Mapping[str, Any] | None = None,
+) -> Settings:
+    """Read the configuration; raises ``ConfigError`` naming the file and setting at fault.
+
+    - ``path``: the config file (see :func:`config_path`)
+    - ``environ``: the environment to read accounts from (default ``os.environ``)
+    - ``integrations``: the packs (default: every installed pack, see ``luabridge.registry``)
+    - ``limits``: overrides of the file's ``[limits]`` (the CLI's ``--timeout`` and friends)
+    """
+    chosen = config_path(path)
+    file: dict[str, Any] = read_config_file(chosen) if chosen else {}
+    name = chosen or CONFIG_FILE
+    if integrations is None:
+        found, broken = discover()
+    else:
+        found, broken = list(integrations), []
+    accounts: dict[str, dict[str, AccountSettings]] = {}
+    defaults: dict[str, str | None] = {}
+    for integ in found:
+        accounts[integ.name], defaults[integ.name] = load_accounts(
+            env_prefix=integ.env_prefix,
+            integration=integ.name,
+            default_base_url=integ.default_base_url,
+            environ=environ,
+            config=file,
+            config_path=name,
+        )
+    try:
+        merged = DEFAULT_LIMITS.merged(_file_limits(file, name))
+    except ConfigError as exc:
+        raise ConfigError(f"{name} [limits]: {exc}") from exc
+    merged = merged.merged(dict(limits) if isinstance(limits, Mapping) else limits)
+    return Settings(
+        integrations=tuple(found),
+        accounts=accounts,
+        default_accounts=defaults,
+        limits=merged,
+        path=chosen,
+        file=file,
+        broken=tuple(broken),
+    )

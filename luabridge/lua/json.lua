@@ -1,0 +1,193 @@
+-- Trusted Lua -> JSON encoder of a luabridge state; loaded by bootstrap.lua, never by scripts.
+--
+-- It reads tables with `next` and `rawget` only, never calls script code (no metamethod runs),
+-- and keeps its own budgets: a byte budget per call and the run's depth cap. It fails with
+-- error(ENCODE_FAIL) after setting the failure's kind and message, so callers go through the
+-- protected `try_encode`.
+
+local type, next, tostring, pcall, select = type, next, tostring, pcall, select
+local rawget, rawequal, getmetatable = rawget, rawequal, getmetatable
+local error = error
+local sbyte, schar, sfind, sformat, sgsub = string.byte, string.char, string.find, string.format, string.gsub
+local tconcat = table.concat
+local mfloor, mhuge = math.floor, math.huge
+
+local function pack(...) return {n = select("#", ...), ...} end
+
+-- `null`: the run's app.null; `max_depth`: the nesting cap; `is_memory_error(e)`: whether an
+-- error value is the heap's; `limit_state()`: the tripped limit's kind and message, if any.
+-- Returns encode(value, what, budget) and try_encode(value, what, budget).
+return function(null, max_depth, is_memory_error, limit_state)
+  local ENCODE_FAIL = {}
+  local fail_kind, fail_msg
+  local ESC = {['"'] = '\\"', ['\\'] = '\\\\', ['\b'] = '\\b', ['\f'] = '\\f', ['\n'] = '\\n', ['\r'] = '\\r', ['\t'] = '\\t'}
+  for i = 0, 31 do local c = schar(i); if not ESC[c] then ESC[c] = sformat("\\u%04x", i) end end
+  ESC[schar(127)] = "\\u007f"
+
+  local function utf8_ok(s)
+    if not sfind(s, "[\128-\255]") then return true end
+    local i, n = 1, #s
+    while i <= n do
+      local c = sbyte(s, i)
+      if c < 0x80 then i = i + 1
+      elseif c >= 0xC2 and c <= 0xDF then
+        local c2 = sbyte(s, i + 1)
+        if not c2 or c2 < 0x80 or c2 > 0xBF then return false end
+        i = i + 2
+      elseif c >= 0xE0 and c <= 0xEF then
+        local c2, c3 = sbyte(s, i + 1, i + 2)
+        if not c3 or c2 < 0x80 or c2 > 0xBF or c3 < 0x80 or c3 > 0xBF then return false end
+        if (c == 0xE0 and c2 < 0xA0) or (c == 0xED and c2 > 0x9F) then return false end
+        i = i + 3
+      elseif c >= 0xF0 and c <= 0xF4 then
+        local c2, c3, c4 = sbyte(s, i + 1, i + 3)
+        if not c4 or c2 < 0x80 or c2 > 0xBF or c3 < 0x80 or c3 > 0xBF or c4 < 0x80 or c4 > 0xBF then return false end
+        if (c == 0xF0 and c2 < 0x90) or (c == 0xF4 and c2 > 0x8F) then return false end
+        i = i + 4
+      else
+        return false
+      end
+    end
+    return true
+  end
+
+  local function encode(root, what, budget)
+    local buf, nbuf, size = {}, 0, 0
+    local path, visiting = {}, {}
+
+    local function where()
+      local parts = {what}
+      local n = #path
+      for i = 1, n do
+        if n > 12 and i == 7 then parts[#parts + 1] = "..." end
+        if n > 12 and i > 6 and i <= n - 4 then goto continue end
+        local k = path[i]
+        if type(k) == "number" then parts[#parts + 1] = sformat("[%d]", k)
+        else parts[#parts + 1] = "." .. k end
+        ::continue::
+      end
+      return tconcat(parts)
+    end
+    local function fail(kind, msg)
+      fail_kind, fail_msg = kind, msg .. " (at " .. where() .. ")"
+      error(ENCODE_FAIL, 0)
+    end
+    local function emit(s)
+      size = size + #s
+      if size > budget then
+        fail(what == "result" and "ResultLimitError" or "ValidationError",
+          sformat("%s is larger than the limit of %d bytes", what, budget))
+      end
+      nbuf = nbuf + 1; buf[nbuf] = s
+    end
+    local function str(s)
+      -- The size check comes first: validating a 50 MB string would take seconds of trusted
+      -- code, where the hook does not raise.
+      if size + #s + 2 > budget then emit(s) end
+      if not utf8_ok(s) then fail("ValidationError", "string is not valid UTF-8") end
+      if sfind(s, '[%c"\\\127]') then s = sgsub(s, '[%c"\\\127]', ESC) end
+      emit('"'); emit(s); emit('"')
+    end
+
+    -- Most strings are ASCII without control characters, quotes or backslashes: one search
+    -- tells, and they need neither UTF-8 validation nor escaping, only one budget check.
+    -- `close` is what follows the closing quote (a key's colon). False means: use str().
+    local function plain(s, close)
+      if sfind(s, '[%z\1-\31"\\\127-\255]') then return false end
+      local grown = size + #s + 1 + #close
+      if grown > budget then return false end
+      size = grown
+      local n = nbuf
+      buf[n + 1] = '"'; buf[n + 2] = s; buf[n + 3] = close
+      nbuf = n + 3
+      return true
+    end
+
+    local value
+    function value(v, depth)
+      local t = type(v)
+      if t == "string" then if not plain(v, '"') then str(v) end
+      elseif t == "number" then
+        if v ~= v then fail("ValidationError", "NaN cannot be converted; use a number or app.null")
+        elseif v == mhuge or v == -mhuge then fail("ValidationError", "infinity cannot be converted; use a finite number")
+        elseif v == mfloor(v) and v >= -9007199254740992 and v <= 9007199254740992 then emit(sformat("%.0f", v))
+        else
+          -- %.17g writes some integral floats past 2^53 without a point; keep them floats.
+          local s = sformat("%.17g", v)
+          if not sfind(s, "[.eEn]") then s = s .. ".0" end
+          emit(s)
+        end
+      elseif t == "boolean" then emit(v and "true" or "false")
+      elseif t == "nil" then emit("null")
+      elseif t == "table" then
+        if rawequal(v, null) then emit("null"); return end
+        if depth >= max_depth then fail("ValidationError", sformat("tables are nested deeper than %d levels", max_depth)) end
+        if visiting[v] then fail("ValidationError", "table contains itself (a cycle); pass a copy without the loop") end
+        local mt = getmetatable(v)
+        local shape
+        if mt == nil then shape = nil
+        elseif mt == "app.array" then shape = "array"
+        elseif mt == "app.object" then shape = "object"
+        else fail("ValidationError", "table has a metatable; only plain tables (and app.array / app.object) can be converted") end
+        visiting[v] = true
+        local n, count, has_str, has_other = 0, 0, false, nil
+        for k in next, v do
+          count = count + 1
+          local kt = type(k)
+          if kt == "string" then has_str = true
+          elseif kt == "number" and k >= 1 and k == mfloor(k) then if k > n then n = k end
+          else has_other = k end
+        end
+        if has_other ~= nil then
+          fail("ValidationError", sformat("table has a %s key; keys must be strings (objects) or 1..n (arrays)", type(has_other)))
+        end
+        if shape == nil then shape = (count == 0 or not has_str) and "array" or "object" end
+        if shape == "array" then
+          if has_str then fail("ValidationError", "table mixes string keys and array items; use one or the other") end
+          if n ~= count then fail("ValidationError", sformat("array has holes (%d items, highest index %d); use app.null for empty slots", count, n)) end
+          emit("[")
+          for i = 1, n do
+            if i > 1 then emit(",") end
+            path[#path + 1] = i
+            value(rawget(v, i), depth + 1)
+            path[#path] = nil
+          end
+          emit("]")
+        else
+          if count ~= 0 and n > 0 then fail("ValidationError", "table mixes string keys and array items; use one or the other") end
+          emit("{")
+          local first = true
+          for k, x in next, v do
+            if not first then emit(",") end
+            first = false
+            if not plain(k, '":') then
+              if sfind(k, "%z") then fail("ValidationError", "key contains a NUL byte") end
+              str(k); emit(":")
+            end
+            path[#path + 1] = k
+            value(x, depth + 1)
+            path[#path] = nil
+          end
+          emit("}")
+        end
+        visiting[v] = nil
+      else
+        fail("ValidationError", sformat("a %s cannot be converted; pass strings, numbers, booleans, tables or app.null", t))
+      end
+    end
+    value(root, 0)
+    return tconcat(buf)
+  end
+
+  local function try_encode(v, what, budget)
+    local r = pack(pcall(encode, v, what, budget))
+    local tripped, tripped_msg = limit_state()
+    if tripped then return false, tripped, tripped_msg end
+    if r[1] then return true, r[2] end
+    if r[2] == ENCODE_FAIL then return false, fail_kind, fail_msg end
+    if is_memory_error(r[2]) then return false, "MemoryError", "memory limit reached while converting " .. what end
+    return false, "RuntimeError", tostring(r[2])
+  end
+
+  return encode, try_encode
+end
