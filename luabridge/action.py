@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,6 +27,8 @@ __all__ = [
     "ActionResult",
     "CallContext",
     "Effect",
+    "Emulator",
+    "EmulatorSession",
     "Example",
     "Integration",
     "SupportsClose",
@@ -103,7 +106,8 @@ class ActionResult(BaseModel):
     error: str | None = Field(default=None, description="what went wrong, when success is false")
     code: str | None = Field(
         default=None,
-        description="stable error code such as 'loops.rate_limited', when success is false",
+        description="stable error code '<integration>.<kind>' (for example "
+        "'<integration>.rate_limited'), when success is false",
     )
     status: int | None = Field(
         default=None, description="HTTP status of the failed response, when there was one"
@@ -192,16 +196,66 @@ class Action:
             raise ValueError(f"action {self.name!r} needs at least one example")
 
 
+class EmulatorSession(Protocol):
+    """A running local emulator of a service, started by :attr:`Emulator.start`.
+
+    - ``base_url``: where every emulated account points
+    - ``keys``: ``{account: api key}``, one separate team (tenant) per account
+    - ``open_client(settings)``: the client for an emulated account (for example one that
+      keeps its local state in the session's scratch folder, never in the user's)
+    - ``stop()``: shut the emulator down
+    """
+
+    @property
+    def base_url(self) -> str: ...
+
+    @property
+    def keys(self) -> Mapping[str, str]: ...
+
+    def open_client(self, settings: AccountSettings) -> SupportsClose: ...
+
+    def stop(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Emulator:
+    """How ``--emulator`` runs an integration against a local stand-in of its service.
+
+    - ``accounts``: the accounts an emulated run gets when no config file names any
+    - ``start(accounts, scratch)``: start a seeded emulator with one team per account name,
+      keeping any local state under the folder ``scratch``; returns an
+      :class:`EmulatorSession`; raises ``luabridge.errors.ConfigError`` when it cannot start
+    - ``serve(host, port, keys, rate_limit, seed)``: serve it in the foreground until
+      interrupted (``luabridge emulator``); the first lines it prints are the base URL and the
+      keys
+    """
+
+    accounts: tuple[str, ...]
+    start: Callable[[Sequence[str], Path], EmulatorSession]
+    serve: Callable[[str, int, Sequence[str], int, bool], None] | None = None
+
+
 @dataclass(frozen=True)
 class Integration:
-    """An integration pack: its actions and how to make a client for an account.
+    """An integration pack: its actions and everything about its service the runtime needs.
 
-    - ``name``: the namespace under ``app.integrations`` (``loops``)
+    The runtime, the CLI and the servers name no service: whatever is specific to one is
+    declared here.
+
+    - ``name``: the namespace under ``app.integrations`` (``loops``), and its entry-point name
     - ``title``: the human name used in the docs title (``Loops``)
     - ``env_prefix``: accounts come from ``<PREFIX>_API_KEY`` (``default``),
       ``<PREFIX>_API_KEY_<NAME>`` and ``<PREFIX>_BASE_URL``
     - ``open_client(settings)``: a client for one account; the bridge keeps one per account
       and closes it with the bridge
+    - ``default_base_url``: where the service's API lives
+    - ``needs_key``: whether an account needs an API key (a keyless service gets a ``default``
+      account without one, and no hint ever asks for ``<PREFIX>_API_KEY``)
+    - ``emulator``: how ``--emulator`` runs it locally (None: it has no emulator)
+    - ``webhooks(account, settings)``: an ASGI app receiving the service's webhooks for one
+      account, mounted by ``luabridge serve`` at ``/webhooks/<name>/<account>`` (None: none)
+    - ``commands``: extra ``click`` commands, offered as ``luabridge <name> <command>``
+    - ``example_accounts``: account names the docs use in multi-account examples
     - ``docs_notes``: extra Markdown placed before the multi-account section
     """
 
@@ -212,6 +266,11 @@ class Integration:
     env_prefix: str
     default_base_url: str
     docs_notes: str = ""
+    needs_key: bool = True
+    emulator: Emulator | None = None
+    webhooks: Callable[[str, AccountSettings], Any] | None = None
+    commands: tuple[Any, ...] = ()
+    example_accounts: tuple[str, ...] = ()
     _index: dict[str, Action] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -227,3 +286,17 @@ class Integration:
     @property
     def action_names(self) -> list[str]:
         return [a.name for a in self.actions]
+
+    def key_variable(self, account: str) -> str:
+        """The environment variable that holds ``account``'s key (``LOOPS_API_KEY_MARKETING``)."""
+        suffix = "" if account == "default" else f"_{account.upper()}"
+        return f"{self.env_prefix}_API_KEY{suffix}"
+
+    def setup_hint(self) -> str:
+        """How to give this integration an account, for messages (``set LOOPS_API_KEY ...``)."""
+        if not self.needs_key:
+            return f"name one in luabridge.toml under [{self.name}.accounts.<name>]"
+        hint = f"set {self.key_variable('default')}"
+        if self.emulator is not None:
+            hint += " or use --emulator"
+        return hint

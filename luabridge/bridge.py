@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from luabridge.accounts import AccountSettings
-from luabridge.action import EFFECTS, Integration, SupportsClose
+from luabridge.action import Integration, SupportsClose
 from luabridge.config import Settings, load_settings
 from luabridge.convert import copy_json
-from luabridge.dispatch import CallRecord, Dispatcher, RunPolicy, suggest
+from luabridge.dispatch import CallRecord, Dispatcher, RunPolicy
 from luabridge.docs import (
     action_schema,
     help_text,
@@ -29,6 +29,7 @@ from luabridge.docs import (
     render_markdown,
     render_schema_bundle,
 )
+from luabridge.effects import parse_allow, suggest
 from luabridge.errors import ConfigError, LuabridgeError, ValidationError, error_class
 from luabridge.limits import DEFAULT_LIMITS, Limits
 from luabridge.redact import Redactor
@@ -101,19 +102,6 @@ class RunResult:
                 "usage": self.usage,
             },
         }
-
-
-def _parse_allow(allow: Iterable[str] | str | None) -> frozenset[str]:
-    if allow is None:
-        return frozenset({"read"})
-    items = allow.split(",") if isinstance(allow, str) else list(allow)
-    effects = {a.strip() for a in items if a and a.strip()}
-    unknown = effects - set(EFFECTS)
-    if unknown:
-        raise ConfigError(
-            f"allow: unknown effect(s) {', '.join(sorted(unknown))}; use read, write, destructive"
-        )
-    return frozenset(effects | {"read"})
 
 
 def _start_pool(workers: int) -> WorkerPool:
@@ -305,12 +293,9 @@ class Bridge:
             client = self._clients.get(key)
             if client is None:
                 settings = self.accounts[integration][account]
-                if not settings.api_key:
-                    integ = self.integrations[integration]
-                    var = f"{integ.env_prefix}_API_KEY" + (
-                        "" if account == "default" else f"_{account.upper()}"
-                    )
-                    where = settings.key_source or var
+                integ = self.integrations[integration]
+                if integ.needs_key and not settings.api_key:
+                    where = settings.key_source or integ.key_variable(account)
                     raise ConfigError(
                         f"{integration} account '{account}' has no API key; set {where}"
                     )
@@ -369,7 +354,7 @@ class Bridge:
         Raises ``ConfigError`` for bad options (unknown effect, account or limit).
         """
         self._check_open()
-        policy_allow = _parse_allow(allow)
+        policy_allow = parse_allow(allow)
         run_limits = self.limits.merged(dict(limits) if isinstance(limits, Mapping) else limits)
         granted = self._grants(accounts)
         execution_id = "exec_" + uuid.uuid4().hex
@@ -439,34 +424,84 @@ class Bridge:
 
     # -- docs and introspection ------------------------------------------------------------------
 
-    def _integration(self, name: str) -> Integration:
+    def integration(self, name: str) -> Integration:
+        """The integration called ``name``; ``ConfigError`` (with a "did you mean") if none."""
         integ = self.integrations.get(name)
         if integ is None:
+            broken = next((b for b in self.broken if b.name == name), None)
+            if broken is not None:
+                raise ConfigError(f"integration '{name}' is installed but broken: {broken.error}")
             raise ConfigError(
                 f"unknown integration '{name}'{suggest(name, self.integrations)}; "
                 f"known: {', '.join(self.integrations) or 'none'}"
             )
         return integ
 
-    def docs(self, integration: str, action: str | None = None, *, format: str = "markdown") -> str:
-        """The reference of one integration (or one action) as markdown, json or luals."""
-        integ = self._integration(integration)
-        accounts = sorted(self.accounts[integration])
+    def resolve_account(self, integration: str, account: str | None = None) -> str:
+        """The account a call of ``integration`` would use (``account``, else the default);
+        ``ConfigError`` saying how to configure it when there is none or it has no key."""
+        integ = self.integration(integration)
+        configured = self.accounts[integration]
+        if not configured:
+            raise ConfigError(f"no {integ.title} account is configured; {integ.setup_hint()}")
+        name = account or self.default_accounts.get(integration)
+        if name is None:
+            raise ConfigError(
+                f"no default {integ.title} account; name one "
+                f"(configured: {', '.join(sorted(configured))})"
+            )
+        settings = configured.get(name)
+        if settings is None:
+            raise ConfigError(
+                f"{integration} account '{name}' is not configured{suggest(name, configured)}; "
+                f"configured: {', '.join(sorted(configured))}"
+            )
+        if integ.needs_key and not settings.has_key:
+            where = settings.key_source or integ.key_variable(name)
+            raise ConfigError(f"{integration} account '{name}' has no API key; set {where}")
+        return name
+
+    def docs(
+        self, integration: str | None = None, action: str | None = None, *, format: str = "markdown"
+    ) -> str:
+        """The reference as ``markdown``, ``json`` (schemas) or ``luals`` (type stubs).
+
+        ``integration`` None: every integration (markdown: the overview that ``app.help()``
+        gives). ``integration`` may also be ``"loops.send_event"`` for one action.
+        """
+        if format not in ("markdown", "json", "luals"):
+            raise ConfigError(f"unknown docs format {format!r}; use markdown, json or luals")
+        accounts: dict[str, Sequence[str]] = {n: sorted(a) for n, a in self.accounts.items()}
+        if integration is None:
+            integs = list(self.integrations.values())
+            if format == "markdown":
+                return help_text(self.integrations, accounts, None)
+            if format == "json":
+                bundles = {i.name: render_schema_bundle(i) for i in integs}
+                return json.dumps(bundles, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+            return render_luals(integs, accounts)
+        if action is None and "." in integration:
+            integration, _, action = integration.partition(".")
+        integ = self.integration(integration)
+        if action is not None and integ.action(action) is None:
+            raise ConfigError(
+                f"unknown action '{integration}.{action}'{suggest(action, integ.action_names)}; "
+                f"actions: {', '.join(integ.action_names)}"
+            )
+        mine = accounts[integration]
         if format == "markdown":
             if action is None:
-                return render_markdown(integ, accounts)
-            return help_text(self.integrations, {integration: accounts}, f"{integration}.{action}")
+                return render_markdown(integ, mine)
+            return help_text(self.integrations, {integration: mine}, f"{integration}.{action}")
         if format == "json":
             if action is None:
                 return json.dumps(render_schema_bundle(integ), indent=2) + "\n"
             return json.dumps(self.schema(integration, action), indent=2) + "\n"
-        if format == "luals":
-            return render_luals([integ], {integration: accounts})
-        raise ConfigError(f"unknown docs format {format!r}; use markdown, json or luals")
+        return render_luals([integ], {integration: mine})
 
     def schema(self, integration: str, action: str) -> dict[str, Any]:
         """Input and output JSON schema of one action."""
-        integ = self._integration(integration)
+        integ = self.integration(integration)
         act = integ.action(action)
         if act is None:
             raise ConfigError(
@@ -487,7 +522,7 @@ class Bridge:
         return [
             {"integration": n, "action": a.name, "effect": a.effect, "summary": a.summary}
             for n in names
-            for a in self._integration(n).actions
+            for a in self.integration(n).actions
         ]
 
     def account_info(self) -> list[dict[str, Any]]:
@@ -500,6 +535,7 @@ class Bridge:
                         "integration": name,
                         "account": acc.name,
                         "default": self.default_accounts.get(name) == acc.name,
+                        "needs_key": self.integrations[name].needs_key,
                         "has_key": acc.has_key,
                         "key_source": acc.key_source,
                         "base_url": acc.base_url,

@@ -16,8 +16,11 @@ exists; ``/dev/null`` (or any empty file) means no file.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +31,7 @@ from luabridge.errors import ConfigError
 from luabridge.limits import DEFAULT_LIMITS, Limits
 from luabridge.registry import BrokenPack, discover
 
-__all__ = ["CONFIG_FILE", "Settings", "config_path", "load_settings"]
+__all__ = ["CONFIG_FILE", "Settings", "config_path", "emulated_settings", "load_settings"]
 
 #: The config file read from the working directory when no path is given.
 CONFIG_FILE = "luabridge.toml"
@@ -76,6 +79,7 @@ def load_settings(
     environ: Mapping[str, str] | None = None,
     integrations: Sequence[Integration] | None = None,
     limits: Limits | Mapping[str, Any] | None = None,
+    emulator: bool = False,
 ) -> Settings:
     """Read the configuration; raises ``ConfigError`` naming the file and setting at fault.
 
@@ -83,6 +87,9 @@ def load_settings(
     - ``environ``: the environment to read accounts from (default ``os.environ``)
     - ``integrations``: the packs (default: every installed pack, see ``luabridge.registry``)
     - ``limits``: overrides of the file's ``[limits]`` (the CLI's ``--timeout`` and friends)
+    - ``emulator``: the accounts of every integration that has an emulator come from the file
+      alone (the environment's keys are never sent to an emulator), or are the emulator's own
+      accounts when the file names none; :func:`emulated_settings` then points them at it
     """
     chosen = config_path(path)
     file: dict[str, Any] = read_config_file(chosen) if chosen else {}
@@ -94,14 +101,33 @@ def load_settings(
     accounts: dict[str, dict[str, AccountSettings]] = {}
     defaults: dict[str, str | None] = {}
     for integ in found:
+        emulated = emulator and integ.emulator is not None
         accounts[integ.name], defaults[integ.name] = load_accounts(
             env_prefix=integ.env_prefix,
             integration=integ.name,
             default_base_url=integ.default_base_url,
-            environ=environ,
+            environ={} if emulated else environ,
             config=file,
             config_path=name,
         )
+        if emulated and not accounts[integ.name]:
+            assert integ.emulator is not None
+            accounts[integ.name] = {
+                acc: AccountSettings(name=acc, api_key=None, base_url="", source="--emulator")
+                for acc in integ.emulator.accounts
+            }
+            defaults[integ.name] = "default" if "default" in accounts[integ.name] else None
+        if not integ.needs_key and not accounts[integ.name]:
+            # A keyless service still has one account for the bare namespace to use.
+            accounts[integ.name] = {
+                "default": AccountSettings(
+                    name="default",
+                    api_key=None,
+                    base_url=integ.default_base_url,
+                    source="built in (no key needed)",
+                )
+            }
+            defaults[integ.name] = "default"
     try:
         merged = DEFAULT_LIMITS.merged(_file_limits(file, name))
     except ConfigError as exc:
@@ -116,3 +142,39 @@ def load_settings(
         file=file,
         broken=tuple(broken),
     )
+
+
+@contextlib.contextmanager
+def emulated_settings(settings: Settings) -> Iterator[Settings]:
+    """``settings`` with every integration that has an emulator pointed at a fresh, seeded one.
+
+    Each emulated account is its own team with a generated key. The emulators, and a scratch
+    folder for their local state, live until the block ends. Integrations without an emulator
+    keep their accounts as configured.
+    """
+    with contextlib.ExitStack() as stack:
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="luabridge-emu-")))
+        integrations: list[Integration] = []
+        accounts = {name: dict(accs) for name, accs in settings.accounts.items()}
+        for integ in settings.integrations:
+            if integ.emulator is None:
+                integrations.append(integ)
+                continue
+            names = sorted(accounts[integ.name])
+            folder = scratch / integ.name
+            folder.mkdir()
+            session = integ.emulator.start(names, folder)
+            stack.callback(session.stop)
+            keys = session.keys
+            accounts[integ.name] = {
+                acc: dataclasses.replace(
+                    accounts[integ.name][acc],
+                    api_key=keys.get(acc),
+                    base_url=session.base_url,
+                    source="--emulator",
+                    key_source="--emulator (generated)",
+                )
+                for acc in names
+            }
+            integrations.append(dataclasses.replace(integ, open_client=session.open_client))
+        yield dataclasses.replace(settings, integrations=tuple(integrations), accounts=accounts)

@@ -8,14 +8,13 @@ It never raises into Lua: each answer is a :data:`luabridge.sandbox.Reply`.
 
 from __future__ import annotations
 
-import difflib
 import enum
 import json
 import threading
 import time
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -23,6 +22,7 @@ from pydantic import BaseModel, ValidationError as PydanticValidationError
 
 from luabridge.action import Action, ActionResult, CallContext, Integration, built
 from luabridge.convert import shape_for_schema
+from luabridge.effects import suggest
 from luabridge.errors import IntegrationError, LuabridgeError
 from luabridge.redact import Redactor
 from luabridge.sandbox import Reply
@@ -81,12 +81,6 @@ class RunPolicy:
     max_calls: int
     deadline: float
     execution_id: str
-
-
-def suggest(name: str, choices: Iterable[str]) -> str:
-    """`` (did you mean 'x'?)`` when a choice is close to ``name``, else an empty string."""
-    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def accepted_names(model: type[BaseModel]) -> dict[str, str]:
@@ -250,7 +244,7 @@ class Dispatcher:
             if not accounts:
                 return (
                     f"{integration}: no account is available to this run; configure one "
-                    f"(set {integ.env_prefix}_API_KEY) and grant it to the run"
+                    f"({integ.setup_hint()}) and grant it to the run"
                 )
             return f"{integration}: this run has no default account; use a named one: " + ", ".join(
                 f"app.integrations.{integration}.{a}" for a in accounts

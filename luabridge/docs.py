@@ -215,7 +215,7 @@ def render_markdown(integration: Integration, accounts: Sequence[str] = ()) -> s
         parts.append(render_section(integration, action))
         parts.append("---")
     named = [a for a in accounts if a != "default"]
-    shown = named or ["marketing", "transactional"]
+    shown = named or list(integration.example_accounts) or ["<account>"]
     account_lines = "\n".join(f"app.integrations.{name}.{a}.function_name({{...}})" for a in shown)
     if accounts:
         configured = ", ".join(f"`{a}`" for a in accounts)
@@ -362,7 +362,7 @@ def render_luals(integrations: Sequence[Integration], accounts: dict[str, Sequen
         "---@field null table The JSON null: clears a property; marks empty array slots",
         "---@field array fun(t?: table): table Mark a table to convert as a JSON array",
         "---@field object fun(t?: table): table Mark a table to convert as a JSON object",
-        "---@field help fun(topic?: string): string The reference: app.help('loops.send_event')",
+        "---@field help fun(topic?: string): string The reference: app.help('<name>.<action>')",
         "---@field schema fun(name: string): table Input and output JSON schema of an action",
         "---@field accounts fun(integration: string): table[] This run's accounts and rights",
         "---@field json app.Json",

@@ -6,9 +6,13 @@ Kept apart from ``luabridge.action`` (which re-exports both names) so that code 
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from typing import Literal
 
-__all__ = ["EFFECTS", "Effect"]
+from luabridge.errors import ConfigError
+
+__all__ = ["EFFECTS", "Effect", "parse_allow", "suggest"]
 
 Effect = Literal["read", "write", "destructive"]
 
@@ -18,3 +22,26 @@ EFFECTS: dict[str, str] = {
     "write": "creates or changes remote state; needs allow 'write'",
     "destructive": "deletes remote state; needs allow 'destructive'",
 }
+
+
+def suggest(name: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` when a choice is close to ``name``, else an empty string."""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def parse_allow(allow: Iterable[str] | str | None) -> frozenset[str]:
+    """What a run may do: ``"write"``, ``"write,destructive"`` or an iterable of tags, plus
+    ``read`` always. ``None`` is read-only. Raises ``ConfigError`` for an unknown tag."""
+    if allow is None:
+        return frozenset({"read"})
+    items = [allow] if isinstance(allow, str) else list(allow)
+    effects = {part.strip() for item in items for part in str(item).split(",") if part.strip()}
+    unknown = sorted(effects - set(EFFECTS))
+    if unknown:
+        hint = suggest(unknown[0], EFFECTS)
+        raise ConfigError(
+            f"allow: unknown effect {', '.join(map(repr, unknown))}{hint}; use one or more of "
+            f"{', '.join(EFFECTS)} (Python: allow={{'write'}}; CLI: --allow write,destructive)"
+        )
+    return frozenset(effects | {"read"})

@@ -9,7 +9,12 @@ request log and fresh rate windows.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -48,3 +53,62 @@ def emulator(loops_emulator: EmulatorServer) -> EmulatorServer:
     """The session's emulator, reset to its seeded state for this test."""
     loops_emulator.reset()
     return loops_emulator
+
+
+#: The sample pack under tests/packs, installed by ``notes_pack`` (never shipped).
+NOTES_PACK_SOURCE = Path(__file__).parent / "packs" / "luabridge-notes"
+
+
+@pytest.fixture(scope="session")
+def notes_pack(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sample pack, installed with pip from its own directory into a folder of its own.
+
+    Returns that folder: put it on ``PYTHONPATH`` (subprocesses) or use ``pack_on_path``
+    (this process) to make the pack discoverable. It is never installed into the environment
+    the suite runs in, so every other test sees only the shipped packs.
+    """
+    target = tmp_path_factory.mktemp("notes-pack")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--target",
+            str(target),
+            str(NOTES_PACK_SOURCE),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, f"pip could not install the sample pack:\n{proc.stderr}"
+    return target
+
+
+@contextlib.contextmanager
+def pack_on_path(folder: Path) -> Iterator[None]:
+    """Make the packs installed in ``folder`` discoverable by this process for a while."""
+    from luabridge.registry import discover
+
+    sys.path.insert(0, str(folder))
+    importlib.invalidate_caches()
+    try:
+        discover(refresh=True)
+        yield
+    finally:
+        sys.path.remove(str(folder))
+        for name in [m for m in sys.modules if m.split(".")[0] == "luabridge_notes"]:
+            del sys.modules[name]
+        importlib.invalidate_caches()
+        discover(refresh=True)
+
+
+@pytest.fixture
+def notes_discovered(notes_pack: Path) -> Iterator[Path]:
+    """The sample pack, discoverable by this process during the test."""
+    with pack_on_path(notes_pack):
+        yield notes_pack

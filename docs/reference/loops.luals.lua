@@ -6,7 +6,7 @@
 ---@class loops.get_current_user.result
 ---@field success boolean true when the call did what was asked
 ---@field error? string what went wrong, when success is false
----@field code? string stable error code such as 'loops.rate_limited', when success is false
+---@field code? string stable error code '<integration>.<kind>' (for example '<integration>.rate_limited'), when success is false
 ---@field status? integer HTTP status of the failed response, when there was one
 ---@field retryable? boolean whether trying again later can help, when success is false
 ---@field dry_run? boolean true when this is a dry-run placeholder: nothing was sent
@@ -27,7 +27,7 @@
 ---@class loops.create_contact.result
 ---@field success boolean true when the call did what was asked
 ---@field error? string what went wrong, when success is false
----@field code? string stable error code such as 'loops.rate_limited', when success is false
+---@field code? string stable error code '<integration>.<kind>' (for example '<integration>.rate_limited'), when success is false
 ---@field status? integer HTTP status of the failed response, when there was one
 ---@field retryable? boolean whether trying again later can help, when success is false
 ---@field dry_run? boolean true when this is a dry-run placeholder: nothing was sent
@@ -49,7 +49,7 @@
 ---@class loops.update_contact.result
 ---@field success boolean true when the call did what was asked
 ---@field error? string what went wrong, when success is false
----@field code? string stable error code such as 'loops.rate_limited', when success is false
+---@field code? string stable error code '<integration>.<kind>' (for example '<integration>.rate_limited'), when success is false
 ---@field status? integer HTTP status of the failed response, when there was one
 ---@field retryable? boolean whether trying again later can help, when success is false
 ---@field dry_run? boolean true when this is a dry-run placeholder: nothing was sent
@@ -62,7 +62,7 @@
 ---@class loops.find_contact.result
 ---@field success boolean true when the call did what was asked
 ---@field error? string what went wrong, when success is false
----@field code? string stable error code such as 'loops.rate_limited', when success is false
+---@field code? string stable error code '<integration>.<kind>' (for example '<integration>.rate_limited'), when success is false
 ---@field status? integer HTTP status of the failed response, when there was one
 ---@field retryable? boolean whether trying again later can help, when success is false
 ---@field dry_run? boolean true when this is a dry-run placeholder: nothing was sent
@@ -75,7 +75,7 @@
 ---@class loops.get_contact.result
 ---@field success boolean true when the call did what was asked
 ---@field error? string what went wrong, when success is false
----@field code? string stable error code such as 'loops.rate_limited', when success is false
+---@field code? string stable error code '<integration>.<kind>' (for example '<integration>.rate_limited'), when success is false
 ---@field status? integer HTTP status of the failed response, when there was one
 ---@field retryable? boolean whether trying again later can help, when success is false
 ---@field dry_run? boolean true when this is a dry-run placeholder: nothing was sent
@@ -88,7 +88,7 @@
 ---@class loops.list_contacts.result
 ---@field success boolean true when the call did what was asked
 ---@field error? string what went wrong, when success is false
----@field code? string stable error code such as 'loops.rate_limited', when success is false
+---@field code? string stable error code '<integration>.<kind>' (for example '<integration>.rate_limited'), when success is false
 ---@field status? integer HTTP status of the failed response, when there was one
 ---@field retryable? boolean whether trying again later can help, when success is false
 ---@field dry_run? boolean true when this is a dry-run placeholder: nothing was sent
@@ -107,7 +107,7 @@
 ---@class loops.delete_contact.result
 ---@field success boolean true when the call did what was asked
 ---@field error? string what went wrong, when success is false
----@field code? string stable error code such as 'loops.rate_limited', when success is false
+---@field code? string stable error code '<integration>.<kind>' (for example '<integration>.rate_limited'), when success is false
 ---@field status? integer HTTP status of the failed response, when there was one
 ---@field retryable? boolean whether trying again later can help, when success is false
 ---@field dry_run? boolean true when this is a dry-run placeholder: nothing was sent
@@ -119,7 +119,7 @@
 ---@class loops.list_contact_properties.result
 ---@field success boolean true when the call did what was asked
 ---@field error? string what went wrong, when success is false
----@field code? string stable error code such as 'loops.rate_limited', when success is false
+---@field code? string stable error code '<integration>.<kind>' (for example '<integration>.rate_limited'), when success is false
 ---@field status? integer HTTP status of the failed response, when there was one
 ---@field retryable? boolean whether trying again later can help, when success is false
 ---@field dry_run? boolean true when this is a dry-run placeholder: nothing was sent
@@ -132,7 +132,7 @@
 ---@class loops.create_contact_property.result
 ---@field success boolean true when the call did what was asked
 ---@field error? string what went wrong, when success is false
----@field code? string stable error code such as 'loops.rate_limited', when success is false
+---@field code? string stable error code '<integration>.<kind>' (for example '<integration>.rate_limited'), when success is false
 ---@field status? integer HTTP status of the failed response, when there was one
 ---@field retryable? boolean whether trying again later can help, when success is false
 ---@field dry_run? boolean true when this is a dry-run placeholder: nothing was sent
@@ -142,7 +142,7 @@
 ---@class loops.list_mailing_lists.result
 ---@field success boolean true when the call did what was asked
 ---@field error? string what went wrong, when success is false
----@field code? string stable error code such as 'loops.rate_limited', when success is false
+---@field code? string stable error code '<integration>.<kind>' (for example '<integration>.rate_limited'), when success is false
 ---@field status? integer HTTP status of the failed response, when there was one
 ---@field retryable? boolean whether trying again later can help, when success is false
 ---@field dry_run? boolean true when this is a dry-run placeholder: nothing was sent
@@ -161,7 +161,7 @@
 ---@class loops.send_event.result
 ---@field success boolean true when the call did what was asked
 ---@field error? string what went wrong, when success is false
----@field code? string stable error code such as 'loops.rate_limited', when success is false
+---@field code? string stable error code '<integration>.<kind>' (for example '<integration>.rate_limited'), when success is false
 ---@field status? integer HTTP status of the failed response, when there was one
 ---@field retryable? boolean whether trying again later can help, when success is false
 ---@field dry_run? boolean true when this is a dry-run placeholder: nothing was sent
@@ -179,7 +179,7 @@
 ---@class loops.send_transactional_email.result
 ---@field success boolean true when the call did what was asked
 ---@field error? string what went wrong, when success is false
----@field code? string stable error code such as 'loops.rate_limited', when success is false
+---@field code? string stable error code '<integration>.<kind>' (for example '<integration>.rate_limited'), when success is false
 ---@field status? integer HTTP status of the failed response, when there was one
 ---@field retryable? boolean whether trying again later can help, when success is false
 ---@field dry_run? boolean true when this is a dry-run placeholder: nothing was sent
@@ -193,7 +193,7 @@
 ---@class loops.list_transactional_emails.result
 ---@field success boolean true when the call did what was asked
 ---@field error? string what went wrong, when success is false
----@field code? string stable error code such as 'loops.rate_limited', when success is false
+---@field code? string stable error code '<integration>.<kind>' (for example '<integration>.rate_limited'), when success is false
 ---@field status? integer HTTP status of the failed response, when there was one
 ---@field retryable? boolean whether trying again later can help, when success is false
 ---@field dry_run? boolean true when this is a dry-run placeholder: nothing was sent
@@ -207,7 +207,7 @@
 ---@class loops.check_contact_suppression.result
 ---@field success boolean true when the call did what was asked
 ---@field error? string what went wrong, when success is false
----@field code? string stable error code such as 'loops.rate_limited', when success is false
+---@field code? string stable error code '<integration>.<kind>' (for example '<integration>.rate_limited'), when success is false
 ---@field status? integer HTTP status of the failed response, when there was one
 ---@field retryable? boolean whether trying again later can help, when success is false
 ---@field dry_run? boolean true when this is a dry-run placeholder: nothing was sent
@@ -222,7 +222,7 @@
 ---@class loops.remove_contact_suppression.result
 ---@field success boolean true when the call did what was asked
 ---@field error? string what went wrong, when success is false
----@field code? string stable error code such as 'loops.rate_limited', when success is false
+---@field code? string stable error code '<integration>.<kind>' (for example '<integration>.rate_limited'), when success is false
 ---@field status? integer HTTP status of the failed response, when there was one
 ---@field retryable? boolean whether trying again later can help, when success is false
 ---@field dry_run? boolean true when this is a dry-run placeholder: nothing was sent
@@ -234,7 +234,7 @@
 ---@class loops.list_dedicated_sending_ips.result
 ---@field success boolean true when the call did what was asked
 ---@field error? string what went wrong, when success is false
----@field code? string stable error code such as 'loops.rate_limited', when success is false
+---@field code? string stable error code '<integration>.<kind>' (for example '<integration>.rate_limited'), when success is false
 ---@field status? integer HTTP status of the failed response, when there was one
 ---@field retryable? boolean whether trying again later can help, when success is false
 ---@field dry_run? boolean true when this is a dry-run placeholder: nothing was sent
@@ -338,7 +338,7 @@ function loops_account.list_dedicated_sending_ips(params) end
 ---@field null table The JSON null: clears a property; marks empty array slots
 ---@field array fun(t?: table): table Mark a table to convert as a JSON array
 ---@field object fun(t?: table): table Mark a table to convert as a JSON object
----@field help fun(topic?: string): string The reference: app.help('loops.send_event')
+---@field help fun(topic?: string): string The reference: app.help('<name>.<action>')
 ---@field schema fun(name: string): table Input and output JSON schema of an action
 ---@field accounts fun(integration: string): table[] This run's accounts and rights
 ---@field json app.Json

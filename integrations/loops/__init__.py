@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from luabridge.action import Integration
 
-from .actions import ACTIONS, LoopsAccount, open_account
+from .account import LoopsAccount, open_account
+from .actions import ACTIONS
 from .client import DEFAULT_BASE_URL, LoopsClient
 from .directory import ENV_VAR, ContactDirectory, default_directory_path
+from .local import emulator
 
 __all__ = [
     "ContactDirectory",
@@ -48,4 +50,6 @@ integration = Integration(
     env_prefix="LOOPS",
     default_base_url=DEFAULT_BASE_URL,
     docs_notes=_DOCS_NOTES,
+    emulator=emulator,
+    example_accounts=("marketing", "transactional"),
 )

@@ -1,7 +1,8 @@
 """The ``luabridge`` command line: run scripts, read the docs, call one action, serve the emulator.
 
-It is a thin layer over :class:`luabridge.Bridge` (runs, docs, schemas, accounts) and the Loops
-emulator (``integrations.loops.emulator``). Exit codes: 0 success, 1 the script or action
+It is a thin layer over :class:`luabridge.Bridge` (runs, docs, schemas, accounts), built from
+``luabridge.config`` like every bridge; it names no integration (each pack declares its own
+emulator and extra commands). Exit codes: 0 success, 1 the script or action
 failed, 2 usage or configuration error. ``--json`` prints exactly one JSON document on standard
 output; everything meant for people (errors, hints) goes to standard error.
 """
@@ -15,7 +16,6 @@ import click
 
 from luabridge import __version__
 from luabridge.cli.options import (
-    EMULATOR_ACCOUNTS,
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
@@ -24,7 +24,6 @@ from luabridge.cli.options import (
 from luabridge.cli.render import dumps
 
 __all__ = [
-    "EMULATOR_ACCOUNTS",
     "EXIT_FAILED",
     "EXIT_OK",
     "EXIT_USAGE",
@@ -70,6 +69,15 @@ class _Group(click.Group):
                 click.echo(dumps(_usage_envelope(command, exc.format_message())))
             raise
 
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        found = super().get_command(ctx, cmd_name)
+        if found is not None:
+            return found
+        return _pack_commands().get(cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_pack_commands()})
+
     def make_context(
         self,
         info_name: str | None,
@@ -86,25 +94,42 @@ class _Group(click.Group):
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="luabridge")
 def cli() -> None:
-    """Run sandboxed Lua scripts against SaaS APIs (Loops), read their docs, call actions.
+    """Run sandboxed Lua scripts against SaaS APIs, read their docs, call actions.
 
     Exit codes: 0 success, 1 the script or action failed, 2 usage or configuration error.
     """
 
 
-def _register() -> None:
-    from luabridge.cli import commands
+def _pack_commands() -> dict[str, click.Command]:
+    """``luabridge <integration> <command>``: the commands each installed pack declares.
 
-    for command in (
-        commands.run,
-        commands.docs,
-        commands.schema,
-        commands.actions,
-        commands.accounts,
-        commands.call,
-        commands.emulator,
-    ):
-        cli.add_command(command)
+    Looked up only when the name is not a core command, so the core commands never pay for
+    importing the packs."""
+    from luabridge.registry import discover_integrations
+
+    groups: dict[str, click.Command] = {}
+    for integ in discover_integrations():
+        if integ.commands:
+            group = click.Group(integ.name, help=f"Commands of the {integ.title} integration.")
+            for command in integ.commands:
+                group.add_command(command)
+            groups[integ.name] = group
+    return groups
+
+
+#: The core commands, by module of ``luabridge.cli``: one line per module keeps additions apart.
+_COMMANDS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("commands", ("run", "docs", "schema", "actions", "accounts", "call", "emulator")),
+)
+
+
+def _register() -> None:
+    import importlib
+
+    for module_name, names in _COMMANDS:
+        module = importlib.import_module(f"luabridge.cli.{module_name}")
+        for name in names:
+            cli.add_command(getattr(module, name))
 
 
 _register()

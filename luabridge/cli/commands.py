@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,14 +13,10 @@ from luabridge.cli.options import (
     CHUNK_PREFIX,
     EXIT_FAILED,
     EXIT_OK,
-    NO_ACCOUNT_HINT,
-    UsageProblem,
     allow_option,
     command_bridge,
-    configured_bridge,
     fail,
     guard,
-    integration_of,
     json_value,
     limits_option,
     policy_options,
@@ -29,8 +24,7 @@ from luabridge.cli.options import (
 from luabridge.cli.render import dumps, report_error, summary
 
 if TYPE_CHECKING:
-    from luabridge.action import Integration
-    from luabridge.bridge import Bridge
+    pass
 
 
 __all__ = [
@@ -87,15 +81,10 @@ def run(
         fail("--input @- and a script read from - cannot both use standard input")
     value = json_value(input_, "'--input'")
     effects = allow_option(allow)
-    with command_bridge(config, isolation, emulator) as bridge:
+    limits = limits_option(timeout, memory, max_calls)
+    with command_bridge(config, isolation=isolation, emulator=emulator, limits=limits) as bridge:
         with guard():
-            result = bridge.run(
-                source,
-                value,
-                allow=effects,
-                dry_run=dry_run,
-                limits=limits_option(timeout, memory, max_calls),
-            )
+            result = bridge.run(source, value, allow=effects, dry_run=dry_run)
     if as_json:
         click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
     else:
@@ -133,23 +122,8 @@ def docs(topic: str | None, fmt: str, config: str | None) -> None:
       luabridge docs loops.send_event     one action
       luabridge docs loops --format luals LuaLS stubs for editors
     """
-    from luabridge.docs import help_text, render_luals, render_schema_bundle
-
-    with configured_bridge(config, "inprocess") as bridge:
-        accounts: dict[str, Sequence[str]] = {n: sorted(a) for n, a in bridge.accounts.items()}
-        if topic is None:
-            integs = list(bridge.integrations.values())
-            if fmt == "markdown":
-                text = help_text(bridge.integrations, accounts, None)
-            elif fmt == "json":
-                text = dumps({i.name: render_schema_bundle(i) for i in integs}) + "\n"
-            else:
-                text = render_luals(integs, accounts)
-        else:
-            name, _, action = topic.partition(".")
-            integration_of(bridge, name)
-            with guard():
-                text = bridge.docs(name, action or None, format=fmt)
+    with command_bridge(config) as bridge, guard():
+        text = bridge.docs(topic, format=fmt)
     click.echo(text, nl=not text.endswith("\n"))
 
 
@@ -157,15 +131,14 @@ def docs(topic: str | None, fmt: str, config: str | None) -> None:
 @click.argument("integration", metavar="INTEGRATION")
 @click.option("--action", metavar="NAME", help="The action whose schemas to print.")
 def schema(integration: str, action: str | None) -> None:
-    """Input and output JSON schema of one action: luabridge schema loops --action NAME."""
-    with configured_bridge(None, "inprocess") as bridge:
-        integ = integration_of(bridge, integration)
+    """Input and output JSON schema of one action: luabridge schema INTEGRATION --action NAME."""
+    with command_bridge() as bridge, guard():
+        integ = bridge.integration(integration)
         if not action:
             fail(
                 f"missing --action NAME; actions of {integration}: {', '.join(integ.action_names)}"
             )
-        with guard():
-            data = bridge.schema(integration, action)
+        data = bridge.schema(integration, action)
     click.echo(dumps(data))
 
 
@@ -173,18 +146,19 @@ def schema(integration: str, action: str | None) -> None:
 @click.argument("integration", required=False, metavar="[INTEGRATION]")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 def actions(integration: str | None, as_json: bool) -> None:
-    """Every action: name, effect tag and one-line summary."""
-    with configured_bridge(None, "inprocess") as bridge:
-        if integration is not None:
-            integration_of(bridge, integration)
+    """Every action: name, effect tag and one-line summary; broken packs are listed too."""
+    with command_bridge() as bridge, guard():
         rows = bridge.actions(integration)
+        broken = [b for b in bridge.broken if integration in (None, b.name)]
     if as_json:
         click.echo(dumps(rows))
-        return
-    width = max((len(r["integration"]) + len(r["action"]) + 1 for r in rows), default=0)
-    for row in rows:
-        name = f"{row['integration']}.{row['action']}"
-        click.echo(f"{name:<{width}}  {row['effect']:<11}  {row['summary']}")
+    else:
+        width = max((len(r["integration"]) + len(r["action"]) + 1 for r in rows), default=0)
+        for row in rows:
+            name = f"{row['integration']}.{row['action']}"
+            click.echo(f"{name:<{width}}  {row['effect']:<11}  {row['summary']}")
+    for pack in broken:
+        click.echo(f"{pack.name}: BROKEN (not loaded): {pack.error} [{pack.target}]", err=True)
 
 
 @click.command()
@@ -192,16 +166,19 @@ def actions(integration: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 def accounts(config: str | None, as_json: bool) -> None:
     """Configured accounts and whether each has a key (the key itself is never shown)."""
-    with configured_bridge(config, "inprocess") as bridge:
+    with command_bridge(config) as bridge:
         rows = bridge.account_info()
+        unconfigured = [
+            f"{i.title}: {i.setup_hint()}"
+            for name, i in bridge.integrations.items()
+            if not bridge.accounts[name]
+        ]
     if as_json:
         click.echo(dumps(rows))
         return
     if not rows:
-        click.echo(
-            "No accounts are configured. Set LOOPS_API_KEY for the default account and "
-            "LOOPS_API_KEY_<NAME> for named ones, or name them in luabridge.toml."
-        )
+        click.echo("No accounts are configured. " + "; ".join(unconfigured) + ".")
+        click.echo("Named accounts can also be declared in luabridge.toml (see luabridge docs).")
         return
     header = ("INTEGRATION", "ACCOUNT", "DEFAULT", "KEY", "KEY FROM", "BASE URL")
     table = [header] + [
@@ -209,7 +186,7 @@ def accounts(config: str | None, as_json: bool) -> None:
             r["integration"],
             r["account"],
             "yes" if r["default"] else "",
-            "present" if r["has_key"] else "MISSING",
+            "present" if r["has_key"] else "MISSING" if r["needs_key"] else "not needed",
             r["key_source"] or "-",
             r["base_url"],
         )
@@ -218,13 +195,15 @@ def accounts(config: str | None, as_json: bool) -> None:
     widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
     for row in table:
         click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-    missing = [r for r in rows if not r["has_key"]]
-    for r in missing:
-        click.echo(
-            f"{r['integration']} account '{r['account']}' has no key; set "
-            f"{r['key_source'] or 'its api_key_env variable'}",
-            err=True,
-        )
+    for r in rows:
+        if r["needs_key"] and not r["has_key"]:
+            click.echo(
+                f"{r['integration']} account '{r['account']}' has no key; set "
+                f"{r['key_source'] or 'its api_key_env variable'}",
+                err=True,
+            )
+    for line in unconfigured:
+        click.echo(f"No account configured for {line}", err=True)
 
 
 _CALL_SOURCE = """\
@@ -233,30 +212,6 @@ local namespace = app.integrations[call.integration]
 if call.account then namespace = namespace[call.account] end
 return namespace[call.action](call.params)
 """
-
-
-def _check_call_account(bridge: Bridge, integ: Integration, account: str | None) -> None:
-    from luabridge.dispatch import suggest
-
-    configured = bridge.accounts[integ.name]
-    if not configured:
-        fail(f"no {integ.title} account is configured; {NO_ACCOUNT_HINT}")
-    name = account or bridge.default_accounts.get(integ.name)
-    if name is None:
-        fail(
-            f"no default {integ.title} account; pass --account NAME "
-            f"(configured: {', '.join(sorted(configured))})"
-        )
-    settings = configured.get(name)
-    if settings is None:
-        fail(
-            f"{integ.name} account '{name}' is not configured{suggest(name, configured)}; "
-            f"configured: {', '.join(sorted(configured))}"
-        )
-    if not settings.has_key:
-        suffix = "" if name == "default" else f"_{name.upper()}"
-        where = settings.key_source or f"{integ.env_prefix}_API_KEY{suffix}"
-        fail(f"{integ.name} account '{name}' has no API key; set {where}")
 
 
 @click.command()
@@ -299,24 +254,18 @@ def call(
             param_hint="'--data'",
         )
     effects = allow_option(allow)
-    with command_bridge(config, isolation, emulator) as bridge:
-        from luabridge.dispatch import suggest
-
-        integ = integration_of(bridge, integration)
-        if integ.action(action) is None:
-            fail(
-                f"unknown action '{integration}.{action}'{suggest(action, integ.action_names)}; "
-                f"actions: {', '.join(integ.action_names)} (see luabridge actions {integration})"
-            )
-        _check_call_account(bridge, integ, account)
+    limits = limits_option(timeout, memory, max_calls)
+    with command_bridge(config, isolation=isolation, emulator=emulator, limits=limits) as bridge:
+        with guard():
+            integ = bridge.integration(integration)
+            if integ.action(action) is None:
+                # The same message as a script gets, with where to look.
+                bridge.schema(integration, action)
+            bridge.resolve_account(integration, account)
         spec = {"integration": integration, "account": account, "action": action}
         with guard():
             result = bridge.run(
-                _CALL_SOURCE,
-                {**spec, "params": params},
-                allow=effects,
-                dry_run=dry_run,
-                limits=limits_option(timeout, memory, max_calls),
+                _CALL_SOURCE, {**spec, "params": params}, allow=effects, dry_run=dry_run
             )
     meta: dict[str, Any] = {
         "executionId": result.execution_id,
@@ -342,6 +291,7 @@ def call(
 
 
 @click.command()
+@click.argument("integration", required=False, metavar="[INTEGRATION]")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option(
     "--port",
@@ -355,8 +305,7 @@ def call(
     "keys",
     multiple=True,
     metavar="KEY",
-    help="An API key; each one is its own team. Without any: the demo teams default, "
-    "marketing and transactional.",
+    help="An API key; each one is its own team. Without any: the emulator's demo teams.",
 )
 @click.option(
     "--rate-limit",
@@ -366,10 +315,18 @@ def call(
     help="Requests per second per team; 0 turns the limit off.",
 )
 @click.option("--no-seed", is_flag=True, help="Start with empty teams instead of the demo data.")
-def emulator(host: str, port: int, keys: tuple[str, ...], rate_limit: int, no_seed: bool) -> None:
-    """Serve the local Loops API emulator until interrupted (Ctrl+C).
+def emulator(
+    integration: str | None,
+    host: str,
+    port: int,
+    keys: tuple[str, ...],
+    rate_limit: int,
+    no_seed: bool,
+) -> None:
+    """Serve a service's local emulator until interrupted (Ctrl+C).
 
-    The first line printed is the base URL, then one line per API key.
+    INTEGRATION may be left out when only one installed integration has an emulator. The
+    first line printed is the base URL, then one line per API key.
 
     \b
     Example:
@@ -377,9 +334,21 @@ def emulator(host: str, port: int, keys: tuple[str, ...], rate_limit: int, no_se
       LOOPS_BASE_URL=http://127.0.0.1:8787/api/v1 LOOPS_API_KEY=demo_key_default \\
         luabridge run script.lua
     """
-    from integrations.loops.emulator import EmulatorStartError, serve_forever
-
-    try:
-        serve_forever(host, port, list(keys) or None, rate_limit, not no_seed)
-    except (EmulatorStartError, ValueError) as exc:
-        raise UsageProblem(str(exc)) from exc
+    with command_bridge() as bridge, guard():
+        served = {n: i for n, i in bridge.integrations.items() if i.emulator and i.emulator.serve}
+        if integration is None:
+            if len(served) != 1:
+                fail(
+                    "name the integration whose emulator to serve: "
+                    + (", ".join(served) or "no installed integration has one")
+                )
+            integration = next(iter(served))
+        integ = bridge.integration(integration)
+        if integ.emulator is None or integ.emulator.serve is None:
+            fail(
+                f"{integration} has no emulator to serve; integrations with one: "
+                f"{', '.join(served) or 'none'}"
+            )
+        serve = integ.emulator.serve
+    with guard():
+        serve(host, port, list(keys), rate_limit, not no_seed)

@@ -8,8 +8,6 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from luabridge.cli.options import NO_ACCOUNT_HINT
-
 if TYPE_CHECKING:
     from luabridge.bridge import RunResult
     from luabridge.dispatch import CallRecord
@@ -81,5 +79,3 @@ def report_error(result: RunResult, source: str | None, label: str) -> None:
         lines = source.splitlines()
         if 0 < error.line <= len(lines):
             click.echo(f"  {label}:{error.line}: {lines[error.line - 1].strip()}", err=True)
-    if "no account is available" in error.message:
-        click.echo(f"hint: {NO_ACCOUNT_HINT}", err=True)

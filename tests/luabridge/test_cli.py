@@ -22,7 +22,8 @@ from click.testing import CliRunner, Result
 from workerprocs import worker_children
 
 from integrations.loops.emulator import ADA_CONTACT_ID, ADA_EMAIL, DEMO_KEYS, EmulatorServer
-from luabridge.cli import EMULATOR_ACCOUNTS, cli
+from integrations.loops.local import EMULATED_ACCOUNTS as EMULATOR_ACCOUNTS
+from luabridge.cli import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 STUCK_IN_C = 'return string.find(string.rep("a", 200000), "a-b")'
@@ -598,7 +599,7 @@ def test_accounts_json(loops_env: EmulatorServer) -> None:
 def test_accounts_none_configured() -> None:
     result = invoke("accounts")
     assert result.exit_code == 0
-    assert "No accounts are configured. Set LOOPS_API_KEY" in result.stdout
+    assert "No accounts are configured. Loops: set LOOPS_API_KEY or use --emulator" in result.stdout
     assert json.loads(invoke("accounts", "--json").stdout) == []
 
 

@@ -126,7 +126,7 @@ def test_policy_allow_shown_to_script(bridge: Bridge) -> None:
 @pytest.mark.parametrize(("allow", "bad"), [("wirte", "wirte"), ({"write", "delete"}, "delete")])
 def test_policy_unknown_effect_is_config_error(bridge: Bridge, allow: Any, bad: str) -> None:
     with pytest.raises(
-        ConfigError, match=f"unknown effect\\(s\\) {bad}; use read, write, destructive"
+        ConfigError, match=f"unknown effect '{bad}'.*; use one or more of read, write, destructive"
     ):
         bridge.run("return 1", allow=allow)
 
