@@ -365,22 +365,8 @@ class Dispatcher:
         # is sent, and a handler that constructs its result model finds it built.
         built(action.output)
 
-        ctx = CallContext(
-            integration=integration,
-            account=account,
-            client=None,
-            deadline=self.policy.deadline,
-            execution_id=self.policy.execution_id,
-        )
         if self.policy.dry_run and action.effect != "read":
-            assert action.plan is not None
-            try:
-                request = self.redactor.data(dict(action.plan(ctx, model)))
-            except Exception as exc:
-                request = {"error": f"could not plan the request: {type(exc).__name__}: {exc}"}
-            record("dry_run", request=request)
-            return ("ok", self._shape(action, _placeholder(action.output)), None)
-
+            return self._plan(action, integration, account, model, record)
         result: dict[str, Any]
         try:
             client = self.client_for(integration, account)
@@ -424,6 +410,61 @@ class Dispatcher:
         else:
             record("ok")
         return ("ok", result, None)
+
+    def _plan(
+        self,
+        action: Action,
+        integration: str,
+        account: str,
+        model: BaseModel,
+        record: Callable[..., None],
+    ) -> Reply:
+        """A dry run's write: the exact request it would send, made with the account's client
+        (a plan may read, for example to resolve an id). A plan that cannot be made fails the
+        call with the reason, never a placeholder success with nothing planned."""
+        assert action.plan is not None
+        label = f"{integration}.{action.name}"
+        failure: dict[str, Any] | None = None
+        try:
+            ctx = CallContext(
+                integration=integration,
+                account=account,
+                client=self.client_for(integration, account),
+                deadline=self.policy.deadline,
+                execution_id=self.policy.execution_id,
+            )
+            request = self.redactor.data(dict(action.plan(ctx, model)))
+        except IntegrationError as exc:
+            failure = exc.to_result()
+            if not str(failure["code"]).startswith(integration + "."):
+                failure["code"] = f"{integration}.{failure['code']}"
+            failure["error"] = f"{label}: could not plan the request: {failure['error']}"
+        except LuabridgeError as exc:
+            failure = {
+                "success": False,
+                "error": f"{label}: could not plan the request: {exc}",
+                "code": f"{integration}.config_error",
+                "retryable": False,
+            }
+        except Exception as exc:
+            failure = {
+                "success": False,
+                "error": f"{label}: could not plan the request: internal error "
+                f"({type(exc).__name__}: {exc})",
+                "code": "luabridge.internal_error",
+                "retryable": False,
+            }
+        if failure is not None:
+            failure = dict(self.redactor.data({**failure, "dry_run": True}))
+            record(
+                "failed",
+                error=failure["error"],
+                code=failure["code"],
+                status=failure.get("status"),
+            )
+            return ("ok", failure, None)
+        record("dry_run", request=request)
+        return ("ok", self._shape(action, _placeholder(action.output)), None)
 
     def _shape(self, action: Action, produced: Mapping[str, Any] | BaseModel) -> dict[str, Any]:
         """The handler's answer, validated and shaped by the output model, secrets redacted."""

@@ -44,6 +44,8 @@ def call_line(record: CallRecord, width: int) -> str:
             target += " " + json.dumps(request["params"], ensure_ascii=False)
         return f"  DRY RUN  {name}  {target}{shown}"
     tag = {"read": "read", "write": "WRITE", "destructive": "DELETE"}.get(record.effect, "?")
+    if record.dry_run and record.effect != "read":
+        tag = "PLAN"  # a dry-run write whose plan could not be made
     outcome = {"ok": "ok", "failed": "FAILED"}.get(record.outcome, record.outcome.upper())
     line = f"  {tag:<7}  {name:<{width}}  {outcome:<7} {record.duration_ms:>5.0f} ms"
     if record.outcome != "ok":
@@ -56,7 +58,9 @@ def summary(calls: Sequence[CallRecord]) -> list[str]:
     """The calls of a run, one line each, writes and dry-run plans easy to spot."""
     if not calls:
         return []
-    sent = sum(1 for c in calls if c.effect != "read" and c.outcome in ("ok", "failed"))
+    sent = sum(
+        1 for c in calls if c.effect != "read" and not c.dry_run and c.outcome in ("ok", "failed")
+    )
     planned = sum(1 for c in calls if c.outcome == "dry_run")
     notes = []
     if sent:

@@ -245,9 +245,10 @@ def test_run_dry_run_plan_is_easy_to_see(loops_env: EmulatorServer) -> None:
     )
     assert result.exit_code == 0
     assert "1 call, 1 planned and not sent (dry run):" in result.stdout
+    # The plan is the exact request, with the account's base URL.
     assert (
-        '  DRY RUN  loops.create_contact  POST /contacts/create {"email": "new@example.com"}'
-        in result.stdout
+        f"  DRY RUN  loops.create_contact  POST {loops_env.base_url}/contacts/create "
+        '{"email": "new@example.com"}' in result.stdout
     )
 
 

@@ -771,3 +771,57 @@ def test_persistent_server_errors_end_retryable_within_the_timeout(
     assert {a["status"] for a in attempts} == {500}
     assert len({a["headers"].get("idempotency-key") for a in attempts}) == 1
     assert emulator.team("default").snapshot("events") == []
+
+
+# --- dry-run plans that read ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("call", "method", "path", "body"),
+    [
+        (
+            "update_contact({contact_id = id, first_name = 'Ada'})",
+            "PUT",
+            "/contacts/update",
+            {"email": ADA_EMAIL, "firstName": "Ada"},
+        ),
+        ("delete_contact({contact_id = id})", "POST", "/contacts/delete", {"email": ADA_EMAIL}),
+    ],
+)
+def test_dry_run_resolves_a_contact_id_to_the_exact_request(
+    fresh_bridge: Bridge,
+    emulator: EmulatorServer,
+    call: str,
+    method: str,
+    path: str,
+    body: dict[str, Any],
+) -> None:
+    """A plan may read (here: resolve the id through the directory and Loops), and shows the
+    request the write would send; nothing is written."""
+    source = f"local id = {FIND_ADA}.contacts[1].id\nreturn app.integrations.loops.{call}"
+    result = run_lua(fresh_bridge, source, dry_run=True)
+    assert result.ok, result.error
+    assert result.value == {"success": True, "dry_run": True}
+    planned = result.calls[-1]
+    assert planned.outcome == "dry_run"
+    assert planned.request is not None
+    assert (planned.request["method"], planned.request["json"]) == (method, body)
+    assert planned.request["url"].endswith(path)
+    writes = [e for e in emulator.requests() if e["method"] in ("PUT", "POST")]
+    assert writes == []
+
+
+def test_dry_run_plan_that_cannot_be_made_fails_the_call(fresh_bridge: Bridge) -> None:
+    source = (
+        f"return app.integrations.loops.update_contact({{contact_id = '{UNKNOWN_CONTACT_ID}', "
+        "first_name = 'X'})"
+    )
+    result = run_lua(fresh_bridge, source, dry_run=True)
+    assert result.ok, result.error
+    value = result.value
+    assert value["success"] is False and value["dry_run"] is True
+    assert value["code"] == "loops.unknown_contact_id"
+    assert value["error"].startswith("loops.update_contact: could not plan the request:")
+    assert "find_contact" in value["error"]
+    assert [c.outcome for c in result.calls] == ["failed"]
+    assert result.calls[0].request is None
