@@ -31,6 +31,7 @@ if TYPE_CHECKING:
         ConfigError,
         InstructionLimitError,
         IntegrationError,
+        InternalError,
         LimitError,
         LuabridgeError,
         MemoryLimitError,
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
         TimeLimitError,
         TransportError,
         ValidationError,
+        WorkerCrashError,
     )
     from luabridge.limits import DEFAULT_LIMITS, Limits
 
@@ -66,6 +68,7 @@ _HOMES: dict[str, str] = {
     "InstructionLimitError": "luabridge.errors",
     "Integration": "luabridge.action",
     "IntegrationError": "luabridge.errors",
+    "InternalError": "luabridge.errors",
     "LimitError": "luabridge.errors",
     "Limits": "luabridge.limits",
     "LuabridgeError": "luabridge.errors",
@@ -83,6 +86,7 @@ _HOMES: dict[str, str] = {
     "TimeLimitError": "luabridge.errors",
     "TransportError": "luabridge.errors",
     "ValidationError": "luabridge.errors",
+    "WorkerCrashError": "luabridge.errors",
 }
 
 __all__ = [
@@ -103,6 +107,7 @@ __all__ = [
     "InstructionLimitError",
     "Integration",
     "IntegrationError",
+    "InternalError",
     "LimitError",
     "Limits",
     "LuabridgeError",
@@ -120,6 +125,7 @@ __all__ = [
     "TimeLimitError",
     "TransportError",
     "ValidationError",
+    "WorkerCrashError",
 ]
 
 __version__ = "0.1.0"

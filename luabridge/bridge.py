@@ -30,7 +30,13 @@ from luabridge.docs import (
     render_schema_bundle,
 )
 from luabridge.effects import parse_allow, suggest
-from luabridge.errors import ConfigError, LuabridgeError, ValidationError, error_class
+from luabridge.errors import (
+    ConfigError,
+    LuabridgeError,
+    ScriptError,
+    ValidationError,
+    error_class,
+)
 from luabridge.limits import DEFAULT_LIMITS, Limits
 from luabridge.redact import Redactor
 from luabridge.registry import BrokenPack, discover_integrations
@@ -84,9 +90,13 @@ class RunResult:
     usage: dict[str, Any] = field(default_factory=dict)
 
     def raise_for_error(self) -> None:
-        """Raise the matching ``ScriptError`` subclass when the run failed."""
+        """Raise the matching ``ScriptError`` subclass when the run failed (for hosts that prefer
+        exceptions: ``bridge.run(src).raise_for_error()``)."""
         if self.error is not None:
-            raise error_class(self.error.type)(self.error.message, line=self.error.line)
+            cls = error_class(self.error.type)
+            if issubclass(cls, ScriptError):
+                raise cls(self.error.message, line=self.error.line)
+            raise cls(self.error.message)
 
     def to_dict(self) -> dict[str, Any]:
         """The CLI's JSON envelope."""

@@ -10,13 +10,15 @@ Every exception the library raises derives from :class:`LuabridgeError`::
     │   ├── ScriptRuntimeError
     │   ├── ValidationError (ValueError)    bad arguments or values crossing the boundary
     │   ├── PolicyError (PermissionError)   the run's policy forbids the call
-    │   └── LimitError                      a resource limit ended the run
-    │       ├── TimeLimitError (TimeoutError)
-    │       ├── InstructionLimitError
-    │       ├── MemoryLimitError (MemoryError)
-    │       ├── OutputLimitError
-    │       ├── CallLimitError
-    │       └── ResultLimitError
+    │   ├── LimitError                      a resource limit ended the run
+    │   │   ├── TimeLimitError (TimeoutError)
+    │   │   ├── InstructionLimitError
+    │   │   ├── MemoryLimitError (MemoryError)
+    │   │   ├── OutputLimitError
+    │   │   ├── CallLimitError
+    │   │   └── ResultLimitError
+    │   ├── WorkerCrashError                the worker process died
+    │   └── InternalError                   a bug in luabridge
     └── IntegrationError                    the remote side failed (returned to Lua, not raised)
         ├── AuthenticationError             HTTP 401
         ├── NotFoundError                   HTTP 404
@@ -24,8 +26,8 @@ Every exception the library raises derives from :class:`LuabridgeError`::
         ├── APIError                        any other HTTP error, or a 200 with success=false
         └── TransportError                  connect, read, timeout, broken or non-JSON bodies
 
-``ERROR_TYPES`` lists the values ``RunResult.error.type`` can take; each run-ending class has its
-``error_type``.
+``ERROR_TYPES`` lists the values ``error.type`` can take, and ``error_class`` maps each to its
+class one to one (``UsageError``, which only the CLI reports, to ``ConfigError``).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ __all__ = [
     "ConfigError",
     "InstructionLimitError",
     "IntegrationError",
+    "InternalError",
     "LimitError",
     "LuabridgeError",
     "MemoryLimitError",
@@ -54,6 +57,7 @@ __all__ = [
     "TimeLimitError",
     "TransportError",
     "ValidationError",
+    "WorkerCrashError",
     "error_class",
 ]
 
@@ -71,6 +75,7 @@ ERROR_TYPES: dict[str, str] = {
     "ResultLimitError": "the returned value is larger than allowed",
     "WorkerCrashError": "the worker process running the script died (native crash or kill)",
     "InternalError": "a bug in luabridge itself; the message says what happened",
+    "UsageError": "the command line or configuration is wrong (CLI envelopes only; exit code 2)",
 }
 
 
@@ -145,6 +150,18 @@ class CallLimitError(LimitError):
 class ResultLimitError(LimitError):
     error_type = "ResultLimitError"
     limit = "result_bytes"
+
+
+class WorkerCrashError(ScriptError):
+    """The worker process running the script died: a native crash, a kill, the OOM killer."""
+
+    error_type = "WorkerCrashError"
+
+
+class InternalError(ScriptError):
+    """A bug in luabridge itself ended the run; the message says what happened."""
+
+    error_type = "InternalError"
 
 
 class IntegrationError(LuabridgeError):
@@ -225,10 +242,15 @@ _BY_TYPE: dict[str, type[ScriptError]] = {
         OutputLimitError,
         CallLimitError,
         ResultLimitError,
+        WorkerCrashError,
+        InternalError,
     )
 }
 
 
-def error_class(error_type: str) -> type[ScriptError]:
-    """The exception class for a run's ``error.type`` (``ScriptError`` for the others)."""
+def error_class(error_type: str) -> type[LuabridgeError]:
+    """The exception class of an ``error.type``: one per entry of ``ERROR_TYPES``
+    (``UsageError`` is ``ConfigError``); ``ScriptError`` for a type not listed there."""
+    if error_type == "UsageError":
+        return ConfigError
     return _BY_TYPE.get(error_type, ScriptError)

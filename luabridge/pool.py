@@ -27,7 +27,7 @@ from luabridge.frames import (
     send as _send,
 )
 from luabridge.limits import Limits
-from luabridge.sandbox import Host, RunOutcome, error_dict
+from luabridge.sandbox import HOST_METHODS, Host, RunOutcome, error_dict
 
 __all__ = ["WorkerPool"]
 
@@ -322,14 +322,7 @@ def _serve_host_until(host: Host, message: dict[str, Any], deadline: float) -> A
 def _serve_host(host: Host, message: dict[str, Any]) -> Any:
     method = message.get("method")
     args = message.get("args") or []
-    if method == "call":
-        return list(host.call(*args))
-    if method == "help":
-        return list(host.help(*args))
-    if method == "schema":
-        return list(host.schema(*args))
-    if method == "accounts":
-        return list(host.accounts(*args))
-    if method == "explain":
-        return host.explain(*args)
-    return ["raise", f"unknown host method {method!r}", "InternalError"]
+    if method not in HOST_METHODS:
+        return ["raise", f"unknown host method {method!r}", "InternalError"]
+    answer = getattr(host, str(method))(*args)
+    return answer if method == "explain" else list(answer)

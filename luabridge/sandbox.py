@@ -28,7 +28,7 @@ from luabridge.convert import LuaMarkers, decode_lua_json, to_lua
 from luabridge.errors import LuabridgeError, ValidationError
 from luabridge.limits import Limits
 
-__all__ = ["Host", "Reply", "RunOutcome", "error_dict", "execute", "line_of"]
+__all__ = ["HOST_METHODS", "Host", "Reply", "RunOutcome", "error_dict", "execute", "line_of"]
 
 #: A host answer to a binding: ``("ok", value, None)``, ``("raise", message, error_type)`` or
 #: ``("limit", message, error_type)``.
@@ -280,20 +280,14 @@ class _Session:
         )
 
 
-#: The host operations the bootstrap may ask ``_Session.service`` for.
-_OPS = {
-    name.encode(): name
-    for name in (
-        "call",
-        "restore",
-        "help",
-        "schema",
-        "accounts",
-        "json_decode",
-        "explain",
-        "spec",
-    )
-}
+#: The methods of a :class:`Host`: the operations that cross to the host (and, under process
+#: isolation, from the worker to the parent). ``luabridge.worker`` forwards these and
+#: ``luabridge.pool`` serves these, and no others.
+HOST_METHODS = ("call", "help", "schema", "accounts", "explain")
+
+#: The operations the bootstrap may ask ``_Session.service`` for: the host's, and those the
+#: session answers itself.
+_OPS = {name.encode(): name for name in (*HOST_METHODS, "restore", "json_decode", "spec")}
 
 
 def execute(

@@ -33,6 +33,7 @@ from luabridge.errors import (
     RateLimitError,
     TransportError,
 )
+from luabridge.redact import REDACTED
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -140,11 +141,12 @@ def _shared_limiter(base_url: str, api_key: str, rate: float) -> RateLimiter:
 
 
 def redact(value: Any, secret: str) -> Any:
-    """``value`` with every occurrence of ``secret`` in its strings replaced by ``[redacted]``."""
+    """``value`` with every occurrence of ``secret`` in its strings replaced by the bridge's
+    placeholder (``luabridge.redact.REDACTED``)."""
     if not secret:
         return value
     if isinstance(value, str):
-        return value.replace(secret, "[redacted]")
+        return value.replace(secret, REDACTED)
     if isinstance(value, Mapping):
         return {redact(k, secret): redact(v, secret) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -22,6 +22,8 @@ from typing import Any, Final
 
 from luabridge.errors import LuabridgeError
 
+from .models import CONTACT_KEYS
+
 __all__ = [
     "ENV_VAR",
     "ContactDirectory",
@@ -81,10 +83,7 @@ def account_identity(name: str, base_url: str, api_key: str) -> str:
 
 #: Keys Loops always returns, null or not; other keys are custom properties, which Loops leaves
 #: out of a contact when they have no value.
-_STANDARD_KEYS: Final = frozenset(
-    {"id", "email", "firstName", "lastName", "source", "subscribed", "userGroup", "userId"}
-    | {"mailingLists", "optInStatus"}
-)
+_STANDARD_KEYS: Final = CONTACT_KEYS
 
 
 def _merge(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:

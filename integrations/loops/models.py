@@ -27,6 +27,7 @@ from pydantic import (
 from luabridge.action import ActionInput, ActionResult
 
 __all__ = [
+    "CONTACT_KEYS",
     "Attachment",
     "CheckContactSuppressionInput",
     "CheckContactSuppressionOutput",
@@ -98,8 +99,8 @@ _STANDARD_KEYS: dict[str, str] = {
 }
 #: Property names Loops reserves for itself.
 _RESERVED_KEYS = frozenset({"id", "listId", "softDeleteAt", "teamId", "updatedAt", "optInStatus"})
-#: Wire keys of a contact that are not custom properties.
-_CONTACT_KEYS = frozenset(
+#: Wire keys of a contact that are not custom properties (Loops returns them, null or not).
+CONTACT_KEYS = frozenset(
     {
         "id",
         "email",
@@ -712,6 +713,6 @@ def contact_from_wire(data: Mapping[str, Any]) -> dict[str, Any]:
         "properties": {
             k: v
             for k, v in data.items()
-            if k not in _CONTACT_KEYS and isinstance(v, str | int | float | bool | None)
+            if k not in CONTACT_KEYS and isinstance(v, str | int | float | bool | None)
         },
     }

@@ -421,7 +421,7 @@ def test_client_key_never_in_messages_reprs_or_bodies() -> None:
     assert KEY not in str(error)
     assert KEY not in json.dumps(error.body)
     assert KEY not in json.dumps(error.to_result())
-    assert "[redacted]" in error.message
+    assert "[REDACTED]" in error.message
 
 
 def test_client_key_not_in_transport_errors() -> None:
