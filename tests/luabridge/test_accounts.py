@@ -154,6 +154,19 @@ def test_config_default_marking(tmp_path: Path) -> None:
         assert result.value == ["work", "work", {"home": False, "work": True}]
 
 
+def test_config_default_marking_and_env_default_clash(tmp_path: Path) -> None:
+    """A file that marks another account default while NOTES_API_KEY defines 'default' is an
+    error naming both, never a silent choice."""
+    toml = '[notes.accounts.work]\napi_key = "work-key-1234"\ndefault = true\n'
+    with pytest.raises(ConfigError) as caught:
+        bridge_from(tmp_path, toml, environ={"NOTES_API_KEY": "env-key-1234"})
+    message = str(caught.value)
+    assert "'work' is marked as the default notes account" in message
+    assert "NOTES_API_KEY also defines the account 'default'" in message
+    assert "unset NOTES_API_KEY or drop default = true from [notes.accounts.work]" in message
+    assert "env-key-1234" not in message
+
+
 def test_config_read_from_working_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -252,6 +252,17 @@ def test_run_dry_run_plan_is_easy_to_see(loops_env: EmulatorServer) -> None:
     )
 
 
+@pytest.mark.parametrize("emulated", [False, True])
+def test_run_bad_limits_in_config_is_a_usage_error(tmp_path: Path, emulated: bool) -> None:
+    """--emulator reads the config through the same loader: a bad [limits] is refused too."""
+    config = write(tmp_path / "c.toml", '[limits]\ntimeout = "soon"\n')
+    flags = ["--emulator"] if emulated else []
+    result, envelope = run_json("-", "--config", config, *flags, stdin="return 1")
+    assert result.exit_code == 2
+    assert envelope["error"]["type"] == "UsageError"
+    assert f"{config} [limits]" in envelope["error"]["message"]
+
+
 def test_run_max_calls_limit(loops_env: EmulatorServer) -> None:
     source = "for i = 1, 3 do app.integrations.loops.list_contacts() end"
     result, envelope = run_json("-", "--max-calls", "2", stdin=source)
