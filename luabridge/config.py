@@ -7,8 +7,10 @@ wherever it is given:
 - accounts of every integration (see :mod:`luabridge.accounts`), with the integration's own
   env prefix;
 - ``[limits]`` of the file, then the limits given as flags or arguments (those win);
+- where the run ledger lives (``$LUABRIDGE_LEDGER``, then ``ledger`` in the file; see
+  :func:`luabridge.ledger.ledger_path`);
 - the rest of the file, kept in :attr:`Settings.file` for the sections other parts read
-  (for example a ledger or broker setting).
+  (for example a broker setting).
 
 The file is ``path`` when given, else ``luabridge.toml`` in the working directory when it
 exists; ``/dev/null`` (or any empty file) means no file.
@@ -28,6 +30,7 @@ from typing import Any
 from luabridge.accounts import AccountSettings, load_accounts, read_config_file
 from luabridge.action import Integration
 from luabridge.errors import ConfigError
+from luabridge.ledger.location import ledger_path
 from luabridge.limits import DEFAULT_LIMITS, Limits
 from luabridge.registry import BrokenPack, discover
 
@@ -46,6 +49,7 @@ class Settings:
     - ``default_accounts``: ``{integration: name of the account the bare namespace uses}``
     - ``limits``: the default limits of every run (defaults, then the file, then flags)
     - ``path``: the config file read, or None; ``file``: its parsed content
+    - ``ledger``: the run ledger's file, or None when the ledger is off
     """
 
     integrations: tuple[Integration, ...]
@@ -55,6 +59,7 @@ class Settings:
     path: str | None = None
     file: Mapping[str, Any] = field(default_factory=dict)
     broken: tuple[BrokenPack, ...] = ()
+    ledger: Path | None = None
 
 
 def config_path(path: str | os.PathLike[str] | None) -> str | None:
@@ -133,6 +138,8 @@ def load_settings(
     except ConfigError as exc:
         raise ConfigError(f"{name} [limits]: {exc}") from exc
     merged = merged.merged(dict(limits) if isinstance(limits, Mapping) else limits)
+    # The process's environment, as for the contact directory: ``environ`` holds accounts.
+    ledger = ledger_path(file, config_name=chosen)
     return Settings(
         integrations=tuple(found),
         accounts=accounts,
@@ -141,6 +148,7 @@ def load_settings(
         path=chosen,
         file=file,
         broken=tuple(broken),
+        ledger=ledger,
     )
 
 

@@ -5,12 +5,16 @@ session, with the demo teams ``default``, ``marketing`` and ``transactional`` (k
 ``DEMO_KEYS``) and the default 10 requests/second limit. ``emulator`` hands the same server to
 a test after resetting it, so every test starts from the seeded data with no faults, an empty
 request log and fresh rate windows.
+
+Every run the suite makes, in this process or in a subprocess, writes its ledger to a scratch
+file (``LUABRIDGE_LEDGER`` is set for the whole session), never to the user's.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,6 +25,21 @@ import pytest
 
 if TYPE_CHECKING:
     from integrations.loops.emulator import EmulatorServer
+
+
+@pytest.fixture(scope="session", autouse=True)
+def scratch_ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The session's ledger file, in ``LUABRIDGE_LEDGER`` for every bridge the suite builds."""
+    path = tmp_path_factory.mktemp("ledger") / "ledger.sqlite3"
+    before = os.environ.get("LUABRIDGE_LEDGER")
+    os.environ["LUABRIDGE_LEDGER"] = str(path)
+    try:
+        yield path
+    finally:
+        if before is None:
+            os.environ.pop("LUABRIDGE_LEDGER", None)
+        else:
+            os.environ["LUABRIDGE_LEDGER"] = before
 
 
 @pytest.fixture(scope="session")

@@ -15,8 +15,9 @@ import integrations.loops
 import integrations.loops.emulator
 import luabridge
 import luabridge.errors
+import luabridge.ledger
 
-PACKAGES = [luabridge, integrations.loops, integrations.loops.emulator]
+PACKAGES = [luabridge, luabridge.ledger, integrations.loops, integrations.loops.emulator]
 
 
 def module_names() -> list[str]:

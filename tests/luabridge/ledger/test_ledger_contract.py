@@ -1,0 +1,269 @@
+"""The contract every ledger implementation keeps (run once per implementation, see conftest)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from luabridge.ledger import (
+    CallEntry,
+    CallState,
+    ExecutionRecord,
+    ExecutionStatus,
+    Ledger,
+    LedgerError,
+    digest,
+)
+
+
+def execution(execution_id: str = "exec-1", *, started_at: float | None = None) -> ExecutionRecord:
+    return ExecutionRecord(
+        execution_id=execution_id,
+        status=ExecutionStatus.RUNNING.value,
+        script_hash=digest("return 1"),
+        input_hash=digest({"email": "a@b.co"}),
+        policy={"allow": ["read", "write"], "dry_run": False, "limits": {"calls": 100}},
+        accounts={"notes": ["default"]},
+        started_at=time.time() if started_at is None else started_at,
+        host="host-a",
+        pid=1234,
+    )
+
+
+def call(seq: int, *, effect: str = "write", key: str | None = None) -> CallEntry:
+    params = {"title": f"note {seq}", "token": "[REDACTED]"}
+    return CallEntry(
+        seq=seq,
+        integration="notes",
+        account="default",
+        action="add_note",
+        effect=effect,
+        params=params,
+        params_hash=digest(params),
+        idempotency_key=key,
+        started_at=time.time(),
+    )
+
+
+def test_ledger_execution_round_trip(ledger: Ledger) -> None:
+    record = execution()
+    ledger.create_execution(record)
+    got = ledger.get_execution("exec-1")
+    assert got is not None
+    assert got.to_dict() == {**record.to_dict(), "calls": 0, "writes": 0}
+
+
+def test_ledger_get_execution_unknown_is_none(ledger: Ledger) -> None:
+    assert ledger.get_execution("nope") is None
+    assert ledger.get_calls("nope") == []
+
+
+def test_ledger_create_execution_twice_refused(ledger: Ledger) -> None:
+    ledger.create_execution(execution())
+    with pytest.raises(LedgerError, match="already in the ledger"):
+        ledger.create_execution(execution())
+
+
+def test_ledger_update_execution_changes_only_given_fields(ledger: Ledger) -> None:
+    ledger.create_execution(execution())
+    ledger.update_execution(
+        "exec-1",
+        status="failed",
+        usage={"wall_ms": 12.5, "calls": 2},
+        error={"type": "RuntimeError", "message": "boom", "line": 3},
+        ended_at=1000.0,
+    )
+    got = ledger.get_execution("exec-1")
+    assert got is not None
+    assert (got.status, got.usage, got.ended_at) == (
+        "failed",
+        {"wall_ms": 12.5, "calls": 2},
+        1000.0,
+    )
+    assert got.error == {"type": "RuntimeError", "message": "boom", "line": 3}
+    assert (got.host, got.pid, got.resumed) == ("host-a", 1234, 0)
+    ledger.update_execution(
+        "exec-1", status="running", resumed=1, ended_at=0, error={}, host="host-b", pid=7
+    )
+    got = ledger.get_execution("exec-1")
+    assert got is not None
+    assert (got.status, got.resumed, got.ended_at, got.error) == ("running", 1, None, None)
+    assert (got.host, got.pid) == ("host-b", 7)
+
+
+def test_ledger_update_execution_unknown_refused(ledger: Ledger) -> None:
+    with pytest.raises(LedgerError, match="not in the ledger"):
+        ledger.update_execution("nope", status="failed")
+    with pytest.raises(LedgerError, match="not in the ledger"):
+        ledger.update_execution("nope")
+
+
+def test_ledger_calls_in_sequence_order(ledger: Ledger) -> None:
+    ledger.create_execution(execution())
+    for seq in (1, 3, 2):
+        ledger.append_call("exec-1", call(seq, effect="read" if seq == 2 else "write"))
+    entries = ledger.get_calls("exec-1")
+    assert [e.seq for e in entries] == [1, 2, 3]
+    assert entries[0].state == CallState.SENDING.value
+    assert entries[0].params == {"title": "note 1", "token": "[REDACTED]"}
+    assert entries[0].attempts == 1 and entries[0].ended_at is None
+    got = ledger.get_execution("exec-1")
+    assert got is not None and (got.calls, got.writes) == (3, 2)
+
+
+def test_ledger_append_call_duplicate_seq_refused(ledger: Ledger) -> None:
+    ledger.create_execution(execution())
+    ledger.append_call("exec-1", call(1))
+    with pytest.raises(LedgerError, match="already has a call 1"):
+        ledger.append_call("exec-1", call(1))
+
+
+def test_ledger_append_call_unknown_execution_refused(ledger: Ledger) -> None:
+    with pytest.raises(LedgerError, match="not in the ledger"):
+        ledger.append_call("nope", call(1))
+
+
+@pytest.mark.parametrize("outcome", ["succeeded", "failed", "unknown"])
+def test_ledger_call_outcome_after_sending(ledger: Ledger, outcome: str) -> None:
+    ledger.create_execution(execution())
+    ledger.append_call("exec-1", call(1))
+    result = {"success": outcome == "succeeded", "idempotency_key": "k-1"}
+    ledger.update_call("exec-1", 1, state=outcome, result=result, idempotency_key="k-1", at=50.0)
+    (entry,) = ledger.get_calls("exec-1")
+    assert (entry.state, entry.result, entry.idempotency_key) == (outcome, result, "k-1")
+    assert entry.ended_at == 50.0
+
+
+def test_ledger_call_resent_after_unknown_counts_attempts(ledger: Ledger) -> None:
+    ledger.create_execution(execution())
+    ledger.append_call("exec-1", call(1, key="k-1"))
+    ledger.update_call("exec-1", 1, state="unknown", at=10.0)
+    ledger.update_call("exec-1", 1, state="sending", at=20.0)
+    (entry,) = ledger.get_calls("exec-1")
+    assert (entry.state, entry.attempts, entry.started_at, entry.ended_at) == (
+        "sending",
+        2,
+        20.0,
+        None,
+    )
+    assert entry.idempotency_key == "k-1"
+    ledger.update_call("exec-1", 1, state="succeeded", result={"success": True})
+    (entry,) = ledger.get_calls("exec-1")
+    assert entry.state == "succeeded" and entry.result == {"success": True}
+
+
+def test_ledger_call_resent_after_failed(ledger: Ledger) -> None:
+    ledger.create_execution(execution())
+    ledger.append_call("exec-1", call(1))
+    ledger.update_call("exec-1", 1, state="failed", result={"success": False})
+    ledger.update_call("exec-1", 1, state="sending")
+    assert ledger.get_calls("exec-1")[0].attempts == 2
+
+
+@pytest.mark.parametrize(
+    ("path", "new"),
+    [
+        (["succeeded"], "sending"),
+        (["succeeded"], "failed"),
+        ([], "sending"),
+        (["failed"], "succeeded"),
+        (["unknown"], "failed"),
+        ([], "delivered"),
+    ],
+)
+def test_ledger_call_transition_refused(ledger: Ledger, path: list[str], new: str) -> None:
+    ledger.create_execution(execution())
+    ledger.append_call("exec-1", call(1))
+    for state in path:
+        ledger.update_call("exec-1", 1, state=state)
+    before = ledger.get_calls("exec-1")[0]
+    with pytest.raises(LedgerError, match="call 1 of execution 'exec-1'"):
+        ledger.update_call("exec-1", 1, state=new)
+    assert ledger.get_calls("exec-1")[0] == before
+
+
+def test_ledger_update_call_unknown_refused(ledger: Ledger) -> None:
+    ledger.create_execution(execution())
+    with pytest.raises(LedgerError, match="has no call 4"):
+        ledger.update_call("exec-1", 4, state="succeeded")
+
+
+def test_ledger_list_executions_newest_first(ledger: Ledger) -> None:
+    for n, started in enumerate([100.0, 300.0, 200.0]):
+        ledger.create_execution(execution(f"exec-{n}", started_at=started))
+    ledger.append_call("exec-2", call(1))
+    listed = ledger.list_executions()
+    assert [r.execution_id for r in listed] == ["exec-1", "exec-2", "exec-0"]
+    assert [r.calls for r in listed] == [0, 1, 0]
+    assert [r.execution_id for r in ledger.list_executions(limit=2)] == ["exec-1", "exec-2"]
+    assert ledger.list_executions(limit=0) == []
+
+
+def test_ledger_executions_kept_apart(ledger: Ledger) -> None:
+    ledger.create_execution(execution("a"))
+    ledger.create_execution(execution("b"))
+    ledger.append_call("a", call(1))
+    ledger.append_call("b", call(1))
+    ledger.update_call("a", 1, state="succeeded")
+    assert ledger.get_calls("b")[0].state == "sending"
+
+
+def test_ledger_second_handle_sees_writes(ledger_store: Callable[[], Ledger]) -> None:
+    """Two handles on one store stand for two processes: what one commits, the other reads."""
+    first, second = ledger_store(), ledger_store()
+    first.create_execution(execution())
+    first.append_call("exec-1", call(1, key="k"))
+    assert [e.seq for e in second.get_calls("exec-1")] == [1]
+    second.update_call("exec-1", 1, state="succeeded", result={"success": True})
+    assert first.get_calls("exec-1")[0].state == "succeeded"
+    with pytest.raises(LedgerError):
+        second.create_execution(execution())
+
+
+def test_ledger_many_threads_append(ledger: Ledger) -> None:
+    ledger.create_execution(execution())
+    errors: list[BaseException] = []
+
+    def work(offset: int) -> None:
+        try:
+            for n in range(25):
+                seq = offset * 100 + n
+                ledger.append_call("exec-1", call(seq))
+                ledger.update_call("exec-1", seq, state="succeeded", result={"n": seq})
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    entries = ledger.get_calls("exec-1")
+    assert len(entries) == 200
+    assert {e.state for e in entries} == {"succeeded"}
+
+
+def test_ledger_plan_round_trip(ledger: Ledger) -> None:
+    plan = {"source": "return 1", "writes": [{"action": "loops.send_event", "params": {}}]}
+    ledger.save_plan("plan-1", plan, time.time() + 60)
+    assert ledger.load_plan("plan-1") == plan
+    ledger.save_plan("plan-1", {"replaced": True}, time.time() + 60)
+    assert ledger.load_plan("plan-1") == {"replaced": True}
+
+
+def test_ledger_plan_unknown_or_expired_is_none(ledger: Ledger) -> None:
+    assert ledger.load_plan("nope") is None
+    ledger.save_plan("old", {"a": 1}, time.time() - 1)
+    assert ledger.load_plan("old") is None
+
+
+def test_ledger_closed_refuses(ledger_store: Callable[[], Ledger]) -> None:
+    handle = ledger_store()
+    handle.close()
+    handle.close()
+    with pytest.raises(LedgerError):
+        handle.get_execution("exec-1")
