@@ -1,10 +1,17 @@
-"""The contract every ledger implementation keeps (run once per implementation, see conftest)."""
+"""The contract every ledger implementation keeps, run once per implementation.
+
+``ledger_store`` is parametrized over the implementations; it yields a function that opens a
+new handle on one fresh, empty store (two handles stand for two processes sharing it).
+``ledger`` is the first handle. To put another implementation under the contract, add its
+name to ``IMPLEMENTATIONS`` and a branch to ``_opener``; nothing else changes.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -15,8 +22,46 @@ from luabridge.ledger import (
     ExecutionStatus,
     Ledger,
     LedgerError,
+    SQLiteLedger,
     digest,
 )
+
+#: The implementations the contract suite runs against.
+IMPLEMENTATIONS = ["sqlite"]
+
+Opener = Callable[[], Ledger]
+
+
+def _opener(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+    """A function opening handles on one fresh store; ``request`` can reach a server fixture
+    (``request.getfixturevalue(...)``) for an implementation that needs one."""
+    if kind == "sqlite":
+        path = tmp_path / "ledger.sqlite3"
+        return lambda: SQLiteLedger(path)
+    raise AssertionError(f"no opener for ledger implementation {kind!r}")
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def ledger_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
+    """Opens handles on one fresh store of the implementation; all are closed afterwards."""
+    opened: list[Ledger] = []
+    make = _opener(str(request.param), request, tmp_path)
+
+    def open_handle() -> Ledger:
+        handle = make()
+        opened.append(handle)
+        return handle
+
+    try:
+        yield open_handle
+    finally:
+        for handle in opened:
+            handle.close()
+
+
+@pytest.fixture
+def ledger(ledger_store: Opener) -> Ledger:
+    return ledger_store()
 
 
 def execution(execution_id: str = "exec-1", *, started_at: float | None = None) -> ExecutionRecord:
