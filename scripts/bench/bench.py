@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 import lupa.luajit21 as lupa_jit
 from harness import Emulator, Row, cpu_seconds, format_table, paired, peak_rss_kib
+from peers import peer_rows
 
 from integrations.loops import integration as loops_integration, open_account
 from luabridge import AccountSettings, Bridge, Integration, Limits
@@ -94,7 +95,8 @@ def check_ok(result: Any) -> None:
 # -- 1: a trivial run in-process ---------------------------------------------------------------
 
 
-def bench_trivial(scale: float) -> Row:
+def bench_trivial(scale: float) -> list[Row]:
+    """Row 1 against the runtime the sandbox needs; row 1a against a default LuaRuntime()."""
     n = max(20, int(200 * scale))
     bridge = Bridge.from_config(environ={}, isolation="inprocess")
     check_ok(bridge.run("return 1"))
@@ -103,15 +105,23 @@ def bench_trivial(scale: float) -> Row:
         for _ in range(n):
             bridge.run("return 1")
 
-    def baseline() -> None:
+    def minimal() -> None:
+        for _ in range(n):
+            lupa_jit.LuaRuntime(register_eval=False, register_builtins=False).execute("return 1")
+
+    def default() -> None:
         for _ in range(n):
             lupa_jit.LuaRuntime().execute("return 1")
 
-    timing = paired(subject, baseline, warmup=1, repeats=9)
+    timing = paired(subject, minimal, warmup=1, repeats=9)
+    old_base = paired(subject, default, warmup=1, repeats=5)
     per_run = statistics.median(timing.subject) / n * 1e6
     note(f"1: bridge.run('return 1') in-process takes {per_run:.0f} us per run")
     bridge.close()
-    return Row("1", f'bridge.run("return 1") in-process, x{n}', timing, 2.0)
+    return [
+        Row("1", f'bridge.run("return 1") in-process vs a minimal LuaRuntime, x{n}', timing, 1.5),
+        Row("1a", f'bridge.run("return 1") in-process vs LuaRuntime(), x{n}', old_base, 2.0),
+    ]
 
 
 # -- 2: 2,000 read calls, transport answering at once -------------------------------------------
@@ -494,7 +504,7 @@ def main() -> int:
     with workspace() as tmp:
         if wanted("1"):
             progress("1: trivial in-process run")
-            rows.append(bench_trivial(args.scale))
+            rows.extend(bench_trivial(args.scale))
         if wanted("2"):
             progress("2: read actions on an instant transport")
             rows.append(bench_read_calls(tmp, args.scale))
@@ -523,6 +533,9 @@ def main() -> int:
                     report_emulator(emulator, 2.0 * min(1.0, args.scale * 2))
             finally:
                 emulator.close()
+        if wanted("8") or wanted("9"):
+            progress("8, 9: the peer sandbox (pydantic-monty)")
+            rows.extend(peer_rows(args.scale, note))
         if wanted("m"):
             report_memory()
     rows.sort(key=lambda r: r.number)
