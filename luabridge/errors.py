@@ -171,6 +171,9 @@ class IntegrationError(LuabridgeError):
     - ``status``: the HTTP status where there was a response
     - ``retryable``: whether trying again later can help
     - ``body``: the parsed error body, if any (redacted before it leaves the bridge)
+    - ``delivered``: ``"unknown"`` when the request may have been carried out although no
+      answer said so (a connection lost after sending, an answer past the deadline); None when
+      the failure proves nothing was done
     """
 
     default_code: ClassVar[str] = "api_error"
@@ -185,6 +188,7 @@ class IntegrationError(LuabridgeError):
         retryable: bool | None = None,
         body: Any = None,
         request_id: str | None = None,
+        delivered: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -193,6 +197,7 @@ class IntegrationError(LuabridgeError):
         self.retryable = self.default_retryable if retryable is None else retryable
         self.body = body
         self.request_id = request_id
+        self.delivered = delivered
 
     def to_result(self) -> dict[str, Any]:
         """The failure table an action returns to Lua."""
@@ -204,6 +209,8 @@ class IntegrationError(LuabridgeError):
         }
         if self.status is not None:
             out["status"] = self.status
+        if self.delivered is not None:
+            out["delivered"] = self.delivered
         return out
 
 

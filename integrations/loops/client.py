@@ -51,6 +51,8 @@ DEFAULT_BASE_URL: Final = "https://app.loops.so/api/v1"
 #: for Loops (a repeated create gives 409, a repeated delete 404, and the two sending endpoints
 #: carry an Idempotency-Key), so this set only decides how we describe a doubtful retry.
 _IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+#: Methods that only read: a doubtful attempt of one of these changed nothing.
+_READ_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 _MAX_IDEMPOTENCY_KEY: Final = 100
 #: A Retry-After longer than this is not worth waiting for inside one script run.
 _MAX_RETRY_AFTER: Final = 60.0
@@ -192,6 +194,34 @@ def _request_id(response: httpx.Response) -> str | None:
     return None
 
 
+class _Unsent:
+    """``isinstance`` against the httpx errors raised before anything reached the server
+    (a refused or never-opened connection), without importing httpx at module import."""
+
+    def __instancecheck__(self, instance: object) -> bool:
+        import httpx
+
+        return isinstance(instance, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+
+
+_UNSENT: Any = _Unsent()
+
+
+def _uncertain(error: IntegrationError, method: str, *, delivered: str, key: str | None) -> None:
+    """Mark ``error`` as a failure whose request may have been carried out (a write only)."""
+    if method in _READ_METHODS:
+        return
+    error.delivered = delivered
+    if key:
+        error.message += (
+            f" Its delivery is unknown: send it again with the same idempotency_key ({key!r}) "
+            "and Loops will not deliver it twice."
+        )
+    else:
+        error.message += " Its delivery is unknown: check in Loops before repeating it."
+    error.args = (error.message,)
+
+
 def map_error(
     failure: httpx.Response | Exception,
     *,
@@ -236,9 +266,15 @@ def map_error(
             host = failure.request.url.host
         except RuntimeError:  # httpx raises when the request is not attached
             host = "Loops"
+        if isinstance(failure, _UNSENT):
+            advice = "Check the account's base_url and the network, then try again."
+        else:
+            advice = (
+                "The connection was lost after the request was sent, so Loops may have carried "
+                "it out."
+            )
         error = TransportError(
-            f"could not talk to {host} ({type(failure).__name__}: {failure}){tries}. Check the "
-            "account's base_url and the network, then try again.",
+            f"could not talk to {host} ({type(failure).__name__}: {failure}){tries}. {advice}",
             code="loops.connection_error",
         )
     elif isinstance(failure, ValueError) and response is not None:
@@ -493,12 +529,15 @@ class LoopsClient:
 
         Connection errors, 429 and 5xx are retried (``max_retries`` times at most) with capped
         exponential backoff and jitter, honouring ``Retry-After``. ``idempotency_key`` goes out
-        as ``Idempotency-Key`` on every attempt; when an earlier attempt may have reached Loops
-        (a 5xx or a connection lost after sending) a 409 means the first one was carried out,
-        and the result is ``{"success": True, "deduplicated": True}``. ``deadline`` is a
-        ``time.monotonic()`` value that no attempt and no wait may go past.
+        as ``Idempotency-Key`` on every attempt, and a 409 on it means Loops has already carried
+        out that key (an earlier attempt, or an earlier run of the same execution): the result
+        is ``{"success": True, "deduplicated": True}``. ``deadline`` is a ``time.monotonic()``
+        value that no attempt and no wait may go past.
 
-        Raises an ``IntegrationError`` (see ``map_error``) when the request fails for good.
+        Raises an ``IntegrationError`` (see ``map_error``) when the request fails for good. When
+        a write may have been carried out anyway (a connection lost after sending, a 5xx, the
+        deadline reached after such an attempt) the error's ``delivered`` is ``"unknown"`` and
+        its message says how to repeat it safely.
         """
         import httpx
 
@@ -527,32 +566,41 @@ class LoopsClient:
                     code="loops.rate_limited",
                     retryable=True,
                 )
-            timeout = self._attempt_timeout(deadline, attempts)
+            try:
+                timeout = self._attempt_timeout(deadline, attempts)
+            except IntegrationError as error:
+                if maybe_delivered:
+                    _uncertain(error, method, delivered="unknown", key=idempotency_key)
+                raise
             response: httpx.Response | None = None
             try:
                 response = self._http.request(
                     method, path, params=params, json=json, headers=headers, timeout=timeout
                 )
             except httpx.RequestError as exc:
+                # A refused or never-opened connection carried nothing to Loops.
+                maybe_delivered = maybe_delivered or not isinstance(exc, _UNSENT)
                 delay = self._next_delay(attempts, None)
                 if delay is None or not self._fits(delay, deadline):
-                    raise map_error(
-                        exc, secret=self._api_key, attempts=attempts, timeout=timeout
-                    ) from exc
-                # A refused or never-opened connection carried nothing to Loops.
-                unsent = httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout
-                maybe_delivered = maybe_delivered or not isinstance(exc, unsent)
+                    error = map_error(exc, secret=self._api_key, attempts=attempts, timeout=timeout)
+                    if maybe_delivered:
+                        _uncertain(error, method, delivered="unknown", key=idempotency_key)
+                    raise error from exc
                 time.sleep(delay)
                 continue
             status = response.status_code
             if 200 <= status < 300:
                 return self._parse_success(response, attempts)
-            if status == 409 and idempotency_key and maybe_delivered:
+            if status == 409 and idempotency_key:
+                # Loops answers 409 only to a key it has already carried out: by an earlier
+                # attempt of ours, or by an earlier run that sent the same logical request.
                 return {"success": True, "deduplicated": True}
             retry = status == 429 or status >= 500
             delay = self._next_delay(attempts, response) if retry else None
             if delay is None or not self._fits(delay, deadline):
                 failure = map_error(response, secret=self._api_key, attempts=attempts)
+                if status >= 500 or (status == 429 and maybe_delivered):
+                    _uncertain(failure, method, delivered="unknown", key=idempotency_key)
                 doubtful = maybe_delivered and method not in _IDEMPOTENT_METHODS
                 if doubtful and not idempotency_key and status in {404, 409}:
                     failure.message += (

@@ -274,19 +274,88 @@ def test_client_500_then_409_with_key_counted_as_delivered() -> None:
     assert len(seen) == 2
 
 
-def test_client_409_on_first_attempt_conflict() -> None:
-    handler, _ = replies(httpx.Response(409, json={"success": False, "message": "Reused."}))
+def test_client_409_on_first_attempt_with_key_deduplicated() -> None:
+    """A key Loops has already carried out (an earlier run's, or the caller's own) is a send
+    that was delivered: success, deduplicated."""
+    handler, seen = replies(httpx.Response(409, json={"success": False, "message": "Reused."}))
     with make_client(handler) as client:
-        error = fail(client, "POST", "/events/send", json={}, idempotency_key="key-3")
-    assert (error.code, error.status) == ("loops.conflict", 409)
+        result = client.request("POST", "/events/send", json={}, idempotency_key="key-3")
+    assert result == {"success": True, "deduplicated": True}
+    assert len(seen) == 1
 
 
-def test_client_429_then_409_with_key_conflict() -> None:
-    """A 429 proves the first attempt was not carried out, so the 409 is someone else's."""
+def test_client_429_then_409_with_key_deduplicated() -> None:
     handler, _ = replies(httpx.Response(429), httpx.Response(409, json={"message": "Reused."}))
     with make_client(handler) as client:
-        error = fail(client, "POST", "/events/send", json={}, idempotency_key="key-4")
-    assert error.code == "loops.conflict"
+        result = client.request("POST", "/events/send", json={}, idempotency_key="key-4")
+    assert result == {"success": True, "deduplicated": True}
+
+
+def test_client_409_without_key_conflict() -> None:
+    handler, _ = replies(httpx.Response(409, json={"message": "Email is already on list."}))
+    with make_client(handler) as client:
+        error = fail(client, "POST", "/contacts/create", json={"email": "a@b.co"})
+    assert (error.code, error.status, error.delivered) == ("loops.conflict", 409, None)
+
+
+def test_client_cut_after_sending_until_retries_run_out_delivery_unknown() -> None:
+    handler, seen = replies(httpx.RemoteProtocolError("Server disconnected"))
+    with make_client(handler, max_retries=2) as client:
+        error = fail(client, "POST", "/events/send", json={}, idempotency_key="key-5")
+    assert (error.code, error.delivered, error.retryable) == (
+        "loops.connection_error",
+        "unknown",
+        True,
+    )
+    assert "lost after the request was sent" in error.message
+    assert "same idempotency_key ('key-5')" in error.message
+    assert "base_url" not in error.message
+    assert error.to_result()["delivered"] == "unknown"
+    assert len(seen) == 3
+
+
+def test_client_5xx_until_retries_run_out_delivery_unknown() -> None:
+    handler, _ = replies(httpx.Response(500))
+    with make_client(handler, max_retries=1) as client:
+        error = fail(client, "POST", "/contacts/create", json={"email": "a@b.co"})
+    assert (error.code, error.delivered) == ("loops.server_error", "unknown")
+    assert "check in Loops before repeating it" in error.message
+
+
+def test_client_read_timeout_on_write_delivery_unknown() -> None:
+    handler, _ = replies(httpx.ReadTimeout("timed out"))
+    with make_client(handler, max_retries=0) as client:
+        error = fail(client, "POST", "/transactional", json={}, idempotency_key="key-6")
+    assert (error.code, error.delivered) == ("loops.timeout", "unknown")
+
+
+def test_client_deadline_after_doubtful_attempt_delivery_unknown() -> None:
+    """The answer is lost, and the run's deadline passes before the retry could go out."""
+    handler, seen = replies(httpx.ReadError("reset"))
+    with make_client(handler, backoff_base=0.05, backoff_cap=0.05) as client:
+        deadline = time.monotonic() + 0.06
+        with pytest.raises(TransportError) as info:
+            client.request(
+                "POST", "/events/send", json={}, idempotency_key="key-7", deadline=deadline
+            )
+    assert info.value.delivered == "unknown"
+    assert len(seen) >= 1
+
+
+def test_client_refused_connection_delivery_known() -> None:
+    handler, _ = replies(httpx.ConnectError("Connection refused"))
+    with make_client(handler, max_retries=0) as client:
+        error = fail(client, "POST", "/events/send", json={}, idempotency_key="key-8")
+    assert error.delivered is None
+    assert "delivered" not in error.to_result()
+    assert "base_url" in error.message
+
+
+def test_client_read_cut_on_get_delivery_not_marked() -> None:
+    handler, _ = replies(httpx.ReadError("reset"))
+    with make_client(handler, max_retries=0) as client:
+        error = fail(client, "GET", "/api-key")
+    assert error.delivered is None
 
 
 def test_client_connect_error_retried_then_connection_error() -> None:

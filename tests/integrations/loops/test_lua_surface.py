@@ -433,14 +433,6 @@ FAILURES = (
         400,
     ),
     Failure(
-        "event-idempotency-key-reused",
-        "send_event",
-        _SEND_EVENT_K1,
-        "loops.conflict",
-        409,
-        setup=f"assert(app.integrations.loops.send_event({_SEND_EVENT_K1}).success)",
-    ),
-    Failure(
         "unknown-transactional-id",
         "send_transactional_email",
         f'{{transactional_id = "ctxdoesnotexist000000009", email = "{ADA_EMAIL}"}}',
@@ -464,14 +456,6 @@ FAILURES = (
         400,
     ),
     Failure(
-        "transactional-idempotency-key-reused",
-        "send_transactional_email",
-        _SEND_WELCOME_T1,
-        "loops.conflict",
-        409,
-        setup=f"assert(app.integrations.loops.send_transactional_email({_SEND_WELCOME_T1}).success)",
-    ),
-    Failure(
         "suppression-unknown-contact",
         "check_contact_suppression",
         '{email = "ghost@example.com"}',
@@ -486,6 +470,24 @@ FAILURES = (
         400,
     ),
 )
+
+
+@pytest.mark.parametrize(
+    ("action", "params", "store"),
+    [
+        ("send_event", _SEND_EVENT_K1, "events"),
+        ("send_transactional_email", _SEND_WELCOME_T1, "sends"),
+    ],
+)
+def test_send_caller_key_reused_is_deduplicated(
+    bridge: Bridge, emulator: EmulatorServer, action: str, params: str, store: str
+) -> None:
+    """A caller passes the key of an earlier send, as the docs advise: Loops answers 409 and
+    the script sees the send as done (success, deduplicated), delivered once."""
+    setup = f"assert(app.integrations.loops.{action}({params}).success)"
+    result = call_action(bridge, action, params, setup=setup)
+    assert result["success"] is True and result["deduplicated"] is True, result
+    assert len(emulator.team("default").snapshot(store)) == 1
 
 
 @pytest.mark.parametrize("case", FAILURES, ids=lambda case: case.name)
