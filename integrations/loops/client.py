@@ -568,9 +568,9 @@ class LoopsClient:
                 )
             try:
                 timeout = self._attempt_timeout(deadline, attempts)
-            except IntegrationError as error:
+            except IntegrationError as late:
                 if maybe_delivered:
-                    _uncertain(error, method, delivered="unknown", key=idempotency_key)
+                    _uncertain(late, method, delivered="unknown", key=idempotency_key)
                 raise
             response: httpx.Response | None = None
             try:
