@@ -21,7 +21,7 @@ from luabridge.accounts import AccountSettings
 from luabridge.action import Integration, SupportsClose
 from luabridge.config import Settings, load_settings
 from luabridge.convert import copy_json
-from luabridge.dispatch import CallRecord, Dispatcher, RunPolicy
+from luabridge.dispatch import CallRecord, Dispatcher, RunPolicy, WriteGuard
 from luabridge.docs import (
     action_schema,
     help_text,
@@ -32,12 +32,25 @@ from luabridge.docs import (
 from luabridge.effects import parse_allow, suggest
 from luabridge.errors import (
     ConfigError,
+    ExpiredPlanError,
     LuabridgeError,
+    PlanError,
     ScriptError,
+    UnknownPlanError,
     ValidationError,
     error_class,
 )
 from luabridge.limits import DEFAULT_LIMITS, Limits
+from luabridge.plans import (
+    DEFAULT_PLAN_TTL,
+    ApplyResult,
+    MemoryPlanStore,
+    Plan,
+    PlanGuard,
+    PlanStore,
+    iso_time,
+    new_plan_id,
+)
 from luabridge.redact import Redactor
 from luabridge.registry import BrokenPack, discover_integrations
 from luabridge.sandbox import RunOutcome, execute
@@ -136,6 +149,8 @@ class Bridge:
     - ``pool``: a ``luabridge.pool.WorkerPool`` started by the caller, to run in instead of
       starting one (process isolation only); the bridge owns it from then on and closes it,
       also when the constructor fails
+    - ``plans``: where :meth:`plan` keeps plans for :meth:`apply` (default: in memory; see
+      ``luabridge.plans``); ``plan_ttl``: how long a plan can be applied (default 900 s)
 
     Example::
 
@@ -155,7 +170,11 @@ class Bridge:
         workers: int = 2,
         prestart: bool = False,
         pool: WorkerPool | None = None,
+        plans: PlanStore | None = None,
+        plan_ttl: float = DEFAULT_PLAN_TTL,
     ) -> None:
+        self.plans: PlanStore = MemoryPlanStore() if plans is None else plans
+        self.plan_ttl = plan_ttl
         if isolation not in ("process", "inprocess"):
             if pool is not None:
                 pool.close()
@@ -363,6 +382,21 @@ class Bridge:
 
         Raises ``ConfigError`` for bad options (unknown effect, account or limit).
         """
+        return self._run(
+            source, input, allow=allow, dry_run=dry_run, accounts=accounts, limits=limits
+        )
+
+    def _run(
+        self,
+        source: str,
+        input: Any,
+        *,
+        allow: Iterable[str] | str | None,
+        dry_run: bool,
+        accounts: Mapping[str, Iterable[str]] | None,
+        limits: Limits | Mapping[str, Any] | None,
+        write_guard: WriteGuard | None = None,
+    ) -> RunResult:
         self._check_open()
         policy_allow = parse_allow(allow)
         run_limits = self.limits.merged(dict(limits) if isinstance(limits, Mapping) else limits)
@@ -385,6 +419,7 @@ class Bridge:
             redactor=self._redactor,
             help_text=lambda topic: help_text(self.integrations, granted, topic),
             schema_of=self._schema_by_name,
+            write_guard=write_guard,
         )
         try:
             # The same checks in both isolation modes: a worker would otherwise see NaN or a
@@ -400,6 +435,152 @@ class Bridge:
                 source, input_copy, host=dispatcher, limits=run_limits, started=started
             )
         return self._result(outcome, dispatcher, execution_id)
+
+    # -- plan, then apply -------------------------------------------------------------------------
+
+    def plan(
+        self,
+        source: str,
+        input: Any = None,
+        *,
+        allow: Iterable[str] | str | None = None,
+        accounts: Mapping[str, Iterable[str]] | None = None,
+        limits: Limits | Mapping[str, Any] | None = None,
+        ttl: float | None = None,
+    ) -> Plan:
+        """Dry-run ``source`` and keep what it would send as a :class:`luabridge.plans.Plan`.
+
+        The options are those of :meth:`run`; ``ttl`` overrides the bridge's ``plan_ttl``.
+        ``plan.result`` is the dry run's envelope and ``plan.writes`` the writes it would send;
+        give ``plan.plan_id`` to :meth:`apply` to send exactly those.
+        """
+        self._check_open()
+        policy_allow = parse_allow(allow)
+        granted = self._grants(accounts)
+        run_limits = self.limits.merged(dict(limits) if isinstance(limits, Mapping) else limits)
+        result = self._run(
+            source, input, allow=policy_allow, dry_run=True, accounts=granted, limits=run_limits
+        )
+        try:
+            kept_input = copy_json(input, path="input")
+        except ValidationError:
+            kept_input = None  # the dry run failed on it, so the plan cannot be applied
+        now = time.time()
+        plan = Plan(
+            plan_id=new_plan_id(),
+            source=source,
+            input=kept_input,
+            allow=sorted(policy_allow),
+            accounts=granted,
+            limits=run_limits.as_dict(),
+            writes=[
+                {
+                    "integration": c.integration,
+                    "account": c.account,
+                    "action": c.action,
+                    "effect": c.effect,
+                    "params": c.params,
+                    "request": c.request,
+                }
+                for c in result.calls
+                if c.outcome == "dry_run"
+            ],
+            reads=[c.to_dict() for c in result.calls if c.effect == "read"],
+            result=result.to_dict(),
+            targets=self._targets(granted),
+            created_at=now,
+            expires_at=now + (self.plan_ttl if ttl is None else ttl),
+            run=result,
+        )
+        self.plans.save(plan)
+        return plan
+
+    def apply(self, plan_id: str) -> ApplyResult:
+        """Run a plan's script and input for real, sending only the writes it planned.
+
+        Before each write is sent it is compared with the plan's write at the same position;
+        the first that differs, or that the plan does not have, stops the run unsent with
+        ``PlanMismatchError`` (``ApplyResult.mismatch`` shows both). Raises
+        ``UnknownPlanError``, ``ExpiredPlanError`` or ``PlanError`` (already applied, its dry
+        run failed, or made for other accounts) before anything runs.
+        """
+        self._check_open()
+        with self._lock:
+            plan = self.plans.load(plan_id)
+            if plan is None:
+                raise UnknownPlanError(
+                    f"unknown plan id {plan_id!r}; plans come from a dry run "
+                    "(execute_lua with dry_run = true, luabridge run --dry-run, Bridge.plan) and "
+                    "are kept where that bridge keeps them; dry-run the script to get one"
+                )
+            now = time.time()
+            if plan.applied_at is not None:
+                raise PlanError(
+                    f"plan {plan_id} was already applied at {iso_time(plan.applied_at)}; a plan "
+                    "is applied once: dry-run the script again for a new plan"
+                )
+            if now >= plan.expires_at:
+                minutes = (plan.expires_at - plan.created_at) / 60
+                raise ExpiredPlanError(
+                    f"plan {plan_id} expired at {iso_time(plan.expires_at)} ({minutes:g} "
+                    "minutes after its dry run); dry-run the script again for a new plan"
+                )
+            if not plan.ok:
+                error = plan.result.get("error") or {}
+                raise PlanError(
+                    f"plan {plan_id} comes from a dry run that failed ({error.get('type')}: "
+                    f"{error.get('message')}); fix the script and dry-run it again"
+                )
+            targets = self._targets(plan.accounts)
+            self._check_targets(plan, targets)
+            plan.applied_at = now
+            self.plans.save(plan)
+        guard = PlanGuard(plan, targets)
+        result = self._run(
+            plan.source,
+            plan.input,
+            allow=plan.allow,
+            dry_run=False,
+            accounts=plan.accounts,
+            limits=plan.limits,
+            write_guard=guard,
+        )
+        unsent = [] if guard.mismatch is not None else plan.writes[guard.sent :]
+        return ApplyResult(
+            plan=plan, result=result, sent=guard.sent, mismatch=guard.mismatch, unsent=unsent
+        )
+
+    def _targets(self, granted: Mapping[str, Sequence[str]]) -> dict[str, dict[str, Any]]:
+        return {
+            name: {
+                acc: {
+                    "base_url": self.accounts[name][acc].base_url,
+                    "emulated": self.accounts[name][acc].source == "--emulator",
+                }
+                for acc in accs
+                if acc in self.accounts.get(name, {})
+            }
+            for name, accs in granted.items()
+            if accs
+        }
+
+    def _check_targets(self, plan: Plan, targets: Mapping[str, Mapping[str, Any]]) -> None:
+        for name, accs in plan.targets.items():
+            for acc, then in accs.items():
+                now = targets.get(name, {}).get(acc)
+                if now is None:
+                    raise PlanError(
+                        f"plan {plan.plan_id} uses {name} account '{acc}', which this bridge "
+                        "does not have; apply it where it was planned"
+                    )
+                if now["base_url"] != then["base_url"] and not (
+                    now["emulated"] and then["emulated"]
+                ):
+                    raise PlanError(
+                        f"plan {plan.plan_id} was made for {name} account '{acc}' at "
+                        f"{then['base_url']}, and this bridge sends it to {now['base_url']}; "
+                        "apply it with the configuration it was planned with"
+                    )
 
     def _worker_pool(self) -> WorkerPool:
         with self._lock:

@@ -27,7 +27,12 @@ from luabridge.errors import IntegrationError, LuabridgeError
 from luabridge.redact import Redactor
 from luabridge.sandbox import Reply
 
-__all__ = ["CallRecord", "Dispatcher", "RunPolicy", "accepted_names", "suggest"]
+__all__ = ["CallRecord", "Dispatcher", "RunPolicy", "WriteGuard", "accepted_names", "suggest"]
+
+#: Consulted before each write of a run is sent, with the write as a plan shows it
+#: (``integration``, ``account``, ``action``, ``effect``, ``params``, ``request``); a message
+#: stops the run there with ``PlanMismatchError``, None lets the write go (see luabridge.plans).
+WriteGuard = Callable[[dict[str, Any]], str | None]
 
 _EFFECT_ORDER = ("read", "write", "destructive")
 
@@ -38,7 +43,8 @@ class CallRecord:
 
     ``outcome`` is ``ok``, ``failed`` (the remote side said no; the script got
     ``success = false``), ``dry_run`` (validated and planned, nothing sent), ``invalid`` (bad
-    arguments), ``refused`` (policy) or ``limit`` (call limit reached).
+    arguments), ``refused`` (policy), ``limit`` (call limit reached) or ``stopped`` (applying
+    a plan: the write differs from the plan and was not sent).
     """
 
     integration: str
@@ -178,6 +184,7 @@ class Dispatcher:
     - ``defaults``: ``{integration: default account name or None}``
     - ``client_for(integration, account)``: the account's client (made once by the bridge)
     - ``docs``: renders help text and schemas (see ``luabridge.docs``)
+    - ``write_guard``: a :data:`WriteGuard` every write must pass before it is sent
     """
 
     def __init__(
@@ -191,7 +198,9 @@ class Dispatcher:
         redactor: Redactor,
         help_text: Callable[[str | None], str],
         schema_of: Callable[[str], dict[str, Any]],
+        write_guard: WriteGuard | None = None,
     ) -> None:
+        self.write_guard = write_guard
         self.integrations = integrations
         self.granted = granted
         self.defaults = defaults
@@ -367,6 +376,10 @@ class Dispatcher:
 
         if self.policy.dry_run and action.effect != "read":
             return self._plan(action, integration, account, model, record)
+        if self.write_guard is not None and action.effect != "read":
+            stopped = self._guard(action, integration, account, params, model, record)
+            if stopped is not None:
+                return stopped
         result: dict[str, Any]
         try:
             client = self.client_for(integration, account)
@@ -465,6 +478,44 @@ class Dispatcher:
             return ("ok", failure, None)
         record("dry_run", request=request)
         return ("ok", self._shape(action, _placeholder(action.output)), None)
+
+    def _guard(
+        self,
+        action: Action,
+        integration: str,
+        account: str,
+        params: Any,
+        model: BaseModel,
+        record: Callable[..., None],
+    ) -> Reply | None:
+        """Put the write, as its plan would show it, to the write guard before it is sent; a
+        write whose request cannot be made is shown with ``request`` None (so it differs)."""
+        assert self.write_guard is not None and action.plan is not None
+        request: dict[str, Any] | None
+        try:
+            ctx = CallContext(
+                integration=integration,
+                account=account,
+                client=self.client_for(integration, account),
+                deadline=self.policy.deadline,
+                execution_id=self.policy.execution_id,
+            )
+            request = self.redactor.data(dict(action.plan(ctx, model)))
+        except Exception:
+            request = None
+        write = {
+            "integration": integration,
+            "account": account,
+            "action": action.name,
+            "effect": action.effect,
+            "params": self.redactor.data(params),
+            "request": request,
+        }
+        message = self.write_guard(write)
+        if message is None:
+            return None
+        record("stopped", error=message, request=request)
+        return ("limit", message, "PlanMismatchError")
 
     def _shape(self, action: Action, produced: Mapping[str, Any] | BaseModel) -> dict[str, Any]:
         """The handler's answer, validated and shaped by the output model, secrets redacted."""

@@ -17,6 +17,7 @@ Every exception the library raises derives from :class:`LuabridgeError`::
     │   │   ├── OutputLimitError
     │   │   ├── CallLimitError
     │   │   └── ResultLimitError
+    │   ├── PlanMismatchError               applying a plan met a write the plan does not have
     │   ├── WorkerCrashError                the worker process died
     │   └── InternalError                   a bug in luabridge
     └── IntegrationError                    the remote side failed (returned to Lua, not raised)
@@ -40,6 +41,7 @@ __all__ = [
     "AuthenticationError",
     "CallLimitError",
     "ConfigError",
+    "ExpiredPlanError",
     "InstructionLimitError",
     "IntegrationError",
     "InternalError",
@@ -48,6 +50,8 @@ __all__ = [
     "MemoryLimitError",
     "NotFoundError",
     "OutputLimitError",
+    "PlanError",
+    "PlanMismatchError",
     "PolicyError",
     "RateLimitError",
     "ResultLimitError",
@@ -56,6 +60,7 @@ __all__ = [
     "ScriptSyntaxError",
     "TimeLimitError",
     "TransportError",
+    "UnknownPlanError",
     "ValidationError",
     "WorkerCrashError",
     "error_class",
@@ -73,6 +78,8 @@ ERROR_TYPES: dict[str, str] = {
     "OutputLimitError": "print() wrote more than the output limit",
     "CallLimitError": "the script made more action calls than allowed",
     "ResultLimitError": "the returned value is larger than allowed",
+    "PlanMismatchError": "applying a plan stopped before a write that differs from the plan "
+    "(or that the plan does not have); nothing differing was sent",
     "WorkerCrashError": "the worker process running the script died (native crash or kill)",
     "InternalError": "a bug in luabridge itself; the message says what happened",
     "UsageError": "the command line or configuration is wrong (CLI envelopes only; exit code 2)",
@@ -152,6 +159,13 @@ class ResultLimitError(LimitError):
     limit = "result_bytes"
 
 
+class PlanMismatchError(ScriptError):
+    """Applying a plan stopped before a write that the plan does not have, or that differs
+    from the planned one (action, account or request); that write was not sent."""
+
+    error_type = "PlanMismatchError"
+
+
 class WorkerCrashError(ScriptError):
     """The worker process running the script died: a native crash, a kill, the OOM killer."""
 
@@ -162,6 +176,19 @@ class InternalError(ScriptError):
     """A bug in luabridge itself ended the run; the message says what happened."""
 
     error_type = "InternalError"
+
+
+class PlanError(LuabridgeError):
+    """A plan that cannot be applied: already applied, made by a failed dry run, or for other
+    accounts than this bridge has. The message says which and what to do."""
+
+
+class UnknownPlanError(PlanError, LookupError):
+    """No plan has this id (never made, made by another store, or forgotten after expiry)."""
+
+
+class ExpiredPlanError(PlanError):
+    """The plan is older than its time to live; make a new one with a dry run."""
 
 
 class IntegrationError(LuabridgeError):
@@ -249,6 +276,7 @@ _BY_TYPE: dict[str, type[ScriptError]] = {
         OutputLimitError,
         CallLimitError,
         ResultLimitError,
+        PlanMismatchError,
         WorkerCrashError,
         InternalError,
     )

@@ -120,6 +120,7 @@ def _pack_commands() -> dict[str, click.Command]:
 #: The core commands, by module of ``luabridge.cli``: one line per module keeps additions apart.
 _COMMANDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("commands", ("run", "docs", "schema", "actions", "accounts", "call", "emulator")),
+    ("apply", ("apply",)),
 )
 
 

@@ -14,6 +14,7 @@ from luabridge.cli.options import (
     EXIT_FAILED,
     EXIT_OK,
     allow_option,
+    cli_plans,
     command_bridge,
     fail,
     guard,
@@ -63,6 +64,9 @@ def run(
 ) -> None:
     """Run a Lua script (FILE, or - for standard input).
 
+    With --dry-run the writes are planned, not sent, and kept as a plan (15 minutes):
+    `luabridge apply PLAN_ID` sends exactly those writes (--json prints plan_id).
+
     \b
     Examples:
       luabridge run docs/examples/onboarding.lua --emulator --allow write
@@ -82,11 +86,27 @@ def run(
     value = json_value(input_, "'--input'")
     effects = allow_option(allow)
     limits = limits_option(timeout, memory, max_calls)
-    with command_bridge(config, isolation=isolation, emulator=emulator, limits=limits) as bridge:
+    plan = None
+    with command_bridge(
+        config,
+        isolation=isolation,
+        emulator=emulator,
+        limits=limits,
+        plans=cli_plans() if dry_run else None,
+    ) as bridge:
         with guard():
-            result = bridge.run(source, value, allow=effects, dry_run=dry_run)
+            if dry_run:
+                plan = bridge.plan(source, value, allow=effects)
+                assert plan.run is not None
+                result = plan.run
+            else:
+                result = bridge.run(source, value, allow=effects)
     if as_json:
-        click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+        envelope = result.to_dict()
+        if plan is not None and plan.ok:
+            envelope["plan_id"] = plan.plan_id
+            envelope["plan"] = plan.summary()
+        click.echo(json.dumps(envelope, ensure_ascii=False))
     else:
         shown = result.output
         if result.output:
@@ -98,6 +118,14 @@ def run(
         for line in lines[0 if shown else 1 :]:
             click.echo(line)
     report_error(result, source, label)
+    if plan is not None and plan.ok:
+        count = len(plan.writes)
+        click.echo(
+            f"plan {plan.plan_id}: {count} write{'s' if count != 1 else ''} planned, valid "
+            f"until {plan.summary()['expires_at']}; send exactly "
+            f"{'these' if count != 1 else 'this'} with: luabridge apply {plan.plan_id}",
+            err=True,
+        )
     sys.exit(EXIT_OK if result.ok else EXIT_FAILED)
 
 

@@ -16,6 +16,7 @@ from luabridge.errors import LuabridgeError
 
 if TYPE_CHECKING:
     from luabridge.bridge import Bridge, Isolation
+    from luabridge.plans import PlanStore
     from luabridge.pool import WorkerPool
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "EXIT_USAGE",
     "UsageProblem",
     "allow_option",
+    "cli_plans",
     "command_bridge",
     "fail",
     "guard",
@@ -175,6 +177,7 @@ def command_bridge(
     isolation: str = "inprocess",
     emulator: bool = False,
     limits: Mapping[str, Any] | None = None,
+    plans: PlanStore | None = None,
 ) -> Iterator[Bridge]:
     """The command's bridge, from ``luabridge.config`` like every other bridge.
 
@@ -199,7 +202,11 @@ def command_bridge(
                 if emulator:
                     settings = stack.enter_context(emulated_settings(settings))
                 bridge = Bridge.from_settings(
-                    settings, isolation=cast("Isolation", isolation), workers=1, pool=pool
+                    settings,
+                    isolation=cast("Isolation", isolation),
+                    workers=1,
+                    pool=pool,
+                    plans=plans,
                 )
             pool = None  # the bridge owns it now
             with bridge:
@@ -207,6 +214,13 @@ def command_bridge(
     finally:
         if pool is not None:
             pool.close()
+
+
+def cli_plans() -> PlanStore:
+    """The CLI's plans: files, so that ``luabridge apply`` finds what a dry run planned."""
+    from luabridge.plans import FilePlanStore, default_plans_dir
+
+    return FilePlanStore(default_plans_dir())
 
 
 def fail(message: str) -> NoReturn:

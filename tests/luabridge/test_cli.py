@@ -45,6 +45,7 @@ def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         if var.startswith("LOOPS_") or var == "LUABRIDGE_LOOPS_DIRECTORY":
             monkeypatch.delenv(var)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("LUABRIDGE_PLANS_DIR", str(tmp_path / "plans"))
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -250,6 +251,83 @@ def test_run_dry_run_plan_is_easy_to_see(loops_env: EmulatorServer) -> None:
         f"  DRY RUN  loops.create_contact  POST {loops_env.base_url}/contacts/create "
         '{"email": "new@example.com"}' in result.stdout
     )
+
+
+TWO_EVENTS = (
+    "local input = ...\n"
+    'app.integrations.loops.send_event({email = "ada@example.com", event_name = "signup"})\n'
+    'app.integrations.loops.send_event({email = "ada@example.com", event_name = input.next})\n'
+    'return "sent"\n'
+)
+
+
+def _writes(emulator: EmulatorServer) -> list[tuple[str, str, Any]]:
+    return [
+        (r["method"], r["path"], r["body"]) for r in emulator.requests() if r["method"] != "GET"
+    ]
+
+
+def test_run_dry_run_json_prints_a_plan_id_that_apply_sends(
+    loops_env: EmulatorServer, tmp_path: Path
+) -> None:
+    script = write(tmp_path / "s.lua", TWO_EVENTS)
+    result, envelope = run_json(
+        script, "--allow", "write", "--dry-run", "--input", '{"next": "welcome"}'
+    )
+    assert result.exit_code == 0 and envelope["plan_id"].startswith("plan_")
+    assert [w["request"]["json"]["eventName"] for w in envelope["plan"]["writes"]] == [
+        "signup",
+        "welcome",
+    ]
+    assert _writes(loops_env) == []
+    applied = invoke("apply", envelope["plan_id"], "--isolation", "inprocess", "--json")
+    assert applied.exit_code == 0, applied.stderr
+    body = json.loads(applied.stdout)
+    assert body["ok"] is True and body["plan"]["sent"] == 2 and body["plan"]["complete"]
+    assert _writes(loops_env) == [
+        ("POST", "/api/v1/events/send", w["request"]["json"]) for w in envelope["plan"]["writes"]
+    ]
+    again = invoke("apply", envelope["plan_id"], "--isolation", "inprocess")
+    assert again.exit_code == 2 and "already applied" in again.stderr
+
+
+def test_apply_that_differs_shows_planned_and_actual(
+    loops_env: EmulatorServer, tmp_path: Path
+) -> None:
+    script = write(tmp_path / "s.lua", TWO_EVENTS)
+    _, envelope = run_json(
+        script, "--allow", "write", "--dry-run", "--input", '{"next": "welcome"}'
+    )
+    stored = tmp_path / "plans" / f"{envelope['plan_id']}.json"
+    data = json.loads(stored.read_text(encoding="utf-8"))
+    data["input"] = {"next": "goodbye"}  # the script now takes another path
+    stored.write_text(json.dumps(data), encoding="utf-8")
+    applied = invoke("apply", envelope["plan_id"], "--isolation", "inprocess")
+    assert applied.exit_code == 1
+    assert "PlanMismatchError: write 2 (loops.send_event) differs" in applied.stderr
+    assert "<- differs" in applied.stderr and '"goodbye"' in applied.stderr
+    assert [b["eventName"] for _, _, b in _writes(loops_env)] == ["signup"]
+
+
+def test_run_dry_run_prints_how_to_apply(loops_env: EmulatorServer) -> None:
+    result = invoke(
+        "run",
+        "-",
+        "--allow",
+        "write",
+        "--dry-run",
+        "--isolation",
+        "inprocess",
+        "--input",
+        '{"next": "welcome"}',
+        stdin=TWO_EVENTS,
+    )
+    assert "2 writes planned" in result.stderr and "luabridge apply plan_" in result.stderr
+
+
+def test_apply_unknown_plan_is_a_usage_error() -> None:
+    result = invoke("apply", "plan_" + "0" * 32)
+    assert result.exit_code == 2 and "unknown plan id" in result.stderr
 
 
 @pytest.mark.parametrize("emulated", [False, True])

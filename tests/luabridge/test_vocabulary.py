@@ -31,6 +31,7 @@ TABLE = {
     "OutputLimitError": errors.OutputLimitError,
     "CallLimitError": errors.CallLimitError,
     "ResultLimitError": errors.ResultLimitError,
+    "PlanMismatchError": errors.PlanMismatchError,
     "WorkerCrashError": errors.WorkerCrashError,
     "InternalError": errors.InternalError,
     "UsageError": errors.ConfigError,
