@@ -50,6 +50,7 @@ from luabridge.plans import (
     PlanStore,
     iso_time,
     new_plan_id,
+    plan_store,
 )
 from luabridge.redact import Redactor
 from luabridge.registry import BrokenPack, discover_integrations
@@ -149,8 +150,9 @@ class Bridge:
     - ``pool``: a ``luabridge.pool.WorkerPool`` started by the caller, to run in instead of
       starting one (process isolation only); the bridge owns it from then on and closes it,
       also when the constructor fails
-    - ``plans``: where :meth:`plan` keeps plans for :meth:`apply` (default: in memory; see
-      ``luabridge.plans``); ``plan_ttl``: how long a plan can be applied (default 900 s)
+    - ``plans``: where :meth:`plan` keeps plans for :meth:`apply` (default: in memory;
+      :meth:`from_settings` uses the ledger when one is configured; see ``luabridge.plans``);
+      ``plan_ttl``: how long a plan can be applied (default 900 s)
 
     Example::
 
@@ -270,6 +272,8 @@ class Bridge:
     def from_settings(cls, settings: Settings, **options: Any) -> Bridge:
         """A bridge built from :func:`luabridge.config.load_settings`; ``options`` go to the
         constructor (``isolation``, ``workers``, ``pool``...)."""
+        if "plans" not in options:
+            options["plans"] = plan_store(settings.ledger)
         bridge = cls(
             integrations=settings.integrations,
             accounts=settings.accounts,
@@ -294,6 +298,9 @@ class Bridge:
             client.close()
         if pool is not None:
             pool.close()
+        close_plans = getattr(self.plans, "close", None)
+        if close_plans is not None:
+            close_plans()
 
     def __enter__(self) -> Bridge:
         return self

@@ -19,56 +19,47 @@ Rules a user can rely on:
   that nobody saw;
 - headers are not compared: the idempotency key a call makes for itself is new each run.
 
-Stores: :class:`MemoryPlanStore` (one process: the default of a ``Bridge`` and of the MCP
-server), :class:`FilePlanStore` (one JSON file per plan in a private folder: the CLI's, so
-that ``luabridge apply`` in a later process finds what ``luabridge run --dry-run`` planned).
+Stores: :class:`LedgerPlanStore` keeps plans in the run ledger when one is configured (the
+default of ``Bridge.from_config``, so that ``luabridge apply`` in a later process finds what
+``luabridge run --dry-run`` planned); :class:`MemoryPlanStore` keeps them in this process (the
+default of a bare ``Bridge``, and of any bridge whose ledger is off).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
-import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
-
-from luabridge.errors import ConfigError
 
 if TYPE_CHECKING:
     from luabridge.bridge import RunResult
+    from luabridge.ledger.base import Ledger
 
 __all__ = [
     "DEFAULT_PLAN_TTL",
-    "PLANS_DIR_VARIABLE",
     "ApplyResult",
-    "FilePlanStore",
+    "LedgerPlanStore",
     "MemoryPlanStore",
     "Plan",
     "PlanGuard",
     "PlanStore",
-    "default_plans_dir",
     "iso_time",
     "new_plan_id",
+    "plan_store",
     "render_mismatch",
 ]
 
 #: How long a plan can be applied after it was made, in seconds.
 DEFAULT_PLAN_TTL = 15 * 60.0
 
-#: The environment variable naming the CLI's plan folder.
-PLANS_DIR_VARIABLE = "LUABRIDGE_PLANS_DIR"
-
 #: How long a store remembers an expired plan, so that applying it says "expired", not "unknown".
 _KEEP_EXPIRED = 3600.0
-
-_PLAN_ID = re.compile(r"^plan_[0-9a-f]{32}$")
 
 #: The parts of a write that must match the plan, in the order a difference is reported.
 _COMPARED = ("integration", "account", "action", "method", "url", "params", "json")
@@ -333,62 +324,48 @@ class MemoryPlanStore:
         return None if data is None else Plan.from_dict(json.loads(json.dumps(data)))
 
 
-def default_plans_dir(environ: Mapping[str, str] | None = None) -> Path:
-    """``$LUABRIDGE_PLANS_DIR``, else ``$XDG_STATE_HOME/luabridge/plans`` (``~/.local/state``)."""
-    env = os.environ if environ is None else environ
-    if env.get(PLANS_DIR_VARIABLE):
-        return Path(env[PLANS_DIR_VARIABLE])
-    state = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state) / "luabridge" / "plans"
+class LedgerPlanStore:
+    """Plans in the run ledger (see ``luabridge.ledger``), so that any process using the same
+    ledger can apply them: ``luabridge apply`` after ``luabridge run --dry-run``, another
+    worker behind ``luabridge serve``. The ledger is opened on first use.
 
-
-class FilePlanStore:
-    """One JSON file per plan in ``folder`` (made private to the user), written atomically.
-
-    Plans hold the script, its input and the request bodies (never an API key), so the folder
-    and its files are readable by their owner only.
+    The ledger keeps each plan an hour past its expiry, so that applying a late one says
+    "expired" rather than "unknown".
     """
 
-    def __init__(self, folder: str | os.PathLike[str]) -> None:
-        self.folder = Path(folder)
+    def __init__(self, ledger: Ledger | str | os.PathLike[str]) -> None:
+        self._given = ledger
+        self._ledger: Ledger | None = None
+        self._owned = False
+        self._lock = threading.Lock()
 
-    def _path(self, plan_id: str) -> Path | None:
-        return self.folder / f"{plan_id}.json" if _PLAN_ID.match(plan_id) else None
+    def _open(self) -> Ledger:
+        with self._lock:
+            if self._ledger is None:
+                if isinstance(self._given, str | os.PathLike):
+                    from luabridge.ledger.sqlite import SQLiteLedger
+
+                    self._ledger = SQLiteLedger(self._given)
+                    self._owned = True
+                else:
+                    self._ledger = self._given
+            return self._ledger
 
     def save(self, plan: Plan) -> None:
-        path = self._path(plan.plan_id)
-        if path is None:
-            raise ConfigError(f"not a plan id: {plan.plan_id!r}")
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".plan-", suffix=".tmp")
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(plan.to_dict(), fh, ensure_ascii=False)
-            os.replace(tmp, path)
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot write the plan to {self.folder}: {exc.strerror or exc}; set "
-                f"{PLANS_DIR_VARIABLE} to a folder you can write"
-            ) from exc
-        self._prune()
+        self._open().save_plan(plan.plan_id, plan.to_dict(), plan.expires_at + _KEEP_EXPIRED)
 
     def load(self, plan_id: str) -> Plan | None:
-        path = self._path(plan_id)
-        if path is None:
-            return None
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot read plan {plan_id} from {path}: {exc}") from exc
-        return Plan.from_dict(data)
+        data = self._open().load_plan(plan_id)
+        return None if data is None else Plan.from_dict(data)
 
-    def _prune(self) -> None:
-        now = time.time()
-        for path in self.folder.glob("plan_*.json"):
-            try:
-                if json.loads(path.read_text(encoding="utf-8"))["expires_at"] + _KEEP_EXPIRED < now:
-                    path.unlink()
-            except (OSError, ValueError, KeyError, TypeError):
-                continue
+    def close(self) -> None:
+        """Close the ledger if this store opened it."""
+        with self._lock:
+            ledger, self._ledger = self._ledger, None
+        if ledger is not None and self._owned:
+            ledger.close()
+
+
+def plan_store(ledger: str | os.PathLike[str] | None) -> PlanStore:
+    """The plans of a bridge built from settings: in the ledger at ``ledger``, else in memory."""
+    return MemoryPlanStore() if ledger is None else LedgerPlanStore(ledger)

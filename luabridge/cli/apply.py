@@ -11,7 +11,6 @@ from luabridge.cli.options import (
     EXIT_FAILED,
     EXIT_OK,
     UsageProblem,
-    cli_plans,
     command_bridge,
 )
 from luabridge.cli.render import dumps, report_error, summary
@@ -43,10 +42,11 @@ __all__ = ["apply"]
 def apply(plan_id: str, config: str | None, emulator: bool, isolation: str, as_json: bool) -> None:
     """Run a planned script for real, sending only the writes its dry run showed.
 
-    The plan (from `luabridge run FILE --dry-run`) keeps the script, its input, its --allow
-    and limits. Before each write is sent it is compared with the plan; the first write that
-    differs, or that the plan does not have, stops the run unsent (exit code 1) and the planned
-    and actual writes are shown side by side. Plans can be applied once, within 15 minutes.
+    The plan (from `luabridge run FILE --dry-run`, kept in the run ledger) holds the script,
+    its input, its --allow and limits. Before each write is sent it is compared with the plan;
+    the first write that differs, or that the plan does not have, stops the run unsent (exit
+    code 1) and the planned and actual writes are shown side by side. Plans can be applied
+    once, within 15 minutes.
 
     \b
     Example:
@@ -56,7 +56,7 @@ def apply(plan_id: str, config: str | None, emulator: bool, isolation: str, as_j
     from luabridge.errors import PlanError
     from luabridge.plans import render_mismatch
 
-    with command_bridge(config, isolation=isolation, emulator=emulator, plans=cli_plans()) as b:
+    with command_bridge(config, isolation=isolation, emulator=emulator) as b:
         try:
             applied = b.apply(plan_id)
         except PlanError as exc:

@@ -14,7 +14,6 @@ from luabridge.cli.options import (
     EXIT_FAILED,
     EXIT_OK,
     allow_option,
-    cli_plans,
     command_bridge,
     fail,
     guard,
@@ -86,17 +85,15 @@ def run(
     value = json_value(input_, "'--input'")
     effects = allow_option(allow)
     limits = limits_option(timeout, memory, max_calls)
+    from luabridge.plans import MemoryPlanStore
+
     plan = None
-    with command_bridge(
-        config,
-        isolation=isolation,
-        emulator=emulator,
-        limits=limits,
-        plans=cli_plans() if dry_run else None,
-    ) as bridge:
+    kept = True
+    with command_bridge(config, isolation=isolation, emulator=emulator, limits=limits) as bridge:
         with guard():
             if dry_run:
                 plan = bridge.plan(source, value, allow=effects)
+                kept = not isinstance(bridge.plans, MemoryPlanStore)
                 assert plan.run is not None
                 result = plan.run
             else:
@@ -118,7 +115,13 @@ def run(
         for line in lines[0 if shown else 1 :]:
             click.echo(line)
     report_error(result, source, label)
-    if plan is not None and plan.ok:
+    if plan is not None and plan.ok and not kept:
+        click.echo(
+            "the run ledger is off, so this plan is not kept for luabridge apply; turn the "
+            "ledger on (see luabridge.toml's ledger setting) to apply plans from the CLI",
+            err=True,
+        )
+    elif plan is not None and plan.ok:
         count = len(plan.writes)
         click.echo(
             f"plan {plan.plan_id}: {count} write{'s' if count != 1 else ''} planned, valid "

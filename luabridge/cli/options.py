@@ -16,7 +16,6 @@ from luabridge.errors import LuabridgeError
 
 if TYPE_CHECKING:
     from luabridge.bridge import Bridge, Isolation
-    from luabridge.plans import PlanStore
     from luabridge.pool import WorkerPool
 
 __all__ = [
@@ -26,7 +25,6 @@ __all__ = [
     "EXIT_USAGE",
     "UsageProblem",
     "allow_option",
-    "cli_plans",
     "command_bridge",
     "fail",
     "guard",
@@ -177,7 +175,6 @@ def command_bridge(
     isolation: str = "inprocess",
     emulator: bool = False,
     limits: Mapping[str, Any] | None = None,
-    plans: PlanStore | None = None,
 ) -> Iterator[Bridge]:
     """The command's bridge, from ``luabridge.config`` like every other bridge.
 
@@ -206,7 +203,6 @@ def command_bridge(
                     isolation=cast("Isolation", isolation),
                     workers=1,
                     pool=pool,
-                    plans=plans,
                 )
             pool = None  # the bridge owns it now
             with bridge:
@@ -214,13 +210,6 @@ def command_bridge(
     finally:
         if pool is not None:
             pool.close()
-
-
-def cli_plans() -> PlanStore:
-    """The CLI's plans: files, so that ``luabridge apply`` finds what a dry run planned."""
-    from luabridge.plans import FilePlanStore, default_plans_dir
-
-    return FilePlanStore(default_plans_dir())
 
 
 def fail(message: str) -> NoReturn:

@@ -45,7 +45,6 @@ def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         if var.startswith("LOOPS_") or var == "LUABRIDGE_LOOPS_DIRECTORY":
             monkeypatch.delenv(var)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setenv("LUABRIDGE_PLANS_DIR", str(tmp_path / "plans"))
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -298,10 +297,13 @@ def test_apply_that_differs_shows_planned_and_actual(
     _, envelope = run_json(
         script, "--allow", "write", "--dry-run", "--input", '{"next": "welcome"}'
     )
-    stored = tmp_path / "plans" / f"{envelope['plan_id']}.json"
-    data = json.loads(stored.read_text(encoding="utf-8"))
-    data["input"] = {"next": "goodbye"}  # the script now takes another path
-    stored.write_text(json.dumps(data), encoding="utf-8")
+    from luabridge.ledger.sqlite import SQLiteLedger
+
+    with SQLiteLedger(os.environ["LUABRIDGE_LEDGER"]) as ledger:  # the suite's scratch ledger
+        data = ledger.load_plan(envelope["plan_id"])
+        assert data is not None
+        data["input"] = {"next": "goodbye"}  # the script now takes another path
+        ledger.save_plan(envelope["plan_id"], data, data["expires_at"])
     applied = invoke("apply", envelope["plan_id"], "--isolation", "inprocess")
     assert applied.exit_code == 1
     assert "PlanMismatchError: write 2 (loops.send_event) differs" in applied.stderr
@@ -323,6 +325,14 @@ def test_run_dry_run_prints_how_to_apply(loops_env: EmulatorServer) -> None:
         stdin=TWO_EVENTS,
     )
     assert "2 writes planned" in result.stderr and "luabridge apply plan_" in result.stderr
+
+
+def test_run_dry_run_without_a_ledger_says_the_plan_is_not_kept(
+    loops_env: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LUABRIDGE_LEDGER", "off")
+    result = invoke("run", "-", "--dry-run", "--isolation", "inprocess", stdin="return 1")
+    assert result.exit_code == 0 and "the run ledger is off" in result.stderr
 
 
 def test_apply_unknown_plan_is_a_usage_error() -> None:

@@ -14,13 +14,12 @@ import pytest
 from conftest import NOTES, make_bridge
 
 from luabridge import Bridge
-from luabridge.errors import ConfigError, ExpiredPlanError, PlanError, UnknownPlanError, error_class
+from luabridge.errors import ExpiredPlanError, PlanError, UnknownPlanError, error_class
 from luabridge.plans import (
     DEFAULT_PLAN_TTL,
-    FilePlanStore,
+    LedgerPlanStore,
     MemoryPlanStore,
     Plan,
-    default_plans_dir,
     render_mismatch,
 )
 
@@ -165,7 +164,7 @@ def test_plan_with_bad_input_cannot_be_applied(bridge: Bridge) -> None:
 
 
 def test_apply_elsewhere_than_planned_is_refused(tmp_path: Path) -> None:
-    store = FilePlanStore(tmp_path / "plans")
+    store = LedgerPlanStore(tmp_path / "ledger.sqlite3")
     first = make_bridge(plans=store)
     plan = first.plan(TWO_WRITES, {}, allow="write")
     env = {"NOTES_API_KEY": "k", "NOTES_BASE_URL": "https://elsewhere.invalid"}
@@ -196,44 +195,47 @@ def test_plan_mismatch_error_class() -> None:
     assert cls.__name__ == "PlanMismatchError"
 
 
-def test_file_store_round_trip_and_privacy(tmp_path: Path) -> None:
-    folder = tmp_path / "plans"
-    store = FilePlanStore(folder)
+def test_ledger_store_round_trip(tmp_path: Path) -> None:
+    store = LedgerPlanStore(tmp_path / "ledger.sqlite3")
     with make_bridge(plans=store) as bridge:
         plan = bridge.plan(TWO_WRITES, {"second": "s"}, allow="write")
-    path = folder / f"{plan.plan_id}.json"
-    assert path.stat().st_mode & 0o077 == 0 and folder.stat().st_mode & 0o077 == 0
-    loaded = store.load(plan.plan_id)
-    assert loaded is not None and loaded.to_dict() == plan.to_dict()
-    assert "notes-key" not in path.read_text(encoding="utf-8")
-    assert store.load("plan_" + "0" * 32) is None
-    assert store.load("../etc/passwd") is None
+        loaded = store.load(plan.plan_id)
+        assert loaded is not None and loaded.to_dict() == plan.to_dict()
+        assert store.load("plan_" + "0" * 32) is None
+    # Another process (here: another bridge on the same file) applies it.
+    with make_bridge(plans=LedgerPlanStore(tmp_path / "ledger.sqlite3")) as other:
+        assert other.apply(plan.plan_id).complete
 
 
-def test_file_store_forgets_long_expired_plans(tmp_path: Path) -> None:
-    store = FilePlanStore(tmp_path)
-    with make_bridge(plans=store) as bridge:
-        old = bridge.plan("return 1", ttl=-7200)
-        new = bridge.plan("return 2")
-    assert store.load(old.plan_id) is None and store.load(new.plan_id) is not None
+def test_ledger_store_says_expired_not_unknown(tmp_path: Path) -> None:
+    with make_bridge(plans=LedgerPlanStore(tmp_path / "l.sqlite3")) as bridge:
+        plan = bridge.plan("return 1", ttl=-60)
+        with pytest.raises(ExpiredPlanError):
+            bridge.apply(plan.plan_id)
 
 
-def test_file_store_unreadable_plan(tmp_path: Path) -> None:
-    store = FilePlanStore(tmp_path)
-    (tmp_path / ("plan_" + "1" * 32 + ".json")).write_text("{not json", encoding="utf-8")
-    with pytest.raises(ConfigError, match="cannot read plan"):
-        store.load("plan_" + "1" * 32)
+def test_ledger_store_with_an_open_ledger(tmp_path: Path) -> None:
+    from luabridge.ledger.sqlite import SQLiteLedger
+
+    with SQLiteLedger(tmp_path / "l.sqlite3") as ledger:
+        store = LedgerPlanStore(ledger)
+        with make_bridge(plans=store) as bridge:
+            plan = bridge.plan("return 1")
+        assert ledger.load_plan(plan.plan_id) is not None  # the bridge did not close it
 
 
-def test_file_store_unwritable_folder(tmp_path: Path) -> None:
-    blocker = tmp_path / "file"
-    blocker.write_text("", encoding="utf-8")
-    store = FilePlanStore(blocker / "plans")
-    with (
-        make_bridge(plans=store) as bridge,
-        pytest.raises(ConfigError, match="LUABRIDGE_PLANS_DIR"),
-    ):
-        bridge.plan("return 1")
+def test_from_config_keeps_plans_in_the_configured_ledger(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LUABRIDGE_LEDGER", raising=False)
+    config = tmp_path / "luabridge.toml"
+    config.write_text(f'ledger = "{tmp_path / "runs.sqlite3"}"\n', encoding="utf-8")
+    env = {"NOTES_API_KEY": "k"}
+    with Bridge.from_config(config, environ=env, integrations=[NOTES], isolation="inprocess") as b:
+        assert isinstance(b.plans, LedgerPlanStore)
+    config.write_text("ledger = false\n", encoding="utf-8")
+    with Bridge.from_config(config, environ=env, integrations=[NOTES], isolation="inprocess") as b:
+        assert isinstance(b.plans, MemoryPlanStore)
 
 
 def test_memory_store_forgets_long_expired_plans() -> None:
@@ -242,11 +244,6 @@ def test_memory_store_forgets_long_expired_plans() -> None:
         old = bridge.plan("return 1", ttl=-7200)
         bridge.plan("return 2")
     assert store.load(old.plan_id) is None
-
-
-def test_default_plans_dir() -> None:
-    assert default_plans_dir({"LUABRIDGE_PLANS_DIR": "/x"}) == Path("/x")
-    assert default_plans_dir({"XDG_STATE_HOME": "/s"}) == Path("/s/luabridge/plans")
 
 
 def test_plan_from_dict_ignores_unknown_keys(bridge: Bridge) -> None:
