@@ -217,6 +217,12 @@ class _Session:
 
         return self._protected(build)
 
+    def integrations(self) -> Any:
+        """The names of the integrations in this run, for ``pairs(app.integrations)``."""
+        return self._protected(
+            lambda: (b"ok", self.lua.table_from([n.encode() for n in sorted(self.host.spec)]))
+        )
+
     def restore(self) -> None:
         self.lua.set_max_memory(self.limits.memory)
 
@@ -287,7 +293,10 @@ HOST_METHODS = ("call", "help", "schema", "accounts", "explain")
 
 #: The operations the bootstrap may ask ``_Session.service`` for: the host's, and those the
 #: session answers itself.
-_OPS = {name.encode(): name for name in (*HOST_METHODS, "restore", "json_decode", "spec")}
+_OPS = {
+    name.encode(): name
+    for name in (*HOST_METHODS, "restore", "json_decode", "spec", "integrations")
+}
 
 
 def execute(

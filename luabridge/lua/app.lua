@@ -7,13 +7,18 @@
 -- to the host; nothing of Python is reachable from here.
 
 local type, next, select, tostring, ipairs = type, next, select, tostring, ipairs
-local error, rawequal, setmetatable, getmetatable = error, rawequal, setmetatable, getmetatable
+local error, rawequal, setmetatable = error, rawequal, setmetatable
 local sformat = string.format
 local tconcat, tsort = table.concat, table.sort
 
+-- `protected` and `listings` are the run's registries (see bootstrap.lua): a read-only table is
+-- entered in both, so rawset refuses it and pairs() lists what `list()` returns.
+local protected, listings
+
 -- A read-only table named `name`: `index` is a table of fields (reading any other name raises)
--- or an __index function; `tostr` its __tostring.
-local function readonly(name, index, tostr)
+-- or an __index function; `tostr` its __tostring; `list` a function returning the name -> value
+-- table pairs() shows (a table of fields lists its fields).
+local function readonly(name, index, tostr, list)
     if type(index) == "table" then
       -- A fixed table of fields: reading any other name is a mistake worth an error.
       local fields, names = index, {}
@@ -25,13 +30,17 @@ local function readonly(name, index, tostr)
         if v == nil then error(sformat("%s has no field '%s' (it has: %s)", name, tostring(k), known), 2) end
         return v
       end
+      list = list or function() return fields end
     end
-    return setmetatable({}, {
+    local t = setmetatable({}, {
       __index = index,
       __newindex = function(_, k) error(sformat("%s is read-only (cannot set '%s')", name, tostring(k)), 2) end,
       __tostring = tostr,
       __metatable = false,
     })
+    protected[t] = name
+    listings[t] = list or function() return {} end
+    return t
 end
 
 -- `run` holds what the run's bootstrap shares: service, trip, raise, call_host, try_encode,
@@ -40,6 +49,8 @@ return function(run)
   local service, trip, raise, call_host = run.service, run.trip, run.raise, run.call_host
   local try_encode, null, array_mt, object_mt = run.try_encode, run.null, run.array_mt, run.object_mt
   local max_args, max_result = run.max_args, run.max_result
+  local raw_getmetatable, raw_setmetatable = run.raw_getmetatable, run.raw_setmetatable
+  protected, listings = run.protected, run.listings
   local OK, LIMIT = "ok", "limit"
 
   local function make_binding(iname, account, aname)
@@ -67,7 +78,8 @@ return function(run)
 
   local function account_table(iname, account, actions)
     local cache = {}
-    return readonly(sformat("app.integrations.%s.%s", iname, account), function(_, k)
+    local t
+    t = readonly(sformat("app.integrations.%s.%s", iname, account), function(_, k)
       local b = cache[k]
       if b then return b end
       if type(k) == "string" and actions[k] then
@@ -76,7 +88,14 @@ return function(run)
         return b
       end
       raise("RuntimeError", service("explain", iname, account, tostring(k)), 2)
-    end, function() return sformat("<%s account '%s': call app.help('%s') for its actions>", iname, account, iname) end)
+    end, function() return sformat("<%s account '%s': call app.help('%s') for its actions>", iname, account, iname) end,
+    function()
+      local l = {}
+      -- Read through the table itself, so the listing and t.<name> share one binding.
+      for name in next, actions do l[name] = t[name] end
+      return l
+    end)
+    return t
   end
 
   local integrations_cache = {}
@@ -92,10 +111,21 @@ return function(run)
       if k == "default" and default then return default end
       if type(k) == "string" and actions[k] and default then return default[k] end
       raise("RuntimeError", service("explain", iname, nil, tostring(k)), 2)
-    end, function() return spec.summary end)
+    end, function() return spec.summary end, function()
+      -- Its accounts (and `default`, when the run has one) and, through the default account,
+      -- its actions.
+      local l = {}
+      for name, acc in next, accounts do l[name] = acc end
+      if default then
+        l.default = default
+        for name in next, actions do l[name] = default[name] end
+      end
+      return l
+    end)
   end
 
-  local integrations = readonly("app.integrations", function(_, k)
+  local integrations
+  integrations = readonly("app.integrations", function(_, k)
     local t = integrations_cache[k]
     if t then return t end
     local spec = type(k) == "string" and call_host("spec", k)
@@ -105,16 +135,22 @@ return function(run)
       return t
     end
     raise("RuntimeError", service("explain", tostring(k), nil, nil), 2)
-  end, function() return "<app.integrations: call app.help() to list them>" end)
+  end, function() return "<app.integrations: call app.help() to list them>" end, function()
+    local l = {}
+    for _, name in ipairs(call_host("integrations")) do l[name] = integrations[name] end
+    return l
+  end)
 
   local function mark(mt, what)
     return function(t)
       if t == nil then t = {} end
-      if type(t) ~= "table" or rawequal(t, null) then error(sformat("app.%s: expected a table, got a %s", what, type(t)), 2) end
-      if getmetatable(t) ~= nil and getmetatable(t) ~= "app.array" and getmetatable(t) ~= "app.object" then
-        error(sformat("app.%s: table already has a metatable", what), 2)
+      if type(t) ~= "table" or protected[t] then error(sformat("app.%s: expected a table, got a %s", what, type(t)), 2) end
+      local current = raw_getmetatable(t)
+      if current ~= nil and not rawequal(current, array_mt) and not rawequal(current, object_mt) then
+        error(sformat("app.%s: table already has a metatable (set with setmetatable); pass a plain table", what), 2)
       end
-      return setmetatable(t, mt)
+      raw_setmetatable(t, mt)
+      return t
     end
   end
 

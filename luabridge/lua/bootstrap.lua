@@ -3,7 +3,11 @@
 -- It runs before any script, captures the real library functions in locals, turns the JIT off,
 -- hides the VM-wide string metatable, and returns `prepare(host)`, which builds the sandbox
 -- environment for one run and returns the runner. Scripts never see this chunk's locals: the
--- sandbox has no debug, getfenv, getmetatable or loaders, so upvalues stay out of reach.
+-- sandbox has no debug, getfenv or loaders, so upvalues stay out of reach. Scripts do get
+-- setmetatable, getmetatable and the raw functions: every metatable the sandbox shares (the
+-- string metatable, the environment, app and its namespaces, app.null, the shape markers) is
+-- protected with __metatable, rawset refuses the read-only tables, and the trusted code reads
+-- script tables with raw access only, so a script's metamethods run only for the script.
 --
 -- Limits live here (count hook, output cap, depth caps, conversion budgets). Once a limit trips,
 -- the hook raises in every script frame and every wrapper that can catch an error (pcall,
@@ -21,6 +25,8 @@ local error, pcall, xpcall, unpack = error, pcall, xpcall, unpack
 local rawget, rawset, rawequal, setmetatable, getmetatable = rawget, rawset, rawequal, setmetatable, getmetatable
 local loadstring, setfenv, collectgarbage = loadstring, setfenv, collectgarbage
 local sethook, getinfo, getregistry = debug.sethook, debug.getinfo, debug.getregistry
+local dgetmetatable, dsetmetatable = debug.getmetatable, debug.setmetatable
+local lib_bit = bit
 local sbyte, schar, sfind, sformat, sgsub, srep, ssub, smatch = string.byte, string.char, string.find, string.format, string.gsub, string.rep, string.sub, string.match
 local tconcat, tinsert, tsort = table.concat, table.insert, table.sort
 local mfloor, mhuge = math.floor, math.huge
@@ -125,7 +131,14 @@ return function(host)
 
   ---------------------------------------------------------------------------
   -- Lua -> JSON text (json.lua): raw access only, with budgets.
-  local _, try_encode = make_encoder(null, max_depth, is_memory_error, function() return tripped, tripped_msg end)
+  -- The read-only tables app.lua hands out: `protected[t]` is the name of each (rawset refuses
+  -- them, the encoder will not convert them) and `listings[t]` what pairs() and next() show for
+  -- it (a function that builds the name -> value table on first use, or that table).
+  local protected = {[null] = "app.null"}
+  local listings = {}
+
+  local _, try_encode = make_encoder(null, protected, array_mt, object_mt, dgetmetatable, max_depth, is_memory_error,
+    function() return tripped, tripped_msg end)
 
 
   ---------------------------------------------------------------------------
@@ -208,6 +221,7 @@ return function(host)
   local s_os = {time = os.time, clock = os.clock, date = os.date, difftime = os.difftime}
   local s_coroutine = {create = co_create, resume = s_resume, wrap = s_wrap, yield = co_yield,
     status = co_status, running = co_running, isyieldable = coroutine.isyieldable}
+  local s_bit = copy(lib_bit)
 
   -- The VM-wide string metatable now points at this run's copy and cannot be read by scripts.
   local smt = getmetatable("")
@@ -257,25 +271,64 @@ return function(host)
   local app = make_app({
     service = service, trip = trip, raise = raise, call_host = call_host, try_encode = try_encode,
     null = null, array_mt = array_mt, object_mt = object_mt, max_args = max_args, max_result = max_result,
+    protected = protected, listings = listings, raw_getmetatable = dgetmetatable,
+    raw_setmetatable = dsetmetatable,
   })
+
+  -- next() and pairs() see through the namespace proxies (which hold no fields of their own) to
+  -- their listing; every other table is iterated as it is.
+  local function listing_of(t)
+    local l = listings[t]
+    if type(l) == "function" then l = l(); listings[t] = l end
+    return l
+  end
+  local function s_next(t, k)
+    local l = listings[t]
+    if l ~= nil then return next(listing_of(t), k) end
+    return next(t, k)
+  end
+  local function s_pairs(t)
+    if listings[t] ~= nil then return s_next, t, nil end
+    return pairs(t)
+  end
 
   ---------------------------------------------------------------------------
   -- The script environment: an allow-list. Reading a name that is not defined raises.
+  local env = {}
+  local function s_rawset(t, k, v)
+    local name = type(t) == "table" and protected[t]
+    if name then error(sformat("rawset: %s is read-only (cannot set '%s')", name, tostring(k)), 2) end
+    if rawequal(t, env) and k == "app" then error("global 'app' is read-only", 2) end
+    return rawset(t, k, v)
+  end
   local base = {
-    assert = assert, error = error, ipairs = ipairs, next = next, pairs = pairs, pcall = s_pcall,
+    assert = assert, error = error, ipairs = ipairs, next = s_next, pairs = s_pairs, pcall = s_pcall,
     select = select, tonumber = tonumber, tostring = tostring, type = type, unpack = unpack,
     xpcall = s_xpcall, print = s_print,
-    string = s_string, table = s_table, math = s_math, os = s_os, coroutine = s_coroutine,
+    setmetatable = setmetatable, getmetatable = getmetatable, rawget = rawget, rawset = s_rawset,
+    rawequal = rawequal,
+    string = s_string, table = s_table, math = s_math, os = s_os, coroutine = s_coroutine, bit = s_bit,
     app = app, _VERSION = _VERSION,
   }
-  local env = {}
   base._G = env
+  local HAS = "assert error ipairs next pairs pcall select tonumber tostring type unpack xpcall print " ..
+    "setmetatable getmetatable rawget rawset rawequal string table math bit os coroutine app"
+  -- Names scripts reach for that the sandbox does not have, and what to write instead.
+  local JSON_HINT = "JSON is built in: app.json.encode(value) and app.json.decode(text)"
+  local MISSING = {
+    require = "the sandbox loads no modules; " .. JSON_HINT .. ", and string, table, math, bit, os " ..
+      "(time, clock, date, difftime) and coroutine are already there",
+    json = JSON_HINT, cjson = JSON_HINT, dkjson = JSON_HINT,
+    arg = "a script gets its input as the chunk's arguments, not in 'arg': write " ..
+      "'local input = ...' on the first line and read input.email, input.name and so on",
+  }
   setmetatable(env, {
     __index = function(_, k)
       local v = base[k]
       if v ~= nil then return v end
-      error(sformat("undefined global '%s' (the sandbox has: %s)", tostring(k),
-        "assert error ipairs next pairs pcall select tonumber tostring type unpack xpcall print string table math os coroutine app"), 2)
+      local hint = MISSING[k]
+      if hint then error(sformat("undefined global '%s': %s", tostring(k), hint), 2) end
+      error(sformat("undefined global '%s' (the sandbox has: %s)", tostring(k), HAS), 2)
     end,
     __newindex = function(t, k, v)
       if k == "app" then error("global 'app' is read-only", 2) end

@@ -1,12 +1,13 @@
 -- Trusted Lua -> JSON encoder of a luabridge state; loaded by bootstrap.lua, never by scripts.
 --
--- It reads tables with `next` and `rawget` only, never calls script code (no metamethod runs),
+-- It reads tables with `next` and `rawget` only, never calls script code (no metamethod runs;
+-- a metatable the script set is ignored, so a class instance converts as its own fields),
 -- and keeps its own budgets: a byte budget per call and the run's depth cap. It fails with
 -- error(ENCODE_FAIL) after setting the failure's kind and message, so callers go through the
 -- protected `try_encode`.
 
 local type, next, tostring, pcall, select = type, next, tostring, pcall, select
-local rawget, rawequal, getmetatable = rawget, rawequal, getmetatable
+local rawget, rawequal = rawget, rawequal
 local error = error
 local sbyte, schar, sfind, sformat, sgsub = string.byte, string.char, string.find, string.format, string.gsub
 local tconcat = table.concat
@@ -14,10 +15,13 @@ local mfloor, mhuge = math.floor, math.huge
 
 local function pack(...) return {n = select("#", ...), ...} end
 
--- `null`: the run's app.null; `max_depth`: the nesting cap; `is_memory_error(e)`: whether an
--- error value is the heap's; `limit_state()`: the tripped limit's kind and message, if any.
+-- `null`: the run's app.null; `protected`: the run's read-only tables (app and its namespaces),
+-- by name, which never convert; `array_mt` / `object_mt`: the shape markers' metatables;
+-- `raw_getmetatable`: debug.getmetatable (a script's __metatable field cannot fake a marker);
+-- `max_depth`: the nesting cap; `is_memory_error(e)`: whether an error value is the heap's;
+-- `limit_state()`: the tripped limit's kind and message, if any.
 -- Returns encode(value, what, budget) and try_encode(value, what, budget).
-return function(null, max_depth, is_memory_error, limit_state)
+return function(null, protected, array_mt, object_mt, raw_getmetatable, max_depth, is_memory_error, limit_state)
   local ENCODE_FAIL = {}
   local fail_kind, fail_msg
   local ESC = {['"'] = '\\"', ['\\'] = '\\\\', ['\b'] = '\\b', ['\f'] = '\\f', ['\n'] = '\\n', ['\r'] = '\\r', ['\t'] = '\\t'}
@@ -121,14 +125,14 @@ return function(null, max_depth, is_memory_error, limit_state)
       elseif t == "nil" then emit("null")
       elseif t == "table" then
         if rawequal(v, null) then emit("null"); return end
+        local pname = protected[v]
+        if pname then fail("ValidationError", sformat("%s cannot be converted; pass the values you need from it", pname)) end
         if depth >= max_depth then fail("ValidationError", sformat("tables are nested deeper than %d levels", max_depth)) end
         if visiting[v] then fail("ValidationError", "table contains itself (a cycle); pass a copy without the loop") end
-        local mt = getmetatable(v)
+        local mt = raw_getmetatable(v)
         local shape
-        if mt == nil then shape = nil
-        elseif mt == "app.array" then shape = "array"
-        elseif mt == "app.object" then shape = "object"
-        else fail("ValidationError", "table has a metatable; only plain tables (and app.array / app.object) can be converted") end
+        if rawequal(mt, array_mt) then shape = "array"
+        elseif rawequal(mt, object_mt) then shape = "object" end
         visiting[v] = true
         local n, count, has_str, has_other = 0, 0, false, nil
         for k in next, v do

@@ -61,7 +61,7 @@ ESCAPES = {
         'return ("x").__index == nil and ("x").__metatable == nil and ("x").dump == nil',
         value(True),
     ),
-    "getmetatable_string": Case('return getmetatable("")', BLOCKED),
+    "getmetatable_string": Case('return getmetatable("")', value(False)),
     "require_ffi": Case('return require("ffi")', BLOCKED),
     "package_preload_ffi": Case("return package.preload.ffi", BLOCKED),
     "jit_on": Case("jit.on() return 1", BLOCKED),
@@ -73,7 +73,6 @@ ESCAPES = {
     "newproxy": Case("return newproxy(true)", BLOCKED),
     "collectgarbage_stop": Case('collectgarbage("stop") return 1', BLOCKED),
     "rawset_app": Case('rawset(app, "x", 1) return 1', BLOCKED),
-    "setmetatable_table": Case("return setmetatable({}, {__gc = print})", BLOCKED),
     "app_assign": Case("app.integrations = {} return 1", BLOCKED),
     "app_global_replace": Case("app = {} return 1", BLOCKED),
     "namespace_assign": Case("app.integrations.loops.get_current_user = print return 1", BLOCKED),
@@ -118,6 +117,125 @@ ESCAPES = {
     "ungranted_account": Case(
         "return app.integrations.loops.marketing.get_current_user()", BLOCKED
     ),
+}
+
+#: The standard functions that touch metatables and raw fields, and LuaJIT's bit library: every
+#: table the sandbox shares is protected, a script's own metamethods run only for the script, and
+#: the trusted code (encoder, bindings, print) never runs one on its behalf.
+METATABLES = {
+    "string_metatable_write": Case('getmetatable("").__index = {} return 1', BLOCKED),
+    "setmetatable_string": Case('return setmetatable("", {})', BLOCKED),
+    "string_library_hijack": Case(
+        'setmetatable(string, {__index = function() return function() return "hijacked" end end})\n'
+        'return ("a"):nothing()',
+        value("hijacked"),
+    ),
+    "getmetatable_shared": Case(
+        "local L = app.integrations.loops\n"
+        "return {getmetatable(app), getmetatable(app.integrations), getmetatable(L),\n"
+        "  getmetatable(L.default), getmetatable(app.json), getmetatable(_G),\n"
+        "  getmetatable(app.null), getmetatable(app.array{}), getmetatable(app.object{})}",
+        value([False, False, False, False, False, False, "app.null", "app.array", "app.object"]),
+    ),
+    "setmetatable_app": Case("setmetatable(app, {}) return 1", BLOCKED),
+    "setmetatable_integrations": Case("setmetatable(app.integrations, {}) return 1", BLOCKED),
+    "setmetatable_namespace": Case("setmetatable(app.integrations.loops, {}) return 1", BLOCKED),
+    "setmetatable_account": Case(
+        "setmetatable(app.integrations.loops.default, {}) return 1", BLOCKED
+    ),
+    "setmetatable_json": Case("setmetatable(app.json, {}) return 1", BLOCKED),
+    "setmetatable_null": Case("setmetatable(app.null, {}) return 1", BLOCKED),
+    "setmetatable_env": Case("setmetatable(_G, {}) return 1", BLOCKED),
+    "setmetatable_marker": Case("setmetatable(app.array{}, {}) return 1", BLOCKED),
+    "rawset_integrations": Case('rawset(app.integrations, "loops", {}) return 1', BLOCKED),
+    "rawset_namespace": Case(
+        'rawset(app.integrations.loops, "find_contact", print) return 1', BLOCKED
+    ),
+    "rawset_account": Case(
+        'rawset(app.integrations.loops.default, "find_contact", print) return 1', BLOCKED
+    ),
+    "rawset_json": Case('rawset(app.json, "encode", print) return 1', BLOCKED),
+    "rawset_null": Case('rawset(app.null, "x", 1) return 1', BLOCKED),
+    "rawset_global_app": Case('rawset(_G, "app", {}) return 1', BLOCKED),
+    "rawget_proxies_empty": Case(
+        'return {rawget(app, "integrations") == nil, rawget(app.integrations, "loops") == nil,\n'
+        '  rawget(app.integrations.loops, "find_contact") == nil, rawget(_G, "app") == nil}',
+        value([True, True, True, True]),
+    ),
+    "rawequal_null": Case(
+        "return rawequal(app.null, app.null) and not rawequal(app.null, {})", value(True)
+    ),
+    "result_table_metatable": Case(
+        "local r = app.integrations.loops.get_current_user()\n"
+        'setmetatable(r, {__index = function() return "mine" end})\n'
+        "return {r.nothing, app.integrations.loops.get_current_user().nothing == nil}",
+        value(["mine", True]),
+    ),
+    "result_metamethods_not_run": Case(
+        'local boom = function() error("a metamethod ran") end\n'
+        "return setmetatable({a = 1}, {__index = boom, __newindex = boom, __tostring = boom,\n"
+        "  __len = boom, __eq = boom, __call = boom, __concat = boom, __pairs = boom})",
+        value({"a": 1}),
+    ),
+    "fake_marker": Case(
+        'return setmetatable({a = 1}, {__metatable = "app.array"})', value({"a": 1})
+    ),
+    "params_metamethods_not_run": Case(
+        'local boom = function() error("a metamethod ran") end\n'
+        "local p = setmetatable({email = 'ada@example.com'}, {__index = boom, __pairs = boom})\n"
+        "return type(app.integrations.loops.find_contact(p).success)",
+        value("boolean"),
+    ),
+    "gc_metamethod_never_runs": Case(
+        "local ran = false\n"
+        "for i = 1, 2e4 do setmetatable({}, {__gc = function() ran = true end}) end\n"
+        "local junk = {} for i = 1, 2e5 do junk[i % 100] = {i} end\n"
+        "return ran",
+        value(False),
+    ),
+    "index_table_loop": Case(
+        "local a, b = {}, {} setmetatable(a, {__index = b}) setmetatable(b, {__index = a})\n"
+        "return a.x",
+        BLOCKED,
+    ),
+    "newindex_table_loop": Case(
+        "local a, b = {}, {} setmetatable(a, {__newindex = b}) setmetatable(b, {__newindex = a})\n"
+        "a.x = 1 return 1",
+        BLOCKED,
+    ),
+    "index_function_recursion": Case(
+        "local t = setmetatable({}, {__index = function(s, k) return s[k .. 'x'] end})\nreturn t.x",
+        {"RuntimeError", "MemoryError", *CPU},
+    ),
+    "index_function_loop": Case(
+        "local t = setmetatable({}, {__index = function() while true do end end}) return t.x", CPU
+    ),
+    "tostring_metamethod_loop_in_print": Case(
+        "print(setmetatable({}, {__tostring = function() while true do end end}))", CPU
+    ),
+    "tostring_metamethod_recursion": Case(
+        "local t t = setmetatable({}, {__tostring = function() return tostring(t) end})\nprint(t)",
+        {"RuntimeError", "MemoryError", *CPU},
+    ),
+    "eq_metamethod_in_sort": Case(
+        "local mt = {__lt = function() while true do end end}\n"
+        "table.sort({setmetatable({}, mt), setmetatable({}, mt)}) return 1",
+        CPU,
+    ),
+    "call_metamethod_pcall_swallow": Case(
+        "local t = setmetatable({}, {__call = function() while true do end end})\n"
+        "while true do pcall(t) end",
+        CPU,
+    ),
+    "bit_huge_values": Case(
+        "local h = bit.tohex(-1, 2^31)\n"
+        "return {bit.tobit(2^53 + 7), bit.tobit(math.huge), bit.tobit(-math.huge),\n"
+        "  bit.tobit(0/0), bit.band(2^63, 1), bit.lshift(1, 2^40), #h, h:sub(-8),\n"
+        "  #bit.tohex(255, -2^31), bit.bswap(2^70), bit.rol(1, -2^52), bit.bor(1e300, 2)}",
+        value([4, 0, 0, 0, 0, 1, 254, "FFFFFFFF", 254, 0, 1, -2013235810]),
+    ),
+    "bit_bad_arguments": Case('return bit.band("x", {})', BLOCKED),
+    "bit_loop": Case("local x = 0 while true do x = bit.bxor(x, bit.lshift(x, 1) + 1) end", CPU),
 }
 
 CPU_AND_MEMORY = {
@@ -362,6 +480,7 @@ LEAKS = {
 
 ALL = {
     **{f"escape-{k}": v for k, v in ESCAPES.items()},
+    **{f"metatable-{k}": v for k, v in METATABLES.items()},
     **{f"cpu-mem-{k}": v for k, v in CPU_AND_MEMORY.items()},
     **{f"output-{k}": v for k, v in OUTPUT.items()},
     **{f"host-{k}": v for k, v in HOST_CONFUSION.items()},

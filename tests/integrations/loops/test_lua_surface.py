@@ -827,3 +827,26 @@ def test_dry_run_plan_that_cannot_be_made_fails_the_call(fresh_bridge: Bridge) -
     assert "find_contact" in value["error"]
     assert [c.outcome for c in result.calls] == ["failed"]
     assert result.calls[0].request is None
+
+
+def test_pairs_lists_the_namespace_actions_and_accounts(bridge: Bridge) -> None:
+    """An agent discovering actions by iteration sees them: the integration lists its accounts,
+    ``default`` and its actions; an account lists its actions; every listed action is callable."""
+    src = """
+    local L = app.integrations.loops
+    local top, acc = {}, {}
+    for k, v in pairs(L) do top[#top + 1] = k .. "=" .. type(v) end
+    for k, v in pairs(L.marketing) do acc[#acc + 1] = k end
+    table.sort(top) table.sort(acc)
+    local me
+    for k, f in pairs(L.default) do if k == "get_current_user" then me = f() end end
+    return {top = top, acc = acc, team = me.team_name}
+    """
+    value = value_of(run_lua(bridge, src))
+    actions = integration.action_names
+    assert value["acc"] == sorted(actions)
+    assert value["top"] == sorted(
+        [f"{a}=function" for a in actions]
+        + [f"{a}=table" for a in ("default", "marketing", "revoked")]
+    )
+    assert value["team"] == "default"
