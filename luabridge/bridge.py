@@ -31,9 +31,9 @@ from luabridge.docs import (
 )
 from luabridge.effects import parse_allow, suggest
 from luabridge.errors import (
+    ClosedError,
     ConfigError,
     ExpiredPlanError,
-    LuabridgeError,
     PlanError,
     ScriptError,
     UnknownPlanError,
@@ -54,7 +54,7 @@ from luabridge.plans import (
 )
 from luabridge.redact import Redactor
 from luabridge.registry import BrokenPack, discover_integrations
-from luabridge.sandbox import RunOutcome, execute
+from luabridge.sandbox import RunOutcome, execute, source_error
 
 if TYPE_CHECKING:
     from luabridge.pool import WorkerPool
@@ -62,6 +62,8 @@ if TYPE_CHECKING:
 __all__ = ["Bridge", "Isolation", "RunError", "RunResult", "discover_integrations"]
 
 Isolation = Literal["process", "inprocess"]
+
+_CLOSED = "this Bridge was closed; create a new one to run more scripts"
 
 
 class _State(enum.Enum):
@@ -91,8 +93,8 @@ class RunResult:
     - ``output``: what the script printed
     - ``calls``: every action call, as :class:`luabridge.dispatch.CallRecord`
     - ``execution_id``: this run's id
-    - ``usage``: wall time, instructions, peak Lua memory, output bytes and calls, for billing
-      and tuning limits
+    - ``usage``: wall time, instructions, peak Lua memory, output bytes, calls and the time
+      spent waiting for a free worker (``queue_ms``), for billing and tuning limits
     """
 
     ok: bool
@@ -317,7 +319,7 @@ class Bridge:
 
     def _check_open(self) -> None:
         if self._state is _State.CLOSED:
-            raise LuabridgeError("this Bridge was closed; create a new one to run more scripts")
+            raise ClosedError(_CLOSED)
 
     def _client(self, integration: str, account: str) -> SupportsClose:
         key = (integration, account)
@@ -387,7 +389,9 @@ class Bridge:
           not named gets none; ``None`` grants every configured account
         - ``limits``: overrides of the bridge's limits for this run
 
-        Raises ``ConfigError`` for bad options (unknown effect, account or limit).
+        Raises ``ConfigError`` for bad options (unknown effect, account or limit, a limit out of
+        its range) and ``ClosedError`` once the bridge is closed, also for a run still waiting
+        for a worker when ``close()`` is called.
         """
         return self._run(
             source, input, allow=allow, dry_run=dry_run, accounts=accounts, limits=limits
@@ -435,8 +439,18 @@ class Bridge:
         except ValidationError as exc:
             refused = RunOutcome(False, error={"type": exc.error_type, "message": str(exc)})
             return self._result(refused, dispatcher, execution_id)
+        bad_source = source_error(source, run_limits)
+        if bad_source is not None:
+            # Before a worker is taken: a 50 MB script is refused without being sent anywhere.
+            refused = RunOutcome(False, error=bad_source, usage={"wall_ms": 0.0})
+            return self._result(refused, dispatcher, execution_id)
         if self.isolation == "process":
-            outcome = self._worker_pool().run(source, input_copy, dispatcher, run_limits, started)
+            pool = self._worker_pool()
+            try:
+                outcome = pool.run(source, input_copy, dispatcher, run_limits, started)
+            except ClosedError:
+                # close() came while the run waited for a worker: the bridge's own words.
+                raise ClosedError(_CLOSED) from None
         else:
             outcome = execute(
                 source, input_copy, host=dispatcher, limits=run_limits, started=started
@@ -610,6 +624,7 @@ class Bridge:
             )
         usage = dict(outcome.usage)
         usage["calls"] = len(dispatcher.calls)
+        usage.setdefault("queue_ms", 0.0)
         return RunResult(
             ok=outcome.ok and error is None,
             value=red.data(outcome.value) if outcome.ok else None,

@@ -4,6 +4,7 @@ Every exception the library raises derives from :class:`LuabridgeError`::
 
     LuabridgeError
     ├── ConfigError (ValueError)            bad configuration: accounts, limits, options
+    ├── ClosedError (RuntimeError)          the bridge was closed (also runs still queued)
     ├── ScriptError                         a run ended in error (``Bridge.run`` never raises it;
     │   │                                   ``RunResult.raise_for_error()`` does)
     │   ├── ScriptSyntaxError (SyntaxError)
@@ -16,7 +17,9 @@ Every exception the library raises derives from :class:`LuabridgeError`::
     │   │   ├── MemoryLimitError (MemoryError)
     │   │   ├── OutputLimitError
     │   │   ├── CallLimitError
-    │   │   └── ResultLimitError
+    │   │   ├── ResultLimitError
+    │   │   ├── SourceLimitError            the script's source is larger than allowed
+    │   │   └── QueueTimeoutError (TimeoutError)  no worker was free in time
     │   ├── PlanMismatchError               applying a plan met a write the plan does not have
     │   ├── WorkerCrashError                the worker process died
     │   └── InternalError                   a bug in luabridge
@@ -40,6 +43,7 @@ __all__ = [
     "APIError",
     "AuthenticationError",
     "CallLimitError",
+    "ClosedError",
     "ConfigError",
     "ExpiredPlanError",
     "InstructionLimitError",
@@ -53,11 +57,13 @@ __all__ = [
     "PlanError",
     "PlanMismatchError",
     "PolicyError",
+    "QueueTimeoutError",
     "RateLimitError",
     "ResultLimitError",
     "ScriptError",
     "ScriptRuntimeError",
     "ScriptSyntaxError",
+    "SourceLimitError",
     "TimeLimitError",
     "TransportError",
     "UnknownPlanError",
@@ -78,6 +84,8 @@ ERROR_TYPES: dict[str, str] = {
     "OutputLimitError": "print() wrote more than the output limit",
     "CallLimitError": "the script made more action calls than allowed",
     "ResultLimitError": "the returned value is larger than allowed",
+    "SourceLimitError": "the script's source is larger than allowed",
+    "QueueTimeoutError": "no worker was free within the queue timeout (the script never started)",
     "PlanMismatchError": "applying a plan stopped before a write that differs from the plan "
     "(or that the plan does not have); nothing differing was sent",
     "WorkerCrashError": "the worker process running the script died (native crash or kill)",
@@ -92,6 +100,11 @@ class LuabridgeError(Exception):
 
 class ConfigError(LuabridgeError, ValueError):
     """Configuration that cannot work: unknown account, bad limit, unreadable config file."""
+
+
+class ClosedError(LuabridgeError, RuntimeError):
+    """The bridge (or its worker pool) was closed: also what runs still waiting for a worker
+    get when ``close()`` is called."""
 
 
 class ScriptError(LuabridgeError):
@@ -157,6 +170,18 @@ class CallLimitError(LimitError):
 class ResultLimitError(LimitError):
     error_type = "ResultLimitError"
     limit = "result_bytes"
+
+
+class SourceLimitError(LimitError):
+    error_type = "SourceLimitError"
+    limit = "source_bytes"
+
+
+class QueueTimeoutError(LimitError, TimeoutError):
+    """No worker was free within ``limits.queue_timeout``; the script never started."""
+
+    error_type = "QueueTimeoutError"
+    limit = "queue_timeout"
 
 
 class PlanMismatchError(ScriptError):
@@ -276,6 +301,8 @@ _BY_TYPE: dict[str, type[ScriptError]] = {
         OutputLimitError,
         CallLimitError,
         ResultLimitError,
+        SourceLimitError,
+        QueueTimeoutError,
         PlanMismatchError,
         WorkerCrashError,
         InternalError,

@@ -12,7 +12,7 @@ import struct
 import time
 from typing import Any
 
-__all__ = ["MAX_FRAME", "Closed", "FrameTimeout", "recv", "send"]
+__all__ = ["MAX_FRAME", "Closed", "FrameTimeout", "encode", "recv", "send", "send_encoded"]
 
 _HEADER = struct.Struct(">I")
 MAX_FRAME = 256 * 1024 * 1024
@@ -26,9 +26,18 @@ class FrameTimeout(Exception):
     """No frame arrived before the deadline."""
 
 
-def send(sock: socket.socket, message: dict[str, Any]) -> None:
+def encode(message: dict[str, Any]) -> bytes:
+    """The frame of ``message``; ``ValueError`` or ``TypeError`` if it is not plain JSON."""
     data = json.dumps(message, separators=(",", ":"), allow_nan=False).encode()
-    sock.sendall(_HEADER.pack(len(data)) + data)
+    return _HEADER.pack(len(data)) + data
+
+
+def send_encoded(sock: socket.socket, frame: bytes) -> None:
+    sock.sendall(frame)
+
+
+def send(sock: socket.socket, message: dict[str, Any]) -> None:
+    sock.sendall(encode(message))
 
 
 def _recv_exact(sock: socket.socket, n: int, deadline: float | None) -> bytes:

@@ -7,11 +7,20 @@ holds no secret. The parent kills the worker with SIGKILL half a second after th
 (a script stuck inside one C call, a lupa deadlock), reports a worker that died (native crash)
 as a clean error, and replaces it. Workers are recycled after ``max_runs`` runs and after any
 run that hit the memory limit or was killed.
+
+A worker must answer a run within ``_ANSWER_WAIT`` (its ``started`` frame) before the run's
+clock starts: one that does not (stopped with SIGSTOP, wedged, starved) is killed and the run
+goes to another worker, which is safe because nothing of the run has happened yet. A run waits
+at most ``limits.queue_timeout`` for a free worker. Every worker is started by one long-lived
+thread, because Linux delivers a worker's parent-death signal when the *thread* that started
+it ends (see ``luabridge.worker``).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
+import queue
 import signal
 import socket
 import subprocess
@@ -20,11 +29,14 @@ import threading
 import time
 from typing import Any
 
+from luabridge.errors import ClosedError
 from luabridge.frames import (
     Closed as _Closed,
     FrameTimeout as _Timeout,
+    encode as _encode,
     recv as _recv,
     send as _send,
+    send_encoded as _send_encoded,
 )
 from luabridge.limits import Limits
 from luabridge.sandbox import HOST_METHODS, Host, RunOutcome, error_dict
@@ -32,7 +44,65 @@ from luabridge.sandbox import HOST_METHODS, Host, RunOutcome, error_dict
 __all__ = ["WorkerPool"]
 
 _KILL_GRACE = 0.5  # seconds past the timeout before the worker is killed
+_ANSWER_WAIT = 1.0  # seconds a worker has to acknowledge a run before it is replaced
+_ATTEMPTS = 3  # workers tried for one run before it fails (each replaced one is killed)
 _SAFE_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "SYSTEMROOT")
+
+
+class _Spawner:
+    """The one thread of this process that starts worker processes.
+
+    ``PR_SET_PDEATHSIG`` fires when the thread that forked the child ends, not the process: a
+    worker forked by a short-lived starter thread would be killed as soon as that thread
+    returned. This thread lives as long as the process (a forked child starts its own).
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[concurrent.futures.Future[Any], list[str], Any]]
+        self._jobs = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._pid = -1
+
+    def popen(self, args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        with self._lock:
+            if self._pid != os.getpid():
+                self._jobs = queue.SimpleQueue()
+                threading.Thread(target=self._serve, daemon=True, name="luabridge-spawner").start()
+                self._pid = os.getpid()
+            done: concurrent.futures.Future[subprocess.Popen[bytes]] = concurrent.futures.Future()
+            self._jobs.put((done, args, kwargs))
+        return done.result()
+
+    def _serve(self) -> None:
+        jobs = self._jobs
+        while True:
+            done, args, kwargs = jobs.get()
+            try:
+                done.set_result(subprocess.Popen(args, **kwargs))
+            except BaseException as exc:
+                done.set_exception(exc)
+
+
+_SPAWNER = _Spawner()
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """CPU time a live process has used (Linux ``/proc``), or None where that cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _is_stopped(pid: int) -> bool:
+    """Whether the process is stopped (SIGSTOP, a debugger), per Linux ``/proc``."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] in (b"T", b"t")
+    except (OSError, IndexError):
+        return False
 
 
 class _Worker:
@@ -43,16 +113,22 @@ class _Worker:
         env = {k: os.environ[k] for k in _SAFE_ENV if k in os.environ}
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         env["PYTHONDONTWRITEBYTECODE"] = "1"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "luabridge.worker", str(child.fileno()), str(address_space)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            pass_fds=(child.fileno(),),
-            env=env,
-            close_fds=True,
-        )
-        child.close()
+        args = [sys.executable, "-m", "luabridge.worker", str(child.fileno()), str(address_space)]
+        try:
+            self.proc = _SPAWNER.popen(
+                [*args, str(os.getpid())],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                pass_fds=(child.fileno(),),
+                env=env,
+                close_fds=True,
+            )
+        except BaseException:
+            parent.close()
+            raise
+        finally:
+            child.close()
         self.sock = parent
         self.runs = 0
         self.ready = False
@@ -96,10 +172,23 @@ class _Worker:
         return f"exit status {code}"
 
 
+class _QueueTimeout(Exception):
+    """No worker became free before the run's queue deadline."""
+
+
+class _HostCallTimeout(Exception):
+    """The run's time ran out while the parent was still serving one of its host calls."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what = what
+
+
 class WorkerPool:
     """Pre-started worker processes that run scripts with a hard wall-clock kill.
 
-    - ``size``: how many workers run at once (runs beyond that wait for a free worker)
+    - ``size``: how many workers run at once (runs beyond that wait for a free worker, at most
+      ``limits.queue_timeout``)
     - ``max_runs``: a worker is replaced after this many runs (default 200)
     - ``address_space``: ``RLIMIT_AS`` of each worker in bytes (default 4 GiB; 0 for none)
     """
@@ -114,6 +203,7 @@ class WorkerPool:
         self._busy: set[_Worker] = set()
         self._starting: set[_Worker] = set()
         self._count = 0  # workers alive or starting
+        self._waiting = 0  # runs waiting for a free worker
         self._cond = threading.Condition()
         self._closed = False
         for _ in range(size):
@@ -153,23 +243,33 @@ class WorkerPool:
                     spawned.kill()
             self._cond.notify()
 
-    def _acquire(self) -> _Worker:
+    def _acquire(self, deadline: float) -> _Worker:
+        """A live idle worker, waiting for one until ``deadline`` (then ``_QueueTimeout``)."""
         with self._cond:
-            while True:
-                if self._closed:
-                    raise RuntimeError("the worker pool was closed")
-                while self._idle:
-                    worker = self._idle.pop()
-                    if worker.proc.poll() is None:
-                        self._busy.add(worker)
-                        return worker
-                    # It died while idle (an outside kill, the OOM killer): replace it.
-                    worker.sock.close()
-                    self._count -= 1
-                if self._count < self.size:
-                    self._count += 1
-                    threading.Thread(target=self._start_one, daemon=True).start()
-                self._cond.wait(0.5)
+            self._waiting += 1
+            try:
+                while True:
+                    if self._closed:
+                        raise ClosedError(
+                            "the worker pool was closed before a worker was free for this run"
+                        )
+                    while self._idle:
+                        worker = self._idle.pop()
+                        if worker.proc.poll() is None:
+                            self._busy.add(worker)
+                            return worker
+                        # It died while idle (an outside kill, the OOM killer): replace it.
+                        worker.sock.close()
+                        self._count -= 1
+                    if self._count < self.size:
+                        self._count += 1
+                        threading.Thread(target=self._start_one, daemon=True).start()
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise _QueueTimeout
+                    self._cond.wait(min(0.5, remaining))
+            finally:
+                self._waiting -= 1
 
     def _release(self, worker: _Worker, *, retire: bool) -> None:
         with self._cond:
@@ -190,6 +290,8 @@ class WorkerPool:
                 self._cond.notify()
 
     def _discard(self, worker: _Worker) -> None:
+        """Kill ``worker`` (if it still runs) and start its replacement."""
+        worker.kill()
         with self._cond:
             self._busy.discard(worker)
             self._count -= 1
@@ -201,30 +303,95 @@ class WorkerPool:
     ) -> RunOutcome:
         """Run one script in a worker; the outcome has the shape of an in-process run.
 
-        The run's clock starts when a worker takes it (time spent waiting for a free worker does
-        not count against its timeout). The result arrives within ``timeout + 0.5 s`` of that
-        whatever the script does, because the parent stops waiting and kills the worker then.
+        The run's clock starts when a worker takes it and acknowledges it (time spent waiting
+        for a free worker does not count against its timeout, and is reported as
+        ``usage["queue_ms"]``). The result arrives within ``timeout + 0.5 s`` of that whatever
+        the script does, because the parent stops waiting and kills the worker then. Raises
+        ``ClosedError`` when the pool is closed while the run waits for a worker.
         """
-        worker = self._acquire()
-        now = time.monotonic()
-        if now > started:
-            started = now
-            restart = getattr(host, "restart_clock", None)
-            if callable(restart):
-                restart(started)
-        kill_at = started + limits.timeout + _KILL_GRACE
+        queued = time.monotonic()
         try:
-            _send(
-                worker.sock,
+            frame = _encode(
                 {
                     "op": "run",
                     "source": source,
                     "input": input,
                     "limits": limits.as_dict(),
                     "spec": host.spec,
-                    "started": started,
-                },
+                }
             )
+        except (ValueError, TypeError) as exc:
+            msg = f"internal error: the run could not be sent to a worker ({exc})"
+            return _with_queue(_failed("InternalError", msg, queued), queued, queued)
+        unanswered: list[str] = []
+        for _attempt in range(_ATTEMPTS):
+            try:
+                worker = self._acquire(queued + limits.queue_timeout)
+            except _QueueTimeout:
+                return _with_queue(self._queue_timeout(limits, queued), queued, time.monotonic())
+            answer = self._hand_over(worker, frame, started)
+            if answer is None:
+                unanswered.append(str(worker.proc.pid))
+                continue
+            begun, cpu = answer
+            restart = getattr(host, "restart_clock", None)
+            if callable(restart):
+                restart(begun)
+            return _with_queue(self._serve(worker, host, limits, begun, cpu), queued, begun)
+        msg = (
+            f"{_ATTEMPTS} worker processes in a row (pids {', '.join(unanswered)}) did not "
+            f"acknowledge the run within {_ANSWER_WAIT:g} s (stopped, wedged or starved of CPU); "
+            "each was replaced and the script never started"
+        )
+        return _with_queue(_failed("WorkerCrashError", msg, time.monotonic()), queued, queued)
+
+    def _queue_timeout(self, limits: Limits, queued: float) -> RunOutcome:
+        with self._cond:
+            ahead = self._waiting
+            busy = len(self._busy)
+        msg = (
+            f"no worker was free within the queue timeout ({limits.queue_timeout:g} s; "
+            f"limits.queue_timeout): {busy} of {self.size} workers were busy and {ahead} other "
+            "runs were waiting; the script never started. Run fewer scripts at once, give the "
+            "bridge more workers, or raise limits.queue_timeout"
+        )
+        outcome = _failed("QueueTimeoutError", msg, time.monotonic())
+        return outcome
+
+    def _hand_over(
+        self, worker: _Worker, frame: bytes, started: float
+    ) -> tuple[float, float | None] | None:
+        """Send the run to ``worker``: the time its clock started and the CPU seconds the worker
+        had used by then, or None if it did not acknowledge the run in time or died (it is
+        then killed and replaced)."""
+        sent = time.monotonic()
+        try:
+            _send_encoded(worker.sock, frame)
+            ack = _recv(worker.sock, sent + _ANSWER_WAIT)
+            if ack.get("op") != "started":
+                raise ValueError("expected a started frame")
+            begun = float(ack["started"])
+            cpu = ack.get("cpu")
+            cpu = float(cpu) if isinstance(cpu, int | float) else None
+        except Exception:
+            # Stopped, wedged, dead or garbled: nothing of the run has happened yet.
+            self._discard(worker)
+            return None
+        # The worker's clock is this machine's monotonic clock; a worker cannot move the start
+        # outside the window in which it really answered.
+        return min(max(begun, sent, started), time.monotonic()), cpu
+
+    def _serve(
+        self,
+        worker: _Worker,
+        host: Host,
+        limits: Limits,
+        started: float,
+        cpu_at_start: float | None,
+    ) -> RunOutcome:
+        """Serve ``worker``'s host calls until its outcome, or kill it at the deadline."""
+        kill_at = started + limits.timeout + _KILL_GRACE
+        try:
             while True:
                 message = _recv(worker.sock, kill_at)
                 op = message.get("op")
@@ -236,20 +403,52 @@ class WorkerPool:
                     etype = (outcome.error or {}).get("type")
                     self._release(worker, retire=etype in ("MemoryError", "InternalError"))
                     return outcome
-        except _Timeout:
-            worker.kill()
+        except _HostCallTimeout as exc:
             self._discard(worker)
             msg = (
-                f"time limit reached ({limits.timeout:g} s); the worker was stopped because the "
-                "script did not yield (for example a long string.find); do less work per run"
+                f"time limit reached ({limits.timeout:g} s) while the bridge was still serving "
+                f"the script's call to {exc.what} (a slow answer from the service, or a lock "
+                "held elsewhere); the run was stopped. Raise the timeout, or make fewer or "
+                "smaller calls per run"
             )
             return _failed("TimeoutError", msg, started)
+        except _Timeout:
+            cause = self._stall_cause(worker, cpu_at_start, started)
+            self._discard(worker)
+            return _failed(
+                "TimeoutError", f"time limit reached ({limits.timeout:g} s); {cause}", started
+            )
         except (_Closed, OSError, ValueError, TypeError, KeyError):
             reason = worker.death()
-            worker.kill()
             self._discard(worker)
             msg = f"the worker process running the script died ({reason}); the run was stopped"
             return _failed("WorkerCrashError", msg, started)
+        except BaseException:
+            # Nothing may leave a worker busy and lost: whatever happened, it is replaced.
+            self._discard(worker)
+            raise
+
+    @staticmethod
+    def _stall_cause(worker: _Worker, cpu_at_start: float | None, started: float) -> str:
+        """Why a worker did not finish in time, in words, from what the OS says about it."""
+        pid = worker.proc.pid
+        if _is_stopped(pid):
+            return (
+                f"the worker process (pid {pid}) was stopped (SIGSTOP or a debugger) and could "
+                "not finish; it was killed and replaced"
+            )
+        cpu = _cpu_seconds(pid)
+        wall = time.monotonic() - started
+        if cpu is not None and cpu_at_start is not None and cpu - cpu_at_start < 0.25 * wall:
+            return (
+                f"the worker process (pid {pid}) was wedged, not running the script (it used "
+                f"{cpu - cpu_at_start:.2f} s of CPU in {wall:.2f} s, for example blocked on a "
+                "lock); it was killed and replaced"
+            )
+        return (
+            "the worker was stopped because the script did not yield (for example a long "
+            "string.find); do less work per run"
+        )
 
     def pids(self, *, busy: bool | None = None) -> list[int]:
         """Process ids of the live workers: all, only busy ones, or only idle ones."""
@@ -261,7 +460,9 @@ class WorkerPool:
             return sorted(w.proc.pid for w in chosen if w.proc.poll() is None)
 
     def close(self) -> None:
-        """Stop every worker (idle and starting ones at once; busy ones when their run ends)."""
+        """Stop every worker (idle and starting ones at once; busy ones when their run ends).
+
+        Runs still waiting for a worker raise ``ClosedError``."""
         with self._cond:
             self._closed = True
             idle, self._idle = self._idle, []
@@ -272,6 +473,11 @@ class WorkerPool:
             worker.signal_kill()
         for worker in idle:
             worker.stop()
+
+
+def _with_queue(outcome: RunOutcome, queued: float, started: float) -> RunOutcome:
+    outcome.usage["queue_ms"] = round(max(0.0, started - queued) * 1000, 3)
+    return outcome
 
 
 def _failed(error_type: str, message: str, started: float) -> RunOutcome:
@@ -315,8 +521,17 @@ def _serve_host_until(host: Host, message: dict[str, Any], deadline: float) -> A
     thread.start()
     thread.join(max(0.0, deadline - time.monotonic()))
     if not box:
-        raise _Timeout
+        raise _HostCallTimeout(_call_name(message))
     return box[0]
+
+
+def _call_name(message: dict[str, Any]) -> str:
+    """What a host call was, as the script wrote it: ``loops.send_event``, ``app.help``."""
+    method = str(message.get("method"))
+    args = message.get("args") or []
+    if method == "call" and len(args) >= 3:
+        return f"{args[0]}.{args[2]}"
+    return f"app.{method}"
 
 
 def _serve_host(host: Host, message: dict[str, Any]) -> Any:

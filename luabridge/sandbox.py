@@ -28,7 +28,16 @@ from luabridge.convert import LuaMarkers, decode_lua_json, to_lua
 from luabridge.errors import LuabridgeError, ValidationError
 from luabridge.limits import Limits
 
-__all__ = ["HOST_METHODS", "Host", "Reply", "RunOutcome", "error_dict", "execute", "line_of"]
+__all__ = [
+    "HOST_METHODS",
+    "Host",
+    "Reply",
+    "RunOutcome",
+    "error_dict",
+    "execute",
+    "line_of",
+    "source_error",
+]
 
 #: A host answer to a binding: ``("ok", value, None)``, ``("raise", message, error_type)`` or
 #: ``("limit", message, error_type)``.
@@ -79,6 +88,43 @@ def line_of(message: str) -> int | None:
 
 def error_dict(error_type: str, message: str) -> dict[str, Any]:
     return {"type": error_type, "message": message, "line": line_of(message)}
+
+
+def _source_bytes(source: str | bytes) -> bytes | None:
+    if isinstance(source, bytes):
+        return source
+    try:
+        return source.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+
+
+def source_error(source: str | bytes, limits: Limits) -> dict[str, Any] | None:
+    """Why ``source`` cannot run, as an error dict, or None when it can.
+
+    Checked before a Lua state exists (and, under process isolation, before the source is sent
+    to a worker): a script over ``limits.source_bytes`` would otherwise fail as "not enough
+    memory" while it compiles, and a NUL byte outside a string as a puzzling "'<eof>' expected".
+    """
+    raw = _source_bytes(source)
+    if raw is None:
+        return error_dict("ValidationError", "the script is not valid UTF-8 text")
+    if len(raw) > limits.source_bytes:
+        msg = (
+            f"the script is too large ({len(raw)} bytes; limits.source_bytes is "
+            f"{limits.source_bytes}); send less code, or pass large data as the input"
+        )
+        return error_dict("SourceLimitError", msg)
+    nul = raw.find(b"\0")
+    if nul >= 0:
+        line = raw.count(b"\n", 0, nul) + 1
+        column = nul - (raw.rfind(b"\n", 0, nul) + 1) + 1
+        msg = (
+            f"script.lua:{line}: the script contains a NUL byte (line {line}, column {column}); "
+            "Lua source must be text: inside a string, write the escape \\0 instead"
+        )
+        return error_dict("SyntaxError", msg)
+    return None
 
 
 #: The trusted Lua chunks of a state: the bootstrap, then the modules it is given as arguments.
@@ -310,6 +356,10 @@ def execute(
     deadline = t0 + limits.timeout
     usage: dict[str, Any] = {}
     session: _Session | None = None
+    refused = source_error(source, limits)
+    if refused is not None:
+        usage["wall_ms"] = round((time.monotonic() - t0) * 1000, 3)
+        return RunOutcome(False, error=refused, usage=usage)
     try:
         session = _Session(host, limits)
         prepare = session.lua.execute(*_bootstrap_chunk())

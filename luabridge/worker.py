@@ -1,9 +1,15 @@
 """The child side of process isolation: a worker process that runs scripts in its own Lua states.
 
-The parent (``luabridge.pool``) starts it as ``python -m luabridge.worker FD ADDRESS_SPACE`` with
-one end of a socket pair. The worker sends ``ready`` once its OS limits are in force, then runs
-each ``run`` frame in a fresh Lua state and asks the parent, over the same socket, for every
-host operation (action calls, help, schemas): API keys and clients never enter this process.
+The parent (``luabridge.pool``) starts it as ``python -m luabridge.worker FD ADDRESS_SPACE
+PARENT_PID`` with one end of a socket pair. The worker sends ``ready`` once its OS limits are in
+force, then acknowledges each ``run`` frame at once (``started``: the parent's health check),
+runs it in a fresh Lua state and asks the parent, over the same socket, for every host
+operation (action calls, help, schemas): API keys and clients never enter this process.
+
+A worker never outlives its parent: on Linux it asks for SIGKILL when the parent goes
+(``PR_SET_PDEATHSIG``), its main thread exits the process as soon as the socket hangs up or
+the parent pid changes (also mid-run, also inside a long C call), and each run sets an
+``RLIMIT_CPU`` backstop a few seconds past the run's timeout.
 
 It starts with stdin on ``/dev/null``, stdout and stderr discarded, an environment without the
 parent's secrets, and OS limits: address space (``RLIMIT_AS``), no core dumps, few open files, no
@@ -13,10 +19,14 @@ process anyway). Lua runs on a thread with a 64 MiB stack.
 
 from __future__ import annotations
 
+import math
 import os
+import select
+import signal
 import socket
 import sys
 import threading
+import time
 from typing import Any
 
 from luabridge.frames import Closed as _Closed, recv as _recv, send as _send
@@ -26,6 +36,8 @@ from luabridge.sandbox import Reply, RunOutcome, error_dict, execute
 __all__ = ["main"]
 
 _LUA_STACK = 64 * 1024 * 1024
+_CPU_MARGIN = 5  # CPU seconds past a run's timeout before RLIMIT_CPU ends the process
+_PR_SET_PDEATHSIG = 1
 
 
 class _ProxyHost:
@@ -83,6 +95,49 @@ def _apply_os_limits(address_space: int, *, processes: bool) -> None:
         limit(resource.RLIMIT_AS, address_space)
 
 
+def _tie_to_parent(parent: int) -> None:
+    """Ask Linux for SIGKILL when the parent goes, then make sure it has not gone already."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # the socket watch below still ends an orphan
+    if parent and os.getppid() != parent:
+        os._exit(0)  # the parent died before the signal was asked for
+
+
+def _cpu_backstop(timeout: float) -> None:
+    """Let the coming run use at most its timeout plus a margin of CPU (``RLIMIT_CPU``, counted
+    over the process's life, so the soft limit is set from what it has used so far). The parent
+    kills the worker long before; this ends an orphan whose parent could not."""
+    import resource
+
+    try:
+        _soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
+        soft = math.ceil(time.process_time()) + math.ceil(timeout) + _CPU_MARGIN
+        if hard != resource.RLIM_INFINITY:
+            soft = min(soft, hard)
+        resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+    except (ValueError, OSError):
+        pass  # a stricter limit set by the deployment stays in force
+
+
+def _watch(sock: socket.socket, thread: threading.Thread, parent: int) -> None:
+    """Until the Lua thread ends: exit at once when the socket hangs up or the parent is gone.
+
+    The Lua thread may be inside one long C call and never read the socket again; this thread
+    only polls for the hang-up (not for data), so it never takes a frame from the Lua thread.
+    """
+    poller = select.poll()
+    poller.register(sock.fileno(), getattr(select, "POLLRDHUP", 0) | select.POLLHUP)
+    while thread.is_alive():
+        if poller.poll(500) or (parent and os.getppid() != parent):
+            os._exit(0)
+
+
 def _serve(sock: socket.socket, limited: threading.Event) -> None:
     # Warm up so the first real run does not pay for the first state and bootstrap load.
     warm = _ProxyHost(sock, {})
@@ -97,14 +152,13 @@ def _serve(sock: socket.socket, limited: threading.Event) -> None:
             return
         if message.get("op") != "run":
             continue
+        started = time.monotonic()
+        _send(sock, {"op": "started", "started": started, "cpu": time.process_time()})
         host = _ProxyHost(sock, message["spec"])
         limits = Limits(**message["limits"])
+        _cpu_backstop(limits.timeout)
         outcome = execute(
-            message["source"],
-            message["input"],
-            host=host,
-            limits=limits,
-            started=message["started"],
+            message["source"], message["input"], host=host, limits=limits, started=started
         )
         try:
             _send(sock, {"op": "done", "outcome": outcome.to_dict()})
@@ -114,9 +168,11 @@ def _serve(sock: socket.socket, limited: threading.Event) -> None:
 
 
 def main() -> None:
-    """Entry point of a worker process: ``python -m luabridge.worker FD ADDRESS_SPACE``."""
+    """Entry point of a worker process: ``python -m luabridge.worker FD ADDRESS_SPACE PARENT``."""
     fd = int(sys.argv[1])
     address_space = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+    parent = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+    _tie_to_parent(parent)
     sock = socket.socket(fileno=fd)
     _apply_os_limits(address_space, processes=False)
     threading.stack_size(_LUA_STACK)
@@ -128,7 +184,7 @@ def main() -> None:
     # RLIMIT_NPROC also counts threads, so it can only be set once the Lua thread exists.
     _apply_os_limits(address_space, processes=True)
     limited.set()
-    thread.join()
+    _watch(sock, thread, parent)
     # The parent closed the socket: nothing is left to flush, so skip the interpreter's
     # teardown (about 20 ms that the parent's close() would wait for).
     os._exit(0)

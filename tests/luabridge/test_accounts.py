@@ -202,7 +202,7 @@ def test_config_limits_section(tmp_path: Path) -> None:
         ("[notes.accounts.work]\nbase_url = ''\n", "base_url must be a non-empty string"),
         ("limits = 5\n", "[limits] must be a table"),
         ("[limits]\ntimeuot = 1\n", "[limits]: unknown limit(s) timeuot"),
-        ("[limits]\ncalls = 0\n", "[limits]: limits.calls must be greater than 0"),
+        ("[limits]\ncalls = 0\n", "[limits]: limits.calls must be a whole number from 1 to"),
     ],
 )
 def test_config_bad_file_names_file_and_reason(tmp_path: Path, toml: str, fragment: str) -> None:

@@ -6,6 +6,7 @@ The other limits each have a tripping test in ``test_sandbox.py``.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from conftest import make_bridge
@@ -101,21 +102,98 @@ def test_limits_overrides_do_not_stick(tight_bridge: Bridge) -> None:
     assert result.error is not None and result.error.type == "CallLimitError"
 
 
+TIME = "must be a number of seconds over 0 and at most 86400"
+
+
 @pytest.mark.parametrize(
     ("limits", "fragment"),
     [
-        ({"calls": 0}, "limits.calls must be greater than 0, got 0"),
-        ({"timeout": -1}, "limits.timeout must be greater than 0"),
-        ({"calls": True}, "limits.calls must be a number, got True"),
-        ({"memory": "64M"}, "limits.memory must be a number"),
-        ({"memory": 1000}, "limits.memory must be at least 1 MiB"),
+        ({"calls": 0}, "limits.calls must be a whole number from 1 to 100000, got 0"),
+        ({"calls": 1.5}, "limits.calls must be a whole number from 1 to 100000, got 1.5"),
+        ({"calls": True}, "limits.calls must be a whole number from 1 to 100000, got True"),
+        ({"calls": 10**6}, "limits.calls must be a whole number from 1 to 100000, got 1000000"),
+        ({"timeout": -1}, f"limits.timeout {TIME}, got -1"),
+        ({"timeout": 1e10}, f"limits.timeout {TIME}, got 10000000000.0"),
+        ({"timeout": float("inf")}, f"limits.timeout {TIME}, got inf"),
+        ({"timeout": float("-inf")}, f"limits.timeout {TIME}, got -inf"),
+        ({"timeout": float("nan")}, f"limits.timeout {TIME}, got nan"),
+        ({"timeout": "5"}, f"limits.timeout {TIME}, got '5'"),
+        ({"queue_timeout": 0}, f"limits.queue_timeout {TIME}, got 0"),
+        ({"memory": "64M"}, "limits.memory must be a whole number of bytes from 1048576 (1 MiB)"),
+        ({"memory": 1000}, "from 1048576 (1 MiB) to 1099511627776 (1 TiB), got 1000"),
+        ({"memory": 99999999999999999999 << 20}, "to 1099511627776 (1 TiB), got 1048575"),
+        ({"memory": float("inf")}, "limits.memory must be a whole number of bytes"),
+        ({"instructions": 1e13}, "limits.instructions must be a whole number from 1 to"),
+        ({"output_bytes": 0}, "limits.output_bytes must be a whole number of bytes from 1 to"),
+        ({"source_bytes": 1 << 30}, "to 268435456 (256 MiB), got 1073741824"),
         ({"timout": 1}, "unknown limit(s) timout; known: argument_bytes, calls"),
     ],
 )
 def test_limits_bad_values_are_config_errors(limits: dict[str, object], fragment: str) -> None:
+    """Every limit is checked where it enters: kind, finiteness and range, named in the error."""
     with pytest.raises(ConfigError) as info:
         make_bridge(limits=limits)
     assert fragment in str(info.value)
     with make_bridge() as b, pytest.raises(ConfigError) as info:
         b.run("return 1", limits=limits)
     assert fragment in str(info.value)
+
+
+def test_limits_whole_floats_taken_as_integers() -> None:
+    limits = Limits(calls=2.0, memory=float(8 << 20), timeout=3)  # type: ignore[arg-type]
+    assert (limits.calls, limits.memory, limits.timeout) == (2, 8 << 20, 3.0)
+    assert isinstance(limits.calls, int) and isinstance(limits.timeout, float)
+
+
+def test_limits_every_field_has_a_documented_range() -> None:
+    from dataclasses import fields
+
+    from luabridge.limits import LIMIT_RANGES, describe_range
+
+    names = {f.name for f in fields(Limits)}
+    assert names == set(LIMIT_RANGES)
+    guide = (Path(__file__).parents[2] / "docs" / "guide-scripts.md").read_text()
+    for name in names:
+        assert f"`{name}`" in guide, name
+        assert describe_range(name)
+        default = getattr(DEFAULT_LIMITS, name)
+        _kind, low, high = LIMIT_RANGES[name]
+        assert low <= default <= high
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"timeout": 1e10},
+        {"timeout": float("inf")},
+        {"timeout": float("nan")},
+        {"calls": 1.5},
+        {"memory": 99999999999999999999 << 20},
+    ],
+)
+def test_limits_bad_value_never_takes_a_worker(bad: dict[str, object]) -> None:
+    """A refused limit is refused before a worker is taken: the worker stays healthy and idle,
+    and later runs work (two such runs once left every later run waiting forever)."""
+    with make_bridge(isolation="process", workers=1) as b:
+        assert b.run("return 1").ok
+        pool = b._worker_pool()
+        before = pool.pids()
+        for _ in range(3):
+            with pytest.raises(ConfigError):
+                b.run("return 1", limits=bad)
+        after = b.run("return 'still here'", limits={"timeout": 2})
+        assert after.ok and after.value == "still here"
+        assert pool.pids() == before
+        assert (pool._busy, pool._count) == (set(), 1)
+
+
+def test_limits_file_values_checked(tmp_path: Path) -> None:
+    from luabridge.config import load_settings
+
+    config = tmp_path / "luabridge.toml"
+    config.write_text("[limits]\ntimeout = 1e10\n")
+    with pytest.raises(ConfigError, match=r"luabridge.toml \[limits\]: limits.timeout must be"):
+        load_settings(config, integrations=[])
+    config.write_text("[limits]\ncalls = 1.5\n")
+    with pytest.raises(ConfigError, match=r"limits\.calls must be a whole number from 1 to 100000"):
+        load_settings(config, integrations=[])

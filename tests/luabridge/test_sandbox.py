@@ -262,7 +262,7 @@ def test_limit_overrides_rejected_when_unknown(bridge: Bridge) -> None:
 
     with pytest.raises(ConfigError, match="unknown limit"):
         bridge.run("return 1", limits={"timeuot": 1})
-    with pytest.raises(ConfigError, match="greater than 0"):
+    with pytest.raises(ConfigError, match="must be a number of seconds over 0"):
         bridge.run("return 1", limits={"timeout": 0})
 
 

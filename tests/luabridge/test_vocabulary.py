@@ -31,6 +31,8 @@ TABLE = {
     "OutputLimitError": errors.OutputLimitError,
     "CallLimitError": errors.CallLimitError,
     "ResultLimitError": errors.ResultLimitError,
+    "SourceLimitError": errors.SourceLimitError,
+    "QueueTimeoutError": errors.QueueTimeoutError,
     "PlanMismatchError": errors.PlanMismatchError,
     "WorkerCrashError": errors.WorkerCrashError,
     "InternalError": errors.InternalError,

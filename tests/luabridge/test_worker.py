@@ -628,3 +628,269 @@ def test_worker_parallel_runs_from_threads() -> None:
         assert r.value == {"id": i, "sum": n * (n + 1) // 2}
         assert r.output == f"run\t{i}\n"
     assert len(pids) <= 2
+
+
+# -- a worker that goes bad while idle, and timeouts worded by their cause ---------------------
+
+HOG = {"timeout": 1.5, "instructions": 10**12}
+
+
+def _gone(pid: int) -> bool:
+    """Whether ``pid`` has ended (no process, or a zombie nobody reaped yet)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state in ("Z", "X")
+
+
+def test_worker_stopped_while_idle_is_replaced_before_the_run(one_worker: Bridge) -> None:
+    """An idle worker that was SIGSTOPped does not answer the hand-over; the run goes to a
+    fresh worker instead of failing with a TimeoutError that blames the script."""
+    pool = pool_of(one_worker)
+    (pid,) = wait_for_idle(pool, 1)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        for expected in ("first", "second"):
+            result = one_worker.run(f"return '{expected}'", limits={"timeout": 1})
+            assert result.ok, result.error
+            assert result.value == expected
+        assert _gone(pid)
+        assert pid not in pool.pids()
+        # The wait for the acknowledgement and the fresh worker is queue time, not run time.
+        assert result.usage["queue_ms"] >= 0
+    finally:
+        if not _gone(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_worker_stopped_mid_run_timeout_names_the_stop(one_worker: Bridge) -> None:
+    pool = pool_of(one_worker)
+    wait_for_idle(pool, 1)
+    with ThreadPoolExecutor(1) as ex:
+        running = ex.submit(one_worker.run, "while true do end", limits=HOG)
+        pid = wait_for_busy(pool)
+        time.sleep(0.1)
+        os.kill(pid, signal.SIGSTOP)
+        result = running.result(10)
+    assert result.error is not None and result.error.type == "TimeoutError"
+    assert f"the worker process (pid {pid}) was stopped (SIGSTOP" in result.error.message
+    assert "string.find" not in result.error.message
+    assert one_worker.run("return 1").ok
+
+
+def test_worker_c_call_stall_timeout_names_the_script(one_worker: Bridge) -> None:
+    result = one_worker.run(C_STALL, limits={"timeout": 0.5})
+    assert result.error is not None and result.error.type == "TimeoutError"
+    assert "the script did not yield (for example a long string.find)" in result.error.message
+
+
+def test_worker_wedged_timeout_names_the_wedge() -> None:
+    """A worker that uses no CPU while its run's time runs out is wedged, not busy in C."""
+    import subprocess
+
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        fake = type("W", (), {"proc": sleeper})()
+        cause = WorkerPool._stall_cause(fake, 0.0, time.monotonic() - 2)  # type: ignore[arg-type]
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert f"the worker process (pid {sleeper.pid}) was wedged, not running the script" in cause
+
+
+def test_worker_slow_host_call_timeout_names_the_call() -> None:
+    b = Bridge.from_config(
+        environ={"SLOW_API_KEY": "slow-key"}, integrations=[SLOW], isolation="process"
+    )
+    with b:
+        result = b.run("return app.integrations.slow.wait({seconds = 3})", limits={"timeout": 1})
+    assert result.error is not None and result.error.type == "TimeoutError"
+    assert "still serving the script's call to slow.wait" in result.error.message
+    assert "string.find" not in result.error.message
+
+
+def test_worker_no_answer_from_any_worker_is_a_clean_failure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Workers that never acknowledge a run are each replaced; after three the run fails with a
+    message saying so, and no worker is left busy."""
+    monkeypatch.setattr(worker_module, "_ANSWER_WAIT", 0.3)
+    stopped: list[int] = []
+    ready = worker_module._Worker.wait_ready
+
+    def ready_then_stopped(self: Any, timeout: float) -> None:
+        ready(self, timeout)
+        os.kill(self.proc.pid, signal.SIGSTOP)
+        stopped.append(self.proc.pid)
+
+    monkeypatch.setattr(worker_module._Worker, "wait_ready", ready_then_stopped)
+    pool = WorkerPool(size=1)
+    try:
+        result = run_in_pool(pool, "return 1", timeout=1)
+        assert result.error is not None and result.error["type"] == "WorkerCrashError"
+        assert "3 worker processes in a row" in result.error["message"]
+        assert "did not acknowledge the run within 0.3 s" in result.error["message"]
+        assert pool._busy == set()
+        assert all(_gone(pid) for pid in stopped[:3])
+    finally:
+        pool.close()
+        for pid in stopped:
+            if not _gone(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+# -- the queue ---------------------------------------------------------------------------------
+
+
+def test_worker_queue_timeout_trips(one_worker: Bridge) -> None:
+    pool = pool_of(one_worker)
+    wait_for_idle(pool, 1)
+    with ThreadPoolExecutor(2) as ex:
+        hog = ex.submit(one_worker.run, "while true do end", limits=HOG)
+        wait_for_busy(pool)
+        t0 = time.monotonic()
+        queued = one_worker.run("return 1", limits={"queue_timeout": 0.3})
+        waited = time.monotonic() - t0
+        assert hog.result().error is not None
+    assert queued.error is not None and queued.error.type == "QueueTimeoutError"
+    assert "no worker was free within the queue timeout (0.3 s; limits.queue_timeout)" in (
+        queued.error.message
+    )
+    assert "1 of 1 workers were busy" in queued.error.message
+    assert 0.3 <= waited < 1.2
+    assert queued.usage["queue_ms"] >= 300 and queued.calls == []
+    assert "QueueTimeoutError" in ERROR_TYPES
+    assert one_worker.run("return 2").value == 2
+
+
+def test_worker_queue_wait_reported_in_usage(one_worker: Bridge) -> None:
+    pool = pool_of(one_worker)
+    wait_for_idle(pool, 1)
+    with ThreadPoolExecutor(2) as ex:
+        hog = ex.submit(one_worker.run, "while true do end", limits={**HOG, "timeout": 0.6})
+        wait_for_busy(pool)
+        queued = one_worker.run("return 1")
+        hog.result()
+    assert queued.ok, queued.error
+    assert queued.usage["queue_ms"] >= 200
+    alone = one_worker.run("return 1")
+    assert alone.usage["queue_ms"] < queued.usage["queue_ms"]
+
+
+def test_close_with_runs_queued_raises_closed_error() -> None:
+    """Runs still waiting for a worker when the bridge closes get the bridge's closed error."""
+    from luabridge import ClosedError
+
+    b = make_bridge(isolation="process", workers=1)
+    pool = pool_of(b)
+    wait_for_idle(pool, 1)
+    with ThreadPoolExecutor(3) as ex:
+        hog = ex.submit(b.run, "while true do end", limits=HOG)
+        wait_for_busy(pool)
+        queued = [ex.submit(b.run, "return 1") for _ in range(2)]
+        time.sleep(0.2)
+        b.close()
+        for future in queued:
+            with pytest.raises(ClosedError, match="this Bridge was closed; create a new one"):
+                future.result(5)
+        assert hog.result(5).error is not None
+    assert issubclass(ClosedError, RuntimeError)
+    with pytest.raises(ClosedError, match="this Bridge was closed"):
+        b.run("return 1")
+
+
+# -- workers never outlive their host ----------------------------------------------------------
+
+_HOST = """
+import json, sys, threading, time
+from luabridge.limits import Limits
+from luabridge.pool import WorkerPool
+sys.path.insert(0, sys.argv[1])
+from test_worker import NullHost
+
+pool = WorkerPool(size=2)
+while len(pool.pids(busy=False)) < 2:
+    time.sleep(0.02)
+limits = Limits(timeout=60, instructions=10**12)
+stall = 'return string.find(string.rep("a", 400000), "a-b")'
+threading.Thread(target=pool.run, args=(stall, None, NullHost(), limits, time.monotonic())).start()
+while not pool.pids(busy=True):
+    time.sleep(0.02)
+print(json.dumps(pool.pids()), flush=True)
+time.sleep(120)
+"""
+
+
+def test_workers_die_with_a_host_killed_by_sigkill(tmp_path: Path) -> None:
+    """kill -9 of the host: its workers, the idle one and the one stuck in a C call, are gone
+    within seconds (they once stayed at 95% CPU for minutes)."""
+    import subprocess
+
+    host = subprocess.Popen(
+        [sys.executable, "-c", _HOST, str(Path(__file__).parent)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    pids: list[int] = []
+    try:
+        assert host.stdout is not None
+        pids = json.loads(host.stdout.readline())
+        assert len(pids) == 2 and not any(_gone(p) for p in pids)
+        time.sleep(0.3)  # the busy one is inside string.find now
+        host.kill()
+        host.wait()
+        end = time.monotonic() + 5
+        while not all(_gone(p) for p in pids) and time.monotonic() < end:
+            time.sleep(0.05)
+        assert all(_gone(p) for p in pids), [p for p in pids if not _gone(p)]
+    finally:
+        if host.poll() is None:
+            host.kill()
+            host.wait()
+        if host.stdout is not None:
+            host.stdout.close()
+        for pid in pids:
+            if not _gone(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_worker_exits_when_its_socket_closes_mid_run() -> None:
+    """Without the parent-death signal (another OS, a parent that is still alive), a worker
+    stuck in a C call still exits as soon as the parent's end of its socket closes."""
+    import socket
+    import subprocess
+
+    from luabridge import frames
+
+    parent, child = socket.socketpair()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "luabridge.worker", str(child.fileno()), "0"],
+        pass_fds=(child.fileno(),),
+        stdout=subprocess.DEVNULL,
+    )
+    child.close()
+    try:
+        assert frames.recv(parent, time.monotonic() + 30)["op"] == "ready"
+        limits = Limits(timeout=60, instructions=10**12).as_dict()
+        stall = 'return string.find(string.rep("a", 400000), "a-b")'
+        frames.send(parent, {"op": "run", "source": stall, "input": None, "limits": limits,
+                             "spec": {}})  # fmt: skip
+        assert frames.recv(parent, time.monotonic() + 5)["op"] == "started"
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        parent.close()
+        assert proc.wait(5) == 0
+        assert time.monotonic() - t0 < 2
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_worker_cpu_backstop_set_per_run(null_pool: WorkerPool) -> None:
+    assert run_in_pool(null_pool, "return 1", timeout=2).ok
+    (pid,) = null_pool.pids(busy=False)
+    soft, _hard = _limits_of(pid)["Max cpu time"]
+    assert soft != "unlimited"
+    assert 2 + 5 <= int(soft) <= 2 + 5 + 30  # the timeout and margin past the CPU used so far
