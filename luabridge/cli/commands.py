@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -20,6 +19,7 @@ from luabridge.cli.options import (
     json_value,
     limits_option,
     policy_options,
+    read_script,
 )
 from luabridge.cli.render import dumps, report_error, summary
 
@@ -71,17 +71,10 @@ def run(
       luabridge run docs/examples/onboarding.lua --emulator --allow write
       echo 'return app.help()' | luabridge run -
     """
-    if script == "-":
-        source = sys.stdin.read()
-        label = "<stdin>"
-    else:
-        try:
-            source = Path(script).read_text(encoding="utf-8")
-        except OSError as exc:
-            fail(f"cannot read script {script!r}: {exc.strerror or exc}")
-        label = script
     if script == "-" and input_ == "@-":
         fail("--input @- and a script read from - cannot both use standard input")
+    source = read_script(script)
+    label = "<stdin>" if script == "-" else script
     value = json_value(input_, "'--input'")
     effects = allow_option(allow)
     limits = limits_option(timeout, memory, max_calls)

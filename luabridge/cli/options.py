@@ -31,6 +31,7 @@ __all__ = [
     "json_value",
     "limits_option",
     "policy_options",
+    "read_script",
     "read_source",
 ]
 
@@ -52,18 +53,60 @@ class UsageProblem(click.ClickException):
 # -- option parsing ---------------------------------------------------------------------------
 
 
+def _stdin_bytes(what: str) -> bytes:
+    """All of standard input, or a usage error when there is none to read (``<&-``)."""
+    stream = sys.stdin
+    if stream is None:
+        raise UsageProblem(
+            f"{what}: standard input is closed; pipe the text in "
+            "(echo 'return 1' | luabridge run -), or name a file instead of -"
+        )
+    try:
+        buffer = getattr(stream, "buffer", None)
+        if buffer is not None:
+            data: bytes = buffer.read()
+            return data
+        return str(stream.read()).encode("utf-8", "surrogateescape")
+    except (OSError, ValueError) as exc:
+        raise UsageProblem(f"{what}: cannot read standard input ({exc})") from exc
+
+
+def _utf8(data: bytes, what: str) -> str:
+    """``data`` as text, or a usage error naming the first byte that is not UTF-8."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise UsageProblem(
+            f"{what} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}, "
+            f"line {line}); save it as UTF-8"
+        ) from exc
+
+
+def read_script(script: str) -> str:
+    """The script behind ``FILE`` or ``-`` (standard input), as text."""
+    if script == "-":
+        return _utf8(_stdin_bytes("the script"), "the script read from standard input")
+    try:
+        data = Path(script).read_bytes()
+    except OSError as exc:
+        raise UsageProblem(f"cannot read script {script!r}: {exc.strerror or exc}") from exc
+    return _utf8(data, f"script {script!r}")
+
+
 def read_source(value: str, what: str) -> str:
     """The text behind ``@file`` / ``@-`` (standard input)."""
     if value == "@-":
-        return sys.stdin.read()
+        return _utf8(_stdin_bytes(what), f"{what} (standard input)")
     path = Path(value[1:])
     try:
-        return path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as exc:
         raise click.BadParameter(
             f"cannot read {str(path)!r}: {exc.strerror or exc}; give an existing file after '@'",
             param_hint=what,
         ) from exc
+    return _utf8(data, f"{what} file {str(path)!r}")
 
 
 def json_value(value: str | None, what: str) -> Any:
@@ -73,6 +116,12 @@ def json_value(value: str | None, what: str) -> Any:
     text = read_source(value, what) if value.startswith("@") else value
     try:
         return json.loads(text)
+    except RecursionError as exc:
+        raise click.BadParameter(
+            "is nested too deeply to read (about a thousand levels); a script's input may "
+            "nest at most 64 levels",
+            param_hint=what,
+        ) from exc
     except ValueError as exc:
         raise click.BadParameter(
             f"not valid JSON ({exc}); pass a JSON document such as "
@@ -94,8 +143,26 @@ def allow_option(values: Sequence[str]) -> frozenset[str]:
 def limits_option(
     timeout: float | None, memory: int | None, max_calls: int | None
 ) -> dict[str, Any]:
+    """The limits given as flags, each checked against its range (a usage error naming the
+    flag, in the flag's own unit, when it is outside)."""
+    from luabridge.limits import DEFAULT_LIMITS, LIMIT_RANGES, describe_range
+
     given = {"timeout": timeout, "memory": None if memory is None else memory * 1024 * 1024}
     given["calls"] = max_calls
+    flags = {"timeout": "--timeout", "memory": "--memory", "calls": "--max-calls"}
+    for name, value in given.items():
+        if value is None:
+            continue
+        try:
+            DEFAULT_LIMITS.merged({name: value})
+        except LuabridgeError as exc:
+            if name == "memory":
+                _kind, low, high = LIMIT_RANGES["memory"]
+                text = f"must be a whole number of MiB from {int(low) >> 20} to {int(high) >> 20}"
+                text += f", got {memory}"
+            else:
+                text = f"must be {describe_range(name)}, got {value}"
+            raise click.BadParameter(text, param_hint=f"'{flags[name]}'") from exc
     return {k: v for k, v in given.items() if v is not None}
 
 

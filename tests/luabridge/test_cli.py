@@ -166,7 +166,7 @@ def test_run_bad_limit_in_config_is_a_usage_error(tmp_path: Path) -> None:
     config = write(tmp_path / "c.toml", "[limits]\ntimeout = -1\n")
     result = invoke("run", "-", "--config", config, stdin="return 1")
     assert result.exit_code == 2
-    assert "limits.timeout must be greater than 0" in result.stderr
+    assert "limits.timeout must be a number of seconds over 0 and at most 86400" in result.stderr
 
 
 def test_run_usage_error_after_the_worker_started_leaves_no_worker(tmp_path: Path) -> None:
@@ -843,3 +843,148 @@ def test_help_and_version() -> None:
     for command in ("run", "docs", "schema", "actions", "call", "accounts", "emulator"):
         assert f"  {command} " in result.stdout
     assert invoke("--version").stdout.startswith("luabridge, version ")
+
+
+# -- input that once ended in a traceback -------------------------------------------------------
+
+#: name -> (files to write, arguments after `run`, stdin, exit code, words the error must hold)
+BAD_INPUT: dict[str, tuple[dict[str, bytes], list[str], str | None, int, str]] = {
+    "script_not_utf8": (
+        {"s.lua": b'return "\xff"\n'},
+        ["s.lua"],
+        None,
+        2,
+        "script 's.lua' is not UTF-8 text (byte 0xff at offset 8, line 1); save it as UTF-8",
+    ),
+    "stdin_script_not_utf8": (
+        {},
+        ["-"],
+        "\udcff",
+        2,
+        "the script read from standard input is not UTF-8 text (byte 0xff",
+    ),
+    "input_file_not_utf8": (
+        {"in.json": b'{"a": "\xfe"}'},
+        ["-", "--input", "@in.json"],
+        "return 1",
+        2,
+        "'--input' file 'in.json' is not UTF-8 text (byte 0xfe at offset 7, line 1)",
+    ),
+    "input_nested_1000_deep": (
+        {"deep.json": b"[" * 1000 + b"]" * 1000},
+        ["-", "--input", "@deep.json"],
+        "return 1",
+        2,
+        "'--input': is nested too deeply to read",
+    ),
+    "input_nested_100_deep": (
+        {"deep.json": b"[" * 100 + b"]" * 100},
+        ["-", "--input", "@deep.json"],
+        "return 1",
+        1,
+        "nested deeper than 64 levels",
+    ),
+    "timeout_1e10": (
+        {},
+        ["-", "--timeout", "1e10"],
+        "return 1",
+        2,
+        "'--timeout': must be a number of seconds over 0 and at most 86400, got 10000000000.0",
+    ),
+    "timeout_nan": ({}, ["-", "--timeout", "nan"], "return 1", 2, "'--timeout'"),
+    "memory_huge": (
+        {},
+        ["-", "--memory", "99999999999999999999"],
+        "return 1",
+        2,
+        "'--memory': must be a whole number of MiB from 1 to 1048576, got 99999999999999999999",
+    ),
+    "max_calls_huge": (
+        {},
+        ["-", "--max-calls", "1000000"],
+        "return 1",
+        2,
+        "'--max-calls': must be a whole number from 1 to 100000, got 1000000",
+    ),
+    "config_not_utf8": (
+        {"luabridge.toml": b'[limits]\ntimeout = "\xff"\n'},
+        ["-"],
+        "return 1",
+        2,
+        "config file 'luabridge.toml' is not UTF-8 text",
+    ),
+    "config_limit_out_of_range": (
+        {"luabridge.toml": b"[limits]\ntimeout = 1e10\n"},
+        ["-"],
+        "return 1",
+        2,
+        "luabridge.toml [limits]: limits.timeout must be a number of seconds over 0",
+    ),
+    "script_50_mb": (
+        {"big.lua": b"x" * (50 * 1024 * 1024)},
+        ["big.lua"],
+        None,
+        1,
+        "the script is too large (52428800 bytes; limits.source_bytes is 1048576)",
+    ),
+    "script_with_nul": (
+        {"nul.lua": b"local a = 1\nreturn a\x00 + 2\n"},
+        ["nul.lua"],
+        None,
+        1,
+        "the script contains a NUL byte (line 2, column 9)",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("case", "isolation"),
+    # Usage errors are found before any worker is involved: one isolation is enough for them.
+    [(case, "inprocess") for case in sorted(BAD_INPUT)]
+    + [(case, "process") for case in sorted(BAD_INPUT) if BAD_INPUT[case][3] == 1],
+)
+def test_run_bad_input_prints_one_envelope(tmp_path: Path, case: str, isolation: str) -> None:
+    """Each input that once ended in a traceback is one JSON envelope, exit 2 or 1."""
+    files, args, stdin, code, words = BAD_INPUT[case]
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    runner = CliRunner()
+    raw = None if stdin is None else stdin.encode("utf-8", "surrogateescape")
+    result = runner.invoke(
+        cli, ["run", *args, "--isolation", isolation, "--json"], input=raw, catch_exceptions=False
+    )
+    assert result.exit_code == code, result.output
+    envelope = json.loads(result.stdout)
+    assert set(envelope) == {"ok", "result", "error", "output", "calls", "meta"}
+    assert envelope["ok"] is False
+    assert words in envelope["error"]["message"]
+    if code == 2:
+        assert envelope["error"]["type"] == "UsageError"
+    assert "Traceback" not in result.stderr
+    assert words in result.stderr
+
+
+def test_run_with_stdin_closed_is_a_usage_error(tmp_path: Path) -> None:
+    """`luabridge run - <&-`: a real process with no standard input at all."""
+    proc = subprocess.run(
+        ["sh", "-c", 'exec "$0" -m luabridge run - --json <&-', sys.executable],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2, proc.stderr
+    envelope = json.loads(proc.stdout)
+    assert envelope["error"]["type"] == "UsageError"
+    assert "standard input is closed" in envelope["error"]["message"]
+    assert "Traceback" not in proc.stderr
+
+
+def test_call_data_not_utf8_or_too_deep_is_a_usage_error(tmp_path: Path) -> None:
+    (tmp_path / "bad.json").write_bytes(b'{"email": "\xff"}')
+    (tmp_path / "deep.json").write_bytes(b"[" * 1000 + b"]" * 1000)
+    for data, words in (("@bad.json", "is not UTF-8 text"), ("@deep.json", "nested too deeply")):
+        result = invoke("call", "loops", "--action", "find_contact", "--data", data)
+        assert result.exit_code == 2
+        envelope = json.loads(result.stdout)
+        assert envelope["error"]["type"] == "UsageError" and words in envelope["error"]["message"]
