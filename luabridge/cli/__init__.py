@@ -121,6 +121,7 @@ def _pack_commands() -> dict[str, click.Command]:
 _COMMANDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("commands", ("run", "docs", "schema", "actions", "accounts", "call", "emulator")),
     ("apply", ("apply",)),
+    ("agents", ("mcp", "serve")),
 )
 
 

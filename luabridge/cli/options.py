@@ -24,6 +24,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_USAGE",
     "UsageProblem",
+    "account_option",
     "allow_option",
     "command_bridge",
     "fail",
@@ -33,6 +34,7 @@ __all__ = [
     "policy_options",
     "read_script",
     "read_source",
+    "server_options",
 ]
 
 EXIT_OK = 0
@@ -166,59 +168,122 @@ def limits_option(
     return {k: v for k, v in given.items() if v is not None}
 
 
-def policy_options(fn: F) -> F:
-    """The options ``run`` and ``call`` share: policy, limits, accounts, isolation."""
-    options = [
-        click.option(
-            "--allow",
-            multiple=True,
-            metavar="EFFECTS",
-            help="Effects the run may perform besides read: write, destructive "
-            "(comma-separated or repeated). Default: read only.",
+def account_option(values: Sequence[str]) -> dict[str, list[str]] | None:
+    """``--account INTEGRATION=NAME[,NAME]`` (repeatable) as a grant; None when not given."""
+    if not values:
+        return None
+    granted: dict[str, list[str]] = {}
+    for value in values:
+        integration, sep, names = value.partition("=")
+        accounts = [n.strip() for n in names.split(",") if n.strip()]
+        if not sep or not integration.strip() or not accounts:
+            raise click.BadParameter(
+                f"expected INTEGRATION=ACCOUNT[,ACCOUNT], got {value!r}; for example "
+                "--account <integration>=default",
+                param_hint="'--account'",
+            )
+        granted.setdefault(integration.strip(), []).extend(accounts)
+    return granted
+
+
+def _policy_option_list() -> list[tuple[str, Callable[[F], F]]]:
+    return [
+        (
+            "allow",
+            click.option(
+                "--allow",
+                multiple=True,
+                metavar="EFFECTS",
+                help="Effects the run may perform besides read: write, destructive "
+                "(comma-separated or repeated). Default: read only.",
+            ),
         ),
-        click.option(
-            "--dry-run", is_flag=True, help="Perform reads; validate and record writes, send none."
+        (
+            "dry-run",
+            click.option(
+                "--dry-run",
+                is_flag=True,
+                help="Perform reads; validate and record writes, send none.",
+            ),
         ),
-        click.option(
-            "--timeout",
-            type=click.FloatRange(min=0, min_open=True),
-            metavar="S",
-            help="Wall-clock limit in seconds (default 5).",
+        (
+            "timeout",
+            click.option(
+                "--timeout",
+                type=click.FloatRange(min=0, min_open=True),
+                metavar="S",
+                help="Wall-clock limit in seconds (default 5).",
+            ),
         ),
-        click.option(
-            "--memory",
-            type=click.IntRange(min=1),
-            metavar="MB",
-            help="Lua heap limit in MiB (default 64).",
+        (
+            "memory",
+            click.option(
+                "--memory",
+                type=click.IntRange(min=1),
+                metavar="MB",
+                help="Lua heap limit in MiB (default 64).",
+            ),
         ),
-        click.option(
-            "--max-calls",
-            type=click.IntRange(min=1),
-            metavar="N",
-            help="Most action calls the run may make (default 100).",
+        (
+            "max-calls",
+            click.option(
+                "--max-calls",
+                type=click.IntRange(min=1),
+                metavar="N",
+                help="Most action calls the run may make (default 100).",
+            ),
         ),
-        click.option(
-            "--config",
-            type=click.Path(dir_okay=False),
-            metavar="FILE",
-            help="Config file naming accounts (default: ./luabridge.toml when it exists).",
+        (
+            "config",
+            click.option(
+                "--config",
+                type=click.Path(dir_okay=False),
+                metavar="FILE",
+                help="Config file naming accounts (default: ./luabridge.toml when it exists).",
+            ),
         ),
-        click.option(
-            "--emulator",
-            is_flag=True,
-            help="Start a local, seeded emulator of each service that has one and point its "
-            "accounts at it (no key or network needed).",
+        (
+            "emulator",
+            click.option(
+                "--emulator",
+                is_flag=True,
+                help="Start a local, seeded emulator of each service that has one and point its "
+                "accounts at it (no key or network needed).",
+            ),
         ),
-        click.option(
-            "--isolation",
-            type=click.Choice(["process", "inprocess"]),
-            default="process",
-            show_default=True,
-            help="Run in a killable worker process, or in this process (faster, and cannot "
-            "stop a script stuck inside one C call).",
+        (
+            "isolation",
+            click.option(
+                "--isolation",
+                type=click.Choice(["process", "inprocess"]),
+                default="process",
+                show_default=True,
+                help="Run in a killable worker process, or in this process (faster, and cannot "
+                "stop a script stuck inside one C call).",
+            ),
         ),
     ]
-    for option in reversed(options):
+
+
+def policy_options(fn: F) -> F:
+    """The options ``run`` and ``call`` share: policy, limits, accounts, isolation."""
+    for _, option in reversed(_policy_option_list()):
+        fn = option(fn)
+    return fn
+
+
+def server_options(fn: F) -> F:
+    """The operator's options of ``mcp`` and ``serve``: those of ``run`` (without
+    ``--dry-run``, which each tool call chooses) and ``--account``."""
+    account = click.option(
+        "--account",
+        "accounts",
+        multiple=True,
+        metavar="INTEGRATION=NAME[,NAME]",
+        help="Grant only these accounts to scripts (repeatable). Default: every configured one.",
+    )
+    options = [o for name, o in _policy_option_list() if name != "dry-run"]
+    for option in reversed([options[0], account, *options[1:]]):
         fn = option(fn)
     return fn
 
@@ -242,6 +307,7 @@ def command_bridge(
     isolation: str = "inprocess",
     emulator: bool = False,
     limits: Mapping[str, Any] | None = None,
+    workers: int = 1,
 ) -> Iterator[Bridge]:
     """The command's bridge, from ``luabridge.config`` like every other bridge.
 
@@ -255,7 +321,7 @@ def command_bridge(
     if isolation == "process":
         from luabridge.pool import WorkerPool
 
-        pool = WorkerPool(size=1)
+        pool = WorkerPool(size=workers)
     try:
         from luabridge.bridge import Bridge
         from luabridge.config import emulated_settings, load_settings
@@ -268,7 +334,7 @@ def command_bridge(
                 bridge = Bridge.from_settings(
                     settings,
                     isolation=cast("Isolation", isolation),
-                    workers=1,
+                    workers=workers,
                     pool=pool,
                 )
             pool = None  # the bridge owns it now

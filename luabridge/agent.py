@@ -1,0 +1,530 @@
+"""The agent front door: luabridge as a Model Context Protocol server (the official ``mcp`` SDK).
+
+:func:`build_server` puts the tools, their annotations and the resources on an ``MCPServer``
+over one :class:`luabridge.Bridge`; ``luabridge mcp`` serves it over stdio and
+``luabridge serve`` over streamable HTTP. It is a thin face over the bridge: every run, plan,
+doc and schema comes from there.
+
+Tools: ``lua_list_docs``, ``lua_search_docs``, ``lua_read_doc``, ``lua_schema`` (read only),
+``execute_lua`` (code, input, dry_run) and ``apply_plan`` (plan_id). The operator's
+:class:`ServerPolicy` (allowed effects, granted accounts, limits) applies to every run; no tool
+argument can widen it, and the annotations of ``execute_lua`` and ``apply_plan`` follow it.
+
+Results are the run envelope as structured content, and a text that leads with what happened
+(for an error: its type, line and the fix) followed by the same envelope as JSON. An
+``output`` or ``result`` over :data:`RESULT_LIMIT` bytes is cut with a marker saying how to
+get less.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from typing import TYPE_CHECKING, Annotated, Any
+
+from mcp.server import MCPServer
+from mcp.server.mcpserver.resources import FunctionResource
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import Field
+
+from luabridge.cli.options import CHUNK_PREFIX
+from luabridge.errors import ConfigError, LuabridgeError, PlanError
+from luabridge.plans import iso_time, render_mismatch
+from luabridge.search import DocIndex, build_index
+
+if TYPE_CHECKING:
+    from luabridge.bridge import Bridge
+
+__all__ = ["GUIDES", "RESULT_LIMIT", "ServerPolicy", "build_server", "cut_envelope"]
+
+#: Bytes of ``output`` or of the JSON ``result`` a tool returns before it is cut.
+RESULT_LIMIT = 24 * 1024
+
+#: The guide pages ``lua_read_doc`` serves besides the references: topic -> package file.
+GUIDES = {"guide": "guides/scripts.md"}
+
+_EFFECT_ORDER = ("read", "write", "destructive")
+
+#: What to do about each kind of failure, after its message.
+_FIXES = {
+    "SyntaxError": "correct the Lua syntax on that line (LuaJIT, Lua 5.1) and run it again",
+    "RuntimeError": "the message names what is wrong; an unknown name lists the ones that exist, "
+    "and lua_read_doc('<integration>.<action>') shows an action's parameters",
+    "ValidationError": "a value does not fit the action: lua_read_doc('<integration>.<action>') "
+    "lists each parameter with its type and limits",
+    "PermissionError": "this server allows only: {allow}. The operator sets that (luabridge "
+    "mcp --allow ...); no tool argument can change it. Ask the person to allow it, or leave "
+    "the call out",
+    "TimeoutError": "the run reached its time limit (set by the operator): make fewer calls or "
+    "do less work per run",
+    "InstructionLimitError": "the run used its instruction budget: do less work per run",
+    "MemoryError": "the run reached its memory limit: build smaller tables and strings",
+    "OutputLimitError": "print less: return only what is needed instead of printing it",
+    "CallLimitError": "make fewer action calls per run: page through data or split the work "
+    "over several runs",
+    "ResultLimitError": "return less: only the fields or rows that are needed",
+    "PlanMismatchError": "the script took another path than its dry run and nothing differing "
+    "was sent. Dry-run it again, show the person the new plan, and apply that one",
+    "WorkerCrashError": "the process running the script died; run it again, and if it "
+    "happens again simplify the script",
+    "InternalError": "a bug in luabridge; the message says what happened",
+}
+
+_RULES = """\
+Rules that matter:
+- Read the docs first: lua_search_docs finds the action, lua_read_doc('<integration>.<action>') \
+shows its parameters, results and examples.
+- An action takes ONE table of named parameters: \
+app.integrations.<integration>.<action>({name = value, ...}); \
+app.integrations.<integration>.<account>.<action> uses a named account.
+- Remote failures are RETURNED, not raised: check r.success, then r.error, r.code and \
+r.retryable. Mistakes in the script (unknown parameter, wrong type) raise with the line number.
+- app.null is JSON null (for example to clear a property). `local input = ...` reads the \
+input; `return` gives the result; print() is captured.
+- To change anything, dry-run first (dry_run = true): it sends no writes and returns a \
+plan_id with the exact requests. Show them to the person; after they approve, \
+apply_plan(plan_id) sends exactly those writes and nothing else."""
+
+
+@dataclass(frozen=True)
+class ServerPolicy:
+    """What every run the server makes may do; set by the operator, never by a tool call.
+
+    - ``allow``: effects besides ``read`` (``{"write"}``...); read only by default
+    - ``accounts``: ``{integration: [account]}`` granted to runs (None: every configured one)
+    - ``limits``: overrides of the bridge's limits for every run
+    """
+
+    allow: frozenset[str] = frozenset({"read"})
+    accounts: Mapping[str, list[str]] | None = None
+    limits: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def effects(self) -> list[str]:
+        return [e for e in _EFFECT_ORDER if e in self.allow]
+
+
+# -- results ----------------------------------------------------------------------------------
+
+
+def _cut_text(text: str, limit: int, marker: str) -> str:
+    data = text.encode("utf-8")
+    if len(data) <= limit:
+        return text
+    return data[:limit].decode("utf-8", errors="ignore") + marker
+
+
+def cut_envelope(envelope: dict[str, Any], limit: int = RESULT_LIMIT) -> dict[str, Any]:
+    """``envelope`` with ``output`` and ``result`` cut to ``limit`` bytes each, with markers.
+
+    A cut result becomes a string: the start of its JSON and the marker. ``truncated`` lists
+    what was cut and its full size.
+    """
+    out = dict(envelope)
+    truncated: dict[str, int] = {}
+    output = str(out.get("output") or "")
+    size = len(output.encode("utf-8"))
+    if size > limit:
+        truncated["output"] = size
+        out["output"] = _cut_text(
+            output,
+            limit,
+            f"\n[luabridge: output cut at {limit} of {size} bytes; print less, for example a "
+            "count or the first few rows, and return the rest only if it is needed]",
+        )
+    if out.get("result") is not None:
+        text = json.dumps(out["result"], ensure_ascii=False)
+        size = len(text.encode("utf-8"))
+        if size > limit:
+            truncated["result"] = size
+            out["result"] = _cut_text(
+                text,
+                limit,
+                f" [luabridge: result cut at {limit} of {size} bytes of JSON; return only the "
+                "fields or rows you need (for example the first 20 items and a count), or page "
+                "through the data over several runs]",
+            )
+    calls = out.get("calls") or []
+    if len(json.dumps(calls, ensure_ascii=False).encode("utf-8")) > limit:
+        truncated["calls"] = len(calls)
+        out["calls"] = [{k: v for k, v in c.items() if k != "params"} for c in calls]
+    if truncated:
+        out["truncated"] = truncated
+    return out
+
+
+def _lead(envelope: Mapping[str, Any], allow: list[str]) -> str:
+    """The first lines of a tool's text: the error's type, line and fix, or what happened."""
+    error = envelope.get("error")
+    if error:
+        line = f" at line {error['line']}" if error.get("line") else ""
+        message = CHUNK_PREFIX.sub("", str(error.get("message", "")))
+        fix = _FIXES.get(str(error.get("type")), "").format(allow=", ".join(allow))
+        text = f"{error.get('type')}{line}: {message}"
+        return text + (f"\nFix: {fix}" if fix else "")
+    calls = envelope.get("calls") or []
+    sent = sum(1 for c in calls if c.get("effect") != "read" and c.get("outcome") == "ok")
+    failed = [c for c in calls if c.get("outcome") == "failed"]
+    parts = [f"ok: {len(calls)} action call{'s' if len(calls) != 1 else ''}"]
+    if sent:
+        parts.append(f"{sent} write{'s' if sent != 1 else ''} sent")
+    if failed:
+        parts.append(
+            f"{len(failed)} returned success = false ("
+            + "; ".join(f"{c['integration']}.{c['action']}: {c.get('code')}" for c in failed[:3])
+            + ")"
+        )
+    return ", ".join(parts)
+
+
+def _tool_result(lead: str, envelope: dict[str, Any], *, error: bool) -> CallToolResult:
+    text = lead + "\n\n" + json.dumps(envelope, ensure_ascii=False, indent=1)
+    return CallToolResult(
+        content=[TextContent(type="text", text=text)],
+        structured_content=envelope,
+        is_error=error,
+    )
+
+
+def _failure(error_type: str, message: str, fix: str = "") -> CallToolResult:
+    envelope = {"ok": False, "error": {"type": error_type, "message": message, "line": None}}
+    lead = f"{error_type}: {message}" + (f"\nFix: {fix}" if fix else "")
+    return _tool_result(lead, envelope, error=True)
+
+
+def _write_line(index: int, write: Mapping[str, Any]) -> str:
+    request = write.get("request") or {}
+    body = request.get("json")
+    shown = "" if body is None else " " + json.dumps(body, ensure_ascii=False)
+    if len(shown) > 300:
+        shown = shown[:297] + "..."
+    account = write.get("account")
+    return (
+        f"  {index}. {write['integration']}.{write['action']} ({write['effect']}, account "
+        f"{account}): {request.get('method', '?')} {request.get('url', '?')}{shown}"
+    )
+
+
+# -- the server -------------------------------------------------------------------------------
+
+
+@cache
+def _guide(name: str) -> str:
+    return resources.files("luabridge").joinpath(GUIDES[name]).read_text(encoding="utf-8")
+
+
+def build_server(bridge: Bridge, policy: ServerPolicy | None = None) -> MCPServer:
+    """The MCP server over ``bridge``, whose runs all follow ``policy`` (default read only)."""
+    from luabridge import __version__
+
+    policy = policy or ServerPolicy()
+    allow = policy.effects
+    granted = bridge._grants(policy.accounts)
+    index: list[DocIndex] = []
+
+    def doc_index() -> DocIndex:
+        if not index:
+            guides = {name: _guide(name) for name in GUIDES}
+            index.append(build_index(bridge.integrations.values(), granted, guides))
+        return index[0]
+
+    accounts_line = "; ".join(
+        f"{name}: {', '.join(accs) or 'none'}" for name, accs in granted.items()
+    )
+    policy_line = (
+        f"This server allows: {', '.join(allow)}. Accounts: {accounts_line or 'none'}. "
+        "The operator decides both; no tool argument can change them."
+    )
+    server = MCPServer(
+        "luabridge",
+        version=__version__,
+        # The SDK sets the root logger's level; at INFO every HTTP request of a run is logged.
+        log_level="WARNING",
+        instructions=(
+            "luabridge runs Lua snippets in a sandbox with app.integrations.* bound to real "
+            "APIs. " + policy_line + "\n\n" + _RULES
+        ),
+    )
+    reading = ToolAnnotations(
+        read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False
+    )
+    writes = bool({"write", "destructive"} & policy.allow)
+    running = ToolAnnotations(
+        read_only_hint=not writes,
+        destructive_hint="destructive" in policy.allow,
+        idempotent_hint=False,
+        open_world_hint=True,
+    )
+
+    # -- docs ------------------------------------------------------------------------------
+
+    def lua_list_docs() -> CallToolResult:
+        """List the integrations, their actions (name, effect, one-line summary), the
+        accounts scripts can use, the guide pages and what this server allows. Start here."""
+        integrations = []
+        lines = [policy_line, ""]
+        for name, integ in bridge.integrations.items():
+            actions = [
+                {
+                    "name": a.name,
+                    "effect": a.effect,
+                    "summary": a.summary,
+                    "allowed": a.effect in policy.allow,
+                }
+                for a in integ.actions
+            ]
+            default = bridge.default_accounts.get(name)
+            accs = granted.get(name, [])
+            integrations.append(
+                {
+                    "name": name,
+                    "title": integ.title,
+                    "accounts": accs,
+                    "default_account": default if default in accs else None,
+                    "actions": actions,
+                    "topic": name,
+                }
+            )
+            lines.append(f"{integ.title} ({name}), accounts: {', '.join(accs) or 'none'}")
+            for a in actions:
+                mark = "" if a["allowed"] else " [not allowed here]"
+                lines.append(f"  {name}.{a['name']} ({a['effect']}){mark}: {a['summary']}")
+        lines.append("")
+        lines.append("Guides: " + ", ".join(GUIDES) + ". Read one with lua_read_doc(topic).")
+        data = {
+            "integrations": integrations,
+            "guides": list(GUIDES),
+            "policy": {
+                "allow": allow,
+                "accounts": granted,
+                "limits": bridge.limits.merged(dict(policy.limits)).as_dict(),
+            },
+        }
+        return _tool_result("\n".join(lines), data, error=False)
+
+    def lua_search_docs(
+        query: Annotated[
+            str, Field(description="what you are looking for, in words: 'send an email'")
+        ],
+        limit: Annotated[int, Field(ge=1, le=20, description="most sections to return")] = 5,
+    ) -> CallToolResult:
+        """Search the Lua API reference and the guide: ranked matches over action names,
+        summaries, parameter names and descriptions. Returns the best sections (the top 3
+        in full), not whole pages; read any other with lua_read_doc(topic)."""
+        hits = doc_index().search(query, limit)
+        if not hits:
+            topics = ", ".join(bridge.integrations)
+            return _tool_result(
+                f"no section matches {query!r}; try other words, or lua_list_docs to see "
+                f"every action ({topics})",
+                {"query": query, "hits": []},
+                error=False,
+            )
+        found = [h.to_dict(with_text=i < 3) for i, h in enumerate(hits)]
+        lines = [f"{len(hits)} section(s) for {query!r}, best first:"]
+        for i, hit in enumerate(hits):
+            lines.append(f"{i + 1}. {hit.section.topic}: {hit.section.summary}")
+        lines.append("")
+        for hit in hits[:3]:
+            lines.append(hit.section.text)
+            lines.append("")
+        envelope = {"query": query, "hits": found}
+        return CallToolResult(
+            content=[TextContent(type="text", text="\n".join(lines).rstrip())],
+            structured_content=envelope,
+        )
+
+    def lua_read_doc(
+        topic: Annotated[
+            str,
+            Field(
+                description="an integration ('<integration>'), one action "
+                "('<integration>.<action>'), a section from lua_search_docs, or 'guide'"
+            ),
+        ],
+    ) -> CallToolResult:
+        """Read one page of the reference: a whole integration, one action's section
+        (parameters with types and limits, results, examples), or a guide page."""
+        if topic in GUIDES:
+            text = _guide(topic)
+        elif "#" in topic:
+            section = next((s for s in doc_index().sections if s.topic == topic), None)
+            if section is None:
+                return _failure(
+                    "ValidationError",
+                    f"unknown section {topic!r}",
+                    "use a topic from lua_search_docs or lua_list_docs",
+                )
+            text = section.text
+        else:
+            try:
+                text = bridge.docs(topic)
+            except LuabridgeError as exc:
+                return _failure(
+                    "ValidationError",
+                    f"{exc}; guides: {', '.join(GUIDES)}",
+                    "give an integration, '<integration>.<action>' or a guide name",
+                )
+        size = len(text.encode("utf-8"))
+        if size > RESULT_LIMIT:
+            text = _cut_text(
+                text,
+                RESULT_LIMIT,
+                f"\n[luabridge: page cut at {RESULT_LIMIT} of {size} bytes; read one action "
+                "with lua_read_doc('<integration>.<action>') or search with lua_search_docs]",
+            )
+        return CallToolResult(content=[TextContent(type="text", text=text)])
+
+    def lua_schema(
+        action: Annotated[
+            str, Field(description="'<integration>.<action>', as lua_list_docs names them")
+        ],
+    ) -> CallToolResult:
+        """The JSON schemas of one action's parameters (input) and result (output)."""
+        integration, _, name = action.partition(".")
+        try:
+            if not name:
+                raise ConfigError(f"expected '<integration>.<action>', got {action!r}")
+            data = bridge.schema(integration, name)
+        except LuabridgeError as exc:
+            return _failure("ValidationError", str(exc), "lua_list_docs lists every action")
+        return _tool_result(f"schemas of {action}:", data, error=False)
+
+    # -- runs -------------------------------------------------------------------------------
+
+    def execute_lua(
+        code: Annotated[str, Field(description="the Lua script; `return` gives the result")],
+        input: Annotated[
+            Any, Field(description="JSON value the script reads with `local input = ...`")
+        ] = None,
+        dry_run: Annotated[
+            bool,
+            Field(
+                description="true: perform reads, send no writes, return a plan_id with the "
+                "exact requests the writes would send"
+            ),
+        ] = False,
+    ) -> CallToolResult:
+        try:
+            if dry_run:
+                plan = bridge.plan(
+                    code,
+                    input,
+                    allow=policy.allow,
+                    accounts=granted,
+                    limits=dict(policy.limits),
+                )
+                assert plan.run is not None
+                envelope = cut_envelope(plan.run.to_dict())
+                if not plan.ok:
+                    return _tool_result(_lead(envelope, allow), envelope, error=True)
+                envelope["plan_id"] = plan.plan_id
+                envelope["plan"] = plan.summary()
+                count = len(plan.writes)
+                lines = [
+                    f"dry run: {count} write{'s' if count != 1 else ''} planned, nothing sent. "
+                    f"plan_id: {plan.plan_id} (valid until {iso_time(plan.expires_at)})."
+                ]
+                lines += [_write_line(i + 1, w) for i, w in enumerate(plan.writes)]
+                if count:
+                    lines.append(
+                        "Show these to the person; once they approve, call apply_plan with "
+                        "this plan_id to send exactly these writes."
+                    )
+                return _tool_result("\n".join(lines), envelope, error=False)
+            result = bridge.run(
+                code,
+                input,
+                allow=policy.allow,
+                accounts=granted,
+                limits=dict(policy.limits),
+            )
+        except LuabridgeError as exc:
+            return _failure("ConfigError", str(exc))
+        envelope = cut_envelope(result.to_dict())
+        return _tool_result(_lead(envelope, allow), envelope, error=not result.ok)
+
+    execute_lua.__doc__ = (
+        "Run a Lua script in luabridge's sandbox, with app.integrations.* bound to real APIs. "
+        "Returns the run envelope: ok, result, error (type, message, line), output, calls. "
+        + policy_line
+        + "\n\n"
+        + _RULES
+    )
+
+    def apply_plan(
+        plan_id: Annotated[str, Field(description="the plan_id a dry run returned")],
+    ) -> CallToolResult:
+        """Send the writes a dry run planned: runs the same script and input for real. Before
+        each write is sent it is compared with the plan; the first that differs (another
+        action, account or request) or that the plan does not have stops the run unsent, and
+        the result shows the planned and actual write side by side. A plan is applied once,
+        within 15 minutes of its dry run. Call it only after the person approved the plan."""
+        try:
+            applied = bridge.apply(plan_id)
+        except PlanError as exc:
+            kind = type(exc).__name__
+            return _failure(kind, str(exc), "dry-run the script again to get a fresh plan")
+        except LuabridgeError as exc:
+            return _failure("ConfigError", str(exc))
+        envelope = cut_envelope(applied.to_dict())
+        if applied.mismatch is not None:
+            lead = _lead(envelope, allow) + "\n\n" + render_mismatch(applied.mismatch)
+        elif not applied.ok:
+            lead = _lead(envelope, allow)
+        else:
+            lead = (
+                f"applied plan {plan_id}: {applied.sent} of {applied.planned} planned writes "
+                "sent" + ("" if applied.complete else " (the script ended before the others)")
+            )
+        return _tool_result(lead, envelope, error=not applied.ok)
+
+    for fn in (lua_list_docs, lua_search_docs, lua_read_doc, lua_schema):
+        server.add_tool(fn, annotations=reading, structured_output=False)
+    server.add_tool(execute_lua, annotations=running, structured_output=False)
+    server.add_tool(apply_plan, annotations=running, structured_output=False)
+
+    # -- resources --------------------------------------------------------------------------
+
+    for name, integ in bridge.integrations.items():
+        server.add_resource(
+            FunctionResource.from_function(
+                fn=_docs_reader(bridge, name, "markdown"),
+                uri=f"luabridge://reference/{name}.md",
+                name=f"{name}-reference",
+                title=f"{integ.title} Lua API reference",
+                description=f"Every {integ.title} action: parameters, results, examples",
+                mime_type="text/markdown",
+            )
+        )
+        server.add_resource(
+            FunctionResource.from_function(
+                fn=_docs_reader(bridge, name, "luals"),
+                uri=f"luabridge://stubs/{name}.lua",
+                name=f"{name}-stubs",
+                title=f"{integ.title} LuaLS type stubs",
+                description="Type annotations for editors running the Lua language server",
+                mime_type="text/x-lua",
+            )
+        )
+    for guide in GUIDES:
+        server.add_resource(
+            FunctionResource.from_function(
+                fn=lambda guide=guide: _guide(guide),
+                uri=f"luabridge://guides/{guide}.md",
+                name=guide,
+                title="Writing luabridge scripts",
+                mime_type="text/markdown",
+            )
+        )
+    return server
+
+
+def _docs_reader(bridge: Bridge, name: str, fmt: str) -> Any:
+    def read() -> str:
+        return bridge.docs(name, format=fmt)
+
+    return read
