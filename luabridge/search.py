@@ -5,8 +5,9 @@ per action (its name, summary, description, parameter names and descriptions, ex
 one per other ``##`` section of each integration's reference (notes, multi-account usage),
 plus the built-in guide pages. Scoring is BM25 over words, where a word counts more in the
 fields that say most about a section: the action's name (x4), its summary and parameter
-names (x2), the rest (x1). Snake-case names are split, so ``send_event`` matches "send" and
-"event", and a word also matches a longer word it starts (``contact`` finds ``contacts``).
+names (x2), the rest (x1); an action whose name the question covers gets up to twice the
+score. Snake-case names are split, so ``send_event`` matches "send" and "event", and a word
+also matches a longer word it starts (``contact`` finds ``contacts``).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class Section:
     text: str
     effect: str | None = None
     fields: tuple[tuple[str, float], ...] = ()
+    name_parts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -130,8 +132,13 @@ class DocIndex:
                     matched.append(word)
                     score += best
             if score:
-                # Sections that match more of the question's words come first.
+                # Sections that match more of the question's words come first, and of two
+                # actions the one whose name the question covers best ("create a contact":
+                # create_contact before create_contact_property).
                 score *= 1 + len(matched) / len(words)
+                if section.name_parts:
+                    covered = sum(1 for p in section.name_parts if p in words)
+                    score *= 1 + covered / len(section.name_parts)
                 scored.append(Hit(section, score, tuple(matched)))
         scored.sort(key=lambda h: (-h.score, h.section.topic))
         return scored[:limit]
@@ -194,6 +201,7 @@ def build_index(
                     summary=action.summary,
                     text=render_section(integ, action),
                     effect=action.effect,
+                    name_parts=tuple(action.name.split("_")),
                     fields=(
                         (action.name, 4.0),
                         (action.summary, 2.0),

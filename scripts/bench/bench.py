@@ -536,6 +536,11 @@ def main() -> int:
         if wanted("8") or wanted("9"):
             progress("8, 9: the peer sandbox (pydantic-monty)")
             rows.extend(peer_rows(args.scale, note))
+        if wanted("mcp"):
+            progress("mcp: execute_lua through the stdio MCP server")
+            from agent import agent_rows
+
+            rows.extend(agent_rows(tmp, args.scale, note))
         if wanted("m"):
             report_memory()
     rows.sort(key=lambda r: r.number)

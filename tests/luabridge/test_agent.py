@@ -168,6 +168,10 @@ def test_agent_search_docs_ranks_sections(make_bridge: Callable[..., Bridge]) ->
         ]
         guide = await client.call_tool("lua_search_docs", {"query": "app.null clear"})
         assert guide.structured_content is not None and guide.structured_content["hits"]
+        create = await client.call_tool("lua_search_docs", {"query": "create a contact"})
+        assert create.structured_content is not None
+        # The action whose name the question covers wins over a longer one.
+        assert create.structured_content["hits"][0]["topic"] == "loops.create_contact"
         nothing = await client.call_tool("lua_search_docs", {"query": "zzzqqq"})
         assert nothing.structured_content == {"query": "zzzqqq", "hits": []}
         assert "no section matches" in text(nothing)
