@@ -121,19 +121,156 @@ def _describe(value: Any) -> str:
     return type(value).__name__
 
 
-def _pydantic_message(label: str, exc: PydanticValidationError) -> str:
-    parts = []
+#: Pydantic's names for the members of a union, in words a script writer knows.
+_UNION_MEMBERS = {
+    "str": "a string",
+    "int": "a number",
+    "float": "a number",
+    "bool": "a boolean",
+    "none": "app.null",
+}
+
+
+def _lua_literal(value: Any) -> str:
+    """``value`` written as Lua source (strings quoted, tables as constructors)."""
+    if value is None:
+        return "app.null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return (
+            "{"
+            + ", ".join(_lua_literal(v) for v in value[:6])
+            + (", ..." if len(value) > 6 else "")
+            + "}"
+        )
+    if isinstance(value, dict):
+        items = list(value.items())[:6]
+        return "{" + ", ".join(f"{k} = {_lua_literal(v)}" for k, v in items) + "}"
+    return json.dumps(value)
+
+
+def _field_annotation(model: type[BaseModel] | None, name: Any) -> Any:
+    if model is None or not isinstance(name, str):
+        return None
+    field = model.model_fields.get(accepted_names(model).get(name, name))
+    return None if field is None else field.annotation
+
+
+def _map_value_type(annotation: Any) -> Any:
+    """The value type of a ``dict[str, V]`` annotation (through ``| None``), or None."""
+    for tp in (annotation, *typing.get_args(annotation)):
+        if typing.get_origin(tp) is dict:
+            args = typing.get_args(tp)
+            return args[1] if len(args) == 2 else Any
+    return None
+
+
+def _shape_hint(loc: str, annotation: Any, value: Any) -> str | None:
+    """For a list given where a map is wanted: the map the caller meant, with its own items."""
+    value_type = _map_value_type(annotation)
+    if value_type is None or not isinstance(value, list) or not value:
+        return None
+    if not all(isinstance(v, str) for v in value):
+        return None
+    shown = value[:4]
+    filler = "true" if value_type is bool else "<value>"
+    items = ", ".join(f"[{json.dumps(v, ensure_ascii=False)}] = {filler}" for v in shown)
+    more = ", ..." if len(value) > len(shown) else ""
+    return (
+        f"parameter '{loc}': expected a table keyed by name, got a list of {len(value)} "
+        f"string(s); write {loc} = {{{items}{more}}}"
+    )
+
+
+def _pydantic_message(
+    label: str, exc: PydanticValidationError, model: type[BaseModel] | None = None
+) -> str:
+    parts: list[str] = []
+    # A value that matches no member of a union is reported once per member (".str", ".int",
+    # ...); such errors are gathered into one sentence naming the allowed types.
+    unions: dict[str, tuple[list[str], Any]] = {}
+    order: list[tuple[str, str]] = []
     for err in exc.errors(include_url=False):
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "__root__")
+        path = [p for p in err.get("loc", ()) if p != "__root__"]
         kind = err.get("type", "")
+        if len(path) >= 2 and isinstance(path[-1], str) and path[-1] in _UNION_MEMBERS:
+            loc = ".".join(str(p) for p in path[:-1])
+            if loc not in unions:
+                unions[loc] = ([], err.get("input"))
+                order.append(("union", loc))
+            words = unions[loc][0]
+            if _UNION_MEMBERS[path[-1]] not in words:
+                words.append(_UNION_MEMBERS[path[-1]])
+            continue
+        loc = ".".join(str(p) for p in path)
         if kind == "missing":
-            parts.append(f"'{loc}' is required (got nil)")
+            order.append(("text", f"'{loc}' is required (got nil)"))
         elif not loc:
-            parts.append(str(err.get("msg", "")).removeprefix("Value error, "))
+            order.append(("text", str(err.get("msg", "")).removeprefix("Value error, ")))
         else:
+            hint = None
+            if kind == "dict_type" and len(path) == 1:
+                hint = _shape_hint(loc, _field_annotation(model, path[0]), err.get("input"))
             msg = str(err.get("msg", "")).removeprefix("Value error, ")
-            parts.append(f"parameter '{loc}': {msg} (got {_describe(err.get('input'))})")
+            order.append(
+                ("text", hint or f"parameter '{loc}': {msg} (got {_describe(err.get('input'))})")
+            )
+    for kind, item in order:
+        if kind == "text":
+            parts.append(item)
+            continue
+        words, value = unions[item]
+        allowed = ", ".join(words[:-1]) + (" or " if len(words) > 1 else "") + words[-1]
+        advice = ""
+        if isinstance(value, list | dict):
+            advice = (
+                "; a nested table cannot be sent here: pass one value, for example "
+                'table.concat(list, ",") or app.json.encode(value)'
+            )
+        parts.append(f"parameter '{item}': must be {allowed} (got {_describe(value)}){advice}")
     return f"{label}: " + "; ".join(parts)
+
+
+def _positional_message(label: str, model: type[BaseModel], values: list[Any]) -> str:
+    """The call written with named parameters, guessing each positional value's parameter."""
+    fields = list(model.model_fields.items())
+    used: list[str] = []
+    pairs: list[str] = []
+    for value in values:
+        name = None
+        if isinstance(value, str) and "@" in value and "email" in model.model_fields:
+            name = "email" if "email" not in used else None
+        if name is None:
+            for fname, info in fields:
+                if fname not in used and info.is_required():
+                    name = fname
+                    break
+        if name is None:
+            for fname, info in fields:
+                if fname not in used and fname not in ("email", "user_id", "contact_id"):
+                    ann = info.annotation
+                    if typing.get_origin(ann) in (typing.Union, types.UnionType):
+                        ann = next((a for a in typing.get_args(ann) if a is not type(None)), ann)
+                    if ann in (str, int, float, bool):
+                        name = fname
+                        break
+        if name is None:
+            break
+        used.append(name)
+        pairs.append(f"{name} = {_lua_literal(value)}")
+    canonical = ", ".join(model.model_fields)
+    shown = (
+        f"{label}{{{', '.join(pairs)}}}"
+        if len(pairs) == len(values)
+        else f"{label}{{name = value, ...}}"
+    )
+    return (
+        f"{label}: takes one table of named parameters, not {len(values)} positional "
+        f"argument(s); write {shown} (parameters: {canonical})"
+    )
 
 
 def _neutral(annotation: Any) -> Any:
@@ -340,6 +477,13 @@ class Dispatcher:
             record("limit", error=msg)
             return ("limit", msg, "CallLimitError")
 
+        if isinstance(raw, list) and raw:
+            # A non-empty array: the binding got positional arguments (an empty table is "[]").
+
+            msg = self.redactor.text(_positional_message(label, action.input, raw))
+            record("invalid", error=msg)
+            return ("raise", msg, "ValidationError")
+
         if action.effect not in self.policy.allow:
             allowed = ", ".join(e for e in _EFFECT_ORDER if e in self.policy.allow)
             msg = (
@@ -367,7 +511,7 @@ class Dispatcher:
         try:
             model = built(action.input).model_validate(params, strict=True)
         except PydanticValidationError as exc:
-            msg = self.redactor.text(_pydantic_message(label, exc))
+            msg = self.redactor.text(_pydantic_message(label, exc, action.input))
             record("invalid", error=msg)
             return ("raise", msg, "ValidationError")
         # Before the handler runs: a model that cannot be built fails the call before anything

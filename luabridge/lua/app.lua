@@ -53,26 +53,56 @@ return function(run)
   protected, listings = run.protected, run.listings
   local OK, LIMIT = "ok", "limit"
 
+  -- The string keys of a parameter table (raw), for finding the line of a failing call.
+  local function keys_of(params)
+    local keys = {}
+    if type(params) == "table" then
+      for k in next, params do
+        if type(k) == "string" and #keys < 20 then keys[#keys + 1] = k end
+      end
+    end
+    return keys
+  end
+
   local function make_binding(iname, account, aname)
     local label = iname .. "." .. aname
     return function(params, ...)
-      if select("#", ...) > 0 then
-        raise("ValidationError", sformat("%s: takes one table of named parameters, got %d arguments", label, select("#", ...) + 1), 2, aname)
+      local nargs = select("#", ...)
+      if type(params) == "table" and protected[params] and not rawequal(params, null) then
+        -- loops:find_contact{...} passes the namespace as the first argument.
+        raise("ValidationError", sformat("%s: called with ':' (%s:%s{...}), which passes %s as the first argument; use '.': %s{...}",
+          label, iname, aname, protected[params], label), 2, aname, keys_of((...)))
+      end
+      if params ~= nil and type(params) ~= "table" then
+        -- Positional arguments: the host shows the call with named parameters.
+        local args = {params, ...}
+        local ok, text = try_encode(setmetatable(args, array_mt), "params", max_args)
+        if ok then
+          local status, a, b = service("call", iname, account, aname, text)
+          service("restore")
+          if status == LIMIT then trip(b, a) end
+          if status ~= OK then raise(b or "ValidationError", a, 2, aname) end
+        end
+        raise("ValidationError", sformat("%s: expected one table of named parameters, got a %s; call it as %s({...})", label, type(params), label), 2, aname)
+      end
+      if nargs > 0 then
+        raise("ValidationError", sformat("%s: takes one table of named parameters, got %d arguments; put every parameter in the one table: %s({name = value, ...})",
+          label, nargs + 1, label), 2, aname, keys_of(params))
       end
       if params == nil then params = {} end
-      if type(params) ~= "table" or rawequal(params, null) then
-        raise("ValidationError", sformat("%s: expected one table of named parameters, got a %s; call it as %s({...})", label, type(params), label), 2, aname)
+      if rawequal(params, null) then
+        raise("ValidationError", sformat("%s: expected one table of named parameters, got app.null; call it as %s({...})", label, label), 2, aname)
       end
       local ok, text_or_kind, msg = try_encode(params, "params", max_args)
       if not ok then
         if text_or_kind ~= "ValidationError" and text_or_kind ~= "RuntimeError" then trip(text_or_kind, msg) end
-        raise("ValidationError", label .. ": " .. msg, 2, aname)
+        raise("ValidationError", label .. ": " .. msg, 2, aname, keys_of(params))
       end
       local status, a, b = service("call", iname, account, aname, text_or_kind)
       service("restore")
       if status == OK then return a end
       if status == LIMIT then trip(b, a) end
-      raise(b or "RuntimeError", a, 2, aname)
+      raise(b or "RuntimeError", a, 2, aname, keys_of(params))
     end
   end
 

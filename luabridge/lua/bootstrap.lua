@@ -233,28 +233,97 @@ return function(host)
   -- The script's source, for guess_line.
   local script_source
 
-  -- The line of the only place the script names `name`, or nil when it names it never or more
-  -- than once. Used when the script tail-called a binding (`return loops.x({...})`): Lua has
-  -- dropped the script's frame by then, so the error position is otherwise lost.
-  local function guess_line(name)
-    if type(name) ~= "string" or not script_source or not smatch(name, "^[%a_][%w_]*$") then return nil end
-    local pat = "%f[%w_]" .. name .. "%f[^%w_]"
-    local s, e = sfind(script_source, pat)
-    if not s or sfind(script_source, pat, e + 1) then return nil end
-    local _, newlines = sgsub(ssub(script_source, 1, s), "\n", "")
-    return newlines + 1
+  -- The line a failing binding call was written on. Lua blames the frame that called the
+  -- binding, which is the wrong line after a tail call (`return loops.x{...}`, in the main chunk
+  -- or in a helper function): Lua has dropped that frame, and the frame left is the helper's
+  -- caller, or none. So the frame's line is kept only when its text names the action; otherwise
+  -- the script's call sites of the action are the candidates (the name followed by `(`, `{` or
+  -- a string), narrowed by the parameter names of the failing call. Returns the line, or nil and
+  -- the candidate lines.
+  local function line_text(n)
+    local pos, line = 1, 1
+    while line < n do
+      local nl = sfind(script_source, "\n", pos, true)
+      if not nl then return nil end
+      pos, line = nl + 1, line + 1
+    end
+    local nl = sfind(script_source, "\n", pos, true)
+    return ssub(script_source, pos, nl and nl - 1 or #script_source)
+  end
+  local function call_line(name, keys, info)
+    local framed = info and info.source == SCRIPT_SOURCE and info.currentline > 0 and info.currentline or nil
+    if type(name) ~= "string" or not script_source or not smatch(name, "^[%a_][%w_]*$") then return framed end
+    local word = "%f[%w_]" .. name .. "%f[^%w_]"
+    if framed then
+      local text = line_text(framed)
+      if text and sfind(text, word) then return framed end
+    end
+    local sites, best, best_n = {}, {}, -1
+    local pos = 1
+    while true do
+      local s, e = sfind(script_source, word, pos)
+      if not s then break end
+      pos = e + 1
+      local rest = ssub(script_source, e + 1, e + 400)
+      local open = smatch(rest, "^%s*([%({\"'%[])")
+      if open then
+        local args = smatch(rest, "^%s*(%b())") or smatch(rest, "^%s*(%b{})") or ssub(rest, 1, 200)
+        local _, newlines = sgsub(ssub(script_source, 1, s), "\n", "")
+        local line = newlines + 1
+        local n = 0
+        for _, key in ipairs(keys or {}) do
+          if sfind(args, "%f[%w_]" .. key .. "%s*=") or sfind(args, "%[%s*[\"']" .. key .. "[\"']%s*%]") then n = n + 1 end
+        end
+        sites[#sites + 1] = line
+        if n > best_n then best, best_n = {line}, n elseif n == best_n then best[#best + 1] = line end
+      end
+    end
+    if #sites == 0 then return framed end
+    if #best == 1 then return best[1] end
+    return nil, best
   end
 
   -- Raise a script mistake, blamed on the script line `level` frames up; `name` (an action
-  -- name) lets a tail call still get a line.
-  local function raise(kind, msg, level, name)
+  -- name) and `keys` (the parameter names of the call) find the call's own line when a tail
+  -- call has hidden it (see call_line).
+  local function raise(kind, msg, level, name, keys)
     local info = getinfo(level + 1, "Sl")
-    if not (info and info.source == SCRIPT_SOURCE and info.currentline > 0) then
-      local line = guess_line(name)
-      if line then msg = sformat("script.lua:%d: %s", line, msg); level = -1 end
+    local framed = info and info.source == SCRIPT_SOURCE and info.currentline > 0 and info.currentline or nil
+    local line, candidates = call_line(name, keys, info)
+    if line and line ~= framed then
+      msg = sformat("script.lua:%d: %s", line, msg); level = -1
+    elseif not line and candidates then
+      msg = sformat("script.lua: %s (the failing call is one of the %s calls on lines %s)", msg, name, tconcat(candidates, ", "))
+      level = -1
     end
     raised[msg] = kind
     error(msg, level + 1)
+  end
+
+  -- A syntax error, with the fix for what scripts written for Lua 5.3+ or other languages
+  -- most often contain.
+  local SYNTAX_HINTS = {
+    {"//", "'//' (floor division) is Lua 5.3; LuaJIT is Lua 5.1: write math.floor(a / b) (and comments start with --)"},
+    {"!=", "'!=' is not Lua: write ~= for 'not equal'"},
+    {"[%+%-%*/]=", "Lua has no compound assignment: write x = x + 1"},
+    {"<<", "'<<' is Lua 5.3; LuaJIT is Lua 5.1: write bit.lshift(a, n)"},
+    {">>", "'>>' is Lua 5.3; LuaJIT is Lua 5.1: write bit.rshift(a, n)"},
+    {"[%w_%)%]]%s*&%s*[%w_%(]", "'&' is Lua 5.3; LuaJIT is Lua 5.1: write bit.band(a, b)"},
+    {"[%w_%)%]]%s*|%s*[%w_%(]", "'|' is Lua 5.3; LuaJIT is Lua 5.1: write bit.bor(a, b)"},
+    {"[%w_%)%]]%s*~%s*[%w_%(]", "'~' (xor) is Lua 5.3; LuaJIT is Lua 5.1: write bit.bxor(a, b)"},
+  }
+  local function syntax_message(source, cerr)
+    local line = tonumber(smatch(cerr, "^script%.lua:(%d+):"))
+    if not line then return cerr end
+    script_source = source
+    local text = line_text(line)
+    if not text then return cerr end
+    -- Strip strings first, so that a URL's // or an "a != b" inside quotes is no hint.
+    text = sgsub(sgsub(text, '"[^"]*"', '""'), "'[^']*'", "''")
+    for _, h in ipairs(SYNTAX_HINTS) do
+      if sfind(text, h[1]) then return cerr .. "; " .. h[2] end
+    end
+    return cerr
   end
 
   local OK, RAISE, LIMIT = "ok", "raise", "limit"
@@ -363,7 +432,7 @@ return function(host)
       return "error", "SyntaxError", "binary (precompiled) chunks are not accepted; send Lua source text", tconcat(out), usage()
     end
     local chunk, cerr = loadstring(source, SCRIPT_SOURCE)
-    if not chunk then return "error", "SyntaxError", cerr, "", usage() end
+    if not chunk then return "error", "SyntaxError", syntax_message(source, cerr), "", usage() end
     script_source = source
     setfenv(chunk, env)
     sethook(hook, "", STEP)

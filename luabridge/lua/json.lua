@@ -9,7 +9,7 @@
 local type, next, tostring, pcall, select = type, next, tostring, pcall, select
 local rawget, rawequal = rawget, rawequal
 local error = error
-local sbyte, schar, sfind, sformat, sgsub = string.byte, string.char, string.find, string.format, string.gsub
+local sbyte, schar, sfind, sformat, sgsub, smatch = string.byte, string.char, string.find, string.format, string.gsub, string.match
 local tconcat = table.concat
 local mfloor, mhuge = math.floor, math.huge
 
@@ -148,7 +148,13 @@ return function(null, protected, array_mt, object_mt, raw_getmetatable, max_dept
         if shape == nil then shape = (count == 0 or not has_str) and "array" or "object" end
         if shape == "array" then
           if has_str then fail("ValidationError", "table mixes string keys and array items; use one or the other") end
-          if n ~= count then fail("ValidationError", sformat("array has holes (%d items, highest index %d); use app.null for empty slots", count, n)) end
+          if n ~= count then
+            -- Number keys with gaps are most often a map keyed by number (counts[id] = 1).
+            local name = path[#path]
+            name = type(name) == "string" and smatch(name, "^[%a_][%w_]*$") and name or "t"
+            fail("ValidationError", sformat("table has number keys with gaps (%d entries, highest key %d), so it is neither a list nor an object; " ..
+              "if the keys are ids or counts, use string keys (%s[tostring(k)] = v); if it is a list, fill the gaps with app.null", count, n, name))
+          end
           emit("[")
           for i = 1, n do
             if i > 1 then emit(",") end

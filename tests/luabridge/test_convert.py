@@ -186,8 +186,8 @@ def test_result_bad_keys_refused(bridge: Bridge, table: str, fragment: str) -> N
 
 
 def test_result_holes_refused(bridge: Bridge) -> None:
-    refused(bridge, "return {1, nil, 3}", "array has holes")
-    refused(bridge, "local t = {} t[2] = 'x' return t", "array has holes")
+    refused(bridge, "return {1, nil, 3}", "table has number keys with gaps")
+    refused(bridge, "local t = {} t[2] = 'x' return t", "use string keys (t[tostring(k)] = v)")
 
 
 def test_result_key_with_nul_refused(bridge: Bridge) -> None:
@@ -283,7 +283,7 @@ def test_params_null_in_array_survives(bridge: Bridge) -> None:
         ("title = coroutine.create(print)", "a thread cannot be converted"),
         ("title = 't', meta = {1, a = 2}", "mixes string keys"),
         ("title = 't', meta = {[true] = 1}", "boolean key"),
-        ("title = 't', tags = {'a', nil, 'c'}", "holes"),
+        ("title = 't', tags = {'a', nil, 'c'}", "gaps"),
     ],
 )
 def test_params_unconvertible_value_refused(bridge: Bridge, param: str, fragment: str) -> None:

@@ -70,12 +70,54 @@ def test_call_tail_called_mistake_keeps_its_line(bridge: Bridge, src: str) -> No
     assert message.startswith("script.lua:3: notes.create_note: ")
 
 
-def test_call_tail_called_mistake_ambiguous_name_has_no_line(bridge: Bridge) -> None:
-    """With the action named twice the line would be a guess, so none is given."""
+def test_call_tail_called_mistake_name_in_a_comment_is_no_call_site(bridge: Bridge) -> None:
+    """Only a call (the name followed by an argument list) counts when the line is looked for."""
     src = "-- create_note below\nreturn app.integrations.notes.create_note({titel = 'x'})"
     kind, message, line = failure(bridge, src, allow=WRITE)
+    assert kind == "ValidationError" and line == 2
+    assert message.startswith("script.lua:2: notes.create_note: unknown parameter 'titel'")
+
+
+def test_call_tail_called_mistake_found_by_its_parameter_names(bridge: Bridge) -> None:
+    """With the action called twice, the parameter names of the failing call pick the line."""
+    src = (
+        "local N = app.integrations.notes\n"
+        "local r = N.create_note({title = 'a'})\n"
+        "if r.success then\n"
+        "  return N.create_note({titel = 'b'})\n"
+        "end"
+    )
+    kind, message, line = failure(bridge, src, allow=WRITE)
+    assert kind == "ValidationError" and line == 4
+    assert message.startswith("script.lua:4: notes.create_note: unknown parameter 'titel'")
+
+
+def test_call_tail_called_mistake_ambiguous_lists_the_candidates(bridge: Bridge) -> None:
+    """Two calls that look alike cannot be told apart: the message names both lines."""
+    src = (
+        "local N = app.integrations.notes\n"
+        "if N.list_notes().success then return N.create_note({titel = 'a'}) end\n"
+        "return N.create_note({titel = 'b'})"
+    )
+    kind, message, line = failure(bridge, src, allow=WRITE)
     assert kind == "ValidationError" and line is None
-    assert message.startswith("notes.create_note: unknown parameter 'titel'")
+    assert message.startswith("script.lua: notes.create_note: unknown parameter 'titel'")
+    assert message.endswith("(the failing call is one of the create_note calls on lines 2, 3)")
+
+
+def test_call_helper_function_mistake_keeps_the_call_line(bridge: Bridge) -> None:
+    """A helper that tail-calls the action is blamed on its own line, not its caller's."""
+    src = (
+        "local N = app.integrations.notes\n"
+        "local function add(t)\n"
+        "  return N.create_note({titel = t})\n"
+        "end\n"
+        "local r = add('x')\n"
+        "return r"
+    )
+    kind, message, line = failure(bridge, src, allow=WRITE)
+    assert kind == "ValidationError" and line == 3
+    assert message.startswith("script.lua:3: notes.create_note: unknown parameter 'titel'")
 
 
 def test_call_unknown_parameter_without_close_match_lists_choices(bridge: Bridge) -> None:
@@ -155,7 +197,10 @@ def test_call_params_omitted_when_none_required(bridge: Bridge) -> None:
 def test_call_params_not_a_table_refused(bridge: Bridge) -> None:
     kind, message, line = failure(bridge, "local x\nlocal r = app.integrations.notes.list_notes(5)")
     assert (kind, line) == ("ValidationError", 2)
-    assert "notes.list_notes: expected one table of named parameters, got a number" in message
+    assert (
+        "notes.list_notes: takes one table of named parameters, not 1 positional argument(s); "
+        "write notes.list_notes{limit = 5}"
+    ) in message
     _, message, _ = failure(bridge, "local r = app.integrations.notes.list_notes(app.null)")
     assert "expected one table of named parameters" in message
 
