@@ -31,6 +31,7 @@
 ---@field status? integer HTTP status of the failed response, when there was one
 ---@field retryable? boolean whether trying again later can help, when success is false
 ---@field dry_run? boolean true when this is a dry-run placeholder: nothing was sent
+---@field directory_error? string set when Loops did what was asked but the local contact directory could not record it (a read-only, locked or damaged file): why, and how to fix it; until then this contact's id may not resolve in get_contact, update_contact or delete_contact (find_contact looks it up again)
 ---@field id? string the new contact's id (a contact_id elsewhere)
 
 ---@class loops.update_contact.params
@@ -53,6 +54,7 @@
 ---@field status? integer HTTP status of the failed response, when there was one
 ---@field retryable? boolean whether trying again later can help, when success is false
 ---@field dry_run? boolean true when this is a dry-run placeholder: nothing was sent
+---@field directory_error? string set when Loops did what was asked but the local contact directory could not record it (a read-only, locked or damaged file): why, and how to fix it; until then this contact's id may not resolve in get_contact, update_contact or delete_contact (find_contact looks it up again)
 ---@field id? string the id of the contact updated or created
 
 ---@class loops.find_contact.params
@@ -66,6 +68,7 @@
 ---@field status? integer HTTP status of the failed response, when there was one
 ---@field retryable? boolean whether trying again later can help, when success is false
 ---@field dry_run? boolean true when this is a dry-run placeholder: nothing was sent
+---@field directory_error? string set when Loops did what was asked but the local contact directory could not record it (a read-only, locked or damaged file): why, and how to fix it; until then this contact's id may not resolve in get_contact, update_contact or delete_contact (find_contact looks it up again)
 ---@field contacts? table[] the matching contact, or an empty list
 ---@field contact? table the match, or nil when there is none
 
@@ -111,6 +114,7 @@
 ---@field status? integer HTTP status of the failed response, when there was one
 ---@field retryable? boolean whether trying again later can help, when success is false
 ---@field dry_run? boolean true when this is a dry-run placeholder: nothing was sent
+---@field directory_error? string set when Loops did what was asked but the local contact directory could not record it (a read-only, locked or damaged file): why, and how to fix it; until then this contact's id may not resolve in get_contact, update_contact or delete_contact (find_contact looks it up again)
 ---@field message? string Loops' confirmation text
 
 ---@class loops.list_contact_properties.params
@@ -211,6 +215,7 @@
 ---@field status? integer HTTP status of the failed response, when there was one
 ---@field retryable? boolean whether trying again later can help, when success is false
 ---@field dry_run? boolean true when this is a dry-run placeholder: nothing was sent
+---@field directory_error? string set when Loops did what was asked but the local contact directory could not record it (a read-only, locked or damaged file): why, and how to fix it; until then this contact's id may not resolve in get_contact, update_contact or delete_contact (find_contact looks it up again)
 ---@field contact? table the contact checked
 ---@field is_suppressed? boolean true when Loops will not email this address
 ---@field removal_quota? table suppression removals left

@@ -42,6 +42,7 @@ __all__ = [
     "directory_of",
     "forget",
     "idempotency_key",
+    "noted",
     "open_account",
     "preview",
     "record",
@@ -177,23 +178,38 @@ def directory_of(ctx: CallContext) -> ContactDirectory:
         raise IntegrationError(exc.args[0], code="loops.directory_unavailable") from exc
 
 
-def record(ctx: CallContext, contact: Mapping[str, Any], *, replace: bool = False) -> None:
-    """Best effort: the remote call already worked, so a directory failure is only logged."""
+def record(ctx: CallContext, contact: Mapping[str, Any], *, replace: bool = False) -> str | None:
+    """Record ``contact`` in the directory; why it could not be recorded, or None.
+
+    The remote call already worked, so a directory failure does not fail the action: the
+    caller puts the reason in the result's ``directory_error`` (and it is logged), so that a
+    script learns that ids of this contact will not resolve."""
     if not contact.get("id"):
-        return
+        return None
     account = account_of(ctx)
     try:
         account.directory.upsert(account.account_id, contact, replace=replace)
     except DirectoryError as exc:
         _log.warning("could not record contact %s: %s", contact.get("id"), exc)
+        return f"Loops did it, but the contact directory could not record it: {exc}"
+    return None
 
 
-def forget(ctx: CallContext, **identity: str | None) -> None:
+def forget(ctx: CallContext, **identity: str | None) -> str | None:
+    """Drop a contact from the directory; why it could not be dropped, or None (see record)."""
     account = account_of(ctx)
     try:
         account.directory.remove(account.account_id, **identity)
     except DirectoryError as exc:
         _log.warning("could not remove contact from the directory: %s", exc)
+        return f"Loops did it, but the contact directory could not forget the contact: {exc}"
+    return None
+
+
+def noted(result: dict[str, Any], *notes: str | None) -> dict[str, Any]:
+    """``result`` with ``directory_error`` set to the first directory failure, if any."""
+    problem = next((n for n in notes if n), None)
+    return {**result, "directory_error": problem} if problem else result
 
 
 def compact(values: Mapping[str, Any]) -> dict[str, Any]:

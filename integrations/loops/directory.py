@@ -176,9 +176,30 @@ class ContactDirectory:
 
     def _error(self, what: str, exc: BaseException) -> DirectoryError:
         return DirectoryError(
-            f"{what} for the Loops contact directory ({type(exc).__name__}: {exc}). Point "
-            f"{ENV_VAR} at a file in a writable folder, or fix the permissions of "
-            f"{str(self.path)!r}."
+            f"{what} for the Loops contact directory ({type(exc).__name__}: {exc}). "
+            + self._advice(exc)
+        )
+
+    def _advice(self, exc: BaseException) -> str:
+        """How to fix what ``exc`` says, by its cause: a damaged file needs another remedy than
+        a read-only folder or a held lock."""
+        text = str(exc).lower()
+        where = repr(str(self.path))
+        if "not a database" in text or "malformed" in text:
+            return (
+                f"The file {where} is not a usable SQLite database (damaged, or another kind of "
+                "file): move it aside and a fresh directory is created in its place (find_contact "
+                f"records contacts again), or point {ENV_VAR} at another file."
+            )
+        if "locked" in text or "busy" in text:
+            return (
+                f"Another process held the directory's write lock for more than "
+                f"{self.busy_timeout:g} s; try again when it is done, or point {ENV_VAR} at a "
+                "file of this process's own."
+            )
+        return (
+            f"Point {ENV_VAR} at a file in a writable folder, or fix the permissions of {where} "
+            "and its folder."
         )
 
     def _connection(self) -> sqlite3.Connection:

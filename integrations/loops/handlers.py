@@ -22,6 +22,7 @@ from .account import (
     directory_of,
     forget,
     idempotency_key,
+    noted,
     record,
     resolve,
     send_request,
@@ -111,9 +112,8 @@ def create_contact(ctx: CallContext, params: CreateContactInput) -> dict[str, An
     request = build_create_contact(ctx, params)
     data = as_object(send_request(ctx, request))
     contact_id = data.get("id")
-    if isinstance(contact_id, str):
-        record(ctx, {**request.json, "id": contact_id})
-    return {"success": True, "id": contact_id}
+    note = record(ctx, {**request.json, "id": contact_id}) if isinstance(contact_id, str) else None
+    return noted({"success": True, "id": contact_id}, note)
 
 
 def update_identity(ctx: CallContext, params: UpdateContactInput) -> dict[str, Any]:
@@ -156,9 +156,8 @@ def update_contact(ctx: CallContext, params: UpdateContactInput) -> dict[str, An
     request = build_update_contact(ctx, params)
     data = as_object(send_request(ctx, request))
     contact_id = data.get("id")
-    if isinstance(contact_id, str):
-        record(ctx, {**request.json, "id": contact_id})
-    return {"success": True, "id": contact_id}
+    note = record(ctx, {**request.json, "id": contact_id}) if isinstance(contact_id, str) else None
+    return noted({"success": True, "id": contact_id}, note)
 
 
 def lookup_params(
@@ -171,10 +170,10 @@ def find_contact(ctx: CallContext, params: FindContactInput) -> dict[str, Any]:
     found = as_items(
         send_request(ctx, Request("GET", "/contacts/find", params=lookup_params(params)))
     )
-    for contact in found:
-        record(ctx, contact, replace=True)
+    notes = [record(ctx, contact, replace=True) for contact in found]
     contacts = [contact_from_wire(contact) for contact in found]
-    return {"success": True, "contacts": contacts, "contact": contacts[0] if contacts else None}
+    result = {"success": True, "contacts": contacts, "contact": contacts[0] if contacts else None}
+    return noted(result, *notes)
 
 
 def get_contact(ctx: CallContext, params: GetContactInput) -> dict[str, Any]:
@@ -218,18 +217,17 @@ def delete_contact(ctx: CallContext, params: DeleteContactInput) -> dict[str, An
     except NotFoundError:
         forget(ctx, contact_id=params.contact_id, **identity)  # gone either way
         raise
-    forget(ctx, contact_id=params.contact_id, **identity)
-    return {"success": True, "message": data.get("message")}
+    note = forget(ctx, contact_id=params.contact_id, **identity)
+    return noted({"success": True, "message": data.get("message")}, note)
 
 
 def suppression(ctx: CallContext, params: CheckContactSuppressionInput) -> dict[str, Any]:
     request = Request("GET", "/contacts/suppression", params=lookup_params(params))
     data = as_object(send_request(ctx, request))
     contact = as_object(data.get("contact"))
-    if contact.get("id"):
-        record(ctx, compact(dict(contact)))
+    note = record(ctx, compact(dict(contact))) if contact.get("id") else None
     quota = as_object(data.get("removalQuota"))
-    return {
+    result = {
         "success": True,
         "contact": {
             "id": contact.get("id"),
@@ -241,6 +239,7 @@ def suppression(ctx: CallContext, params: CheckContactSuppressionInput) -> dict[
         "is_suppressed": data.get("isSuppressed"),
         "removal_quota": dict(quota) if quota else None,
     }
+    return noted(result, note)
 
 
 def build_remove_suppression(ctx: CallContext, params: RemoveContactSuppressionInput) -> Request:

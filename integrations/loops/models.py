@@ -608,15 +608,27 @@ class GetCurrentUserOutput(ActionResult):
     team_name: str | None = Field(None, description="the Loops team the API key belongs to")
 
 
-class CreateContactOutput(ActionResult):
+class _Recorded(ActionResult):
+    """The output of an action that records contacts in the contact directory."""
+
+    directory_error: str | None = Field(
+        None,
+        description="set when Loops did what was asked but the local contact directory could "
+        "not record it (a read-only, locked or damaged file): why, and how to fix it; until "
+        "then this contact's id may not resolve in get_contact, update_contact or "
+        "delete_contact (find_contact looks it up again)",
+    )
+
+
+class CreateContactOutput(_Recorded):
     id: str | None = Field(None, description="the new contact's id (a contact_id elsewhere)")
 
 
-class UpdateContactOutput(ActionResult):
+class UpdateContactOutput(_Recorded):
     id: str | None = Field(None, description="the id of the contact updated or created")
 
 
-class FindContactOutput(ActionResult):
+class FindContactOutput(_Recorded):
     contacts: list[Contact] = Field(
         default_factory=list, description="the matching contact, or an empty list"
     )
@@ -639,7 +651,7 @@ class ListContactsOutput(ActionResult):
     next_offset: int | None = Field(None, description="offset of the next page, nil at the end")
 
 
-class DeleteContactOutput(ActionResult):
+class DeleteContactOutput(_Recorded):
     message: str | None = Field(None, description="Loops' confirmation text")
 
 
@@ -677,7 +689,7 @@ class ListTransactionalEmailsOutput(ActionResult):
     pagination: Pagination | None = Field(None, description="where this page sits")
 
 
-class CheckContactSuppressionOutput(ActionResult):
+class CheckContactSuppressionOutput(_Recorded):
     contact: SuppressedContact | None = Field(None, description="the contact checked")
     is_suppressed: bool | None = Field(
         None, description="true when Loops will not email this address"

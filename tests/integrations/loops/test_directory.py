@@ -430,7 +430,10 @@ def test_unwritable_directory_fails_only_directory_actions(
     account = open_team(emulator, blocker / "contacts.sqlite3")
     try:
         assert call(account, "get_current_user") == {"success": True, "team_name": "default"}
-        assert call(account, "create_contact", email="still@example.com")["success"] is True
+        created = call(account, "create_contact", email="still@example.com")
+        assert created["success"] is True
+        assert "the contact directory could not record it" in created["directory_error"]
+        assert "cannot create the folder" in created["directory_error"]
         listed = call(account, "list_contacts")
         assert (listed["success"], listed["code"]) == (False, "loops.directory_unavailable")
         assert ENV_VAR in listed["error"]
@@ -448,3 +451,63 @@ def test_open_account_default_path_from_env(
     assert account.directory_path == tmp_path / "from-env.sqlite3"
     assert account.account_id == account_identity("default", emulator.base_url, "k")
     account.close()
+
+
+def test_directory_damaged_file_advice_is_not_permissions(tmp_path: Path) -> None:
+    """A file that is not a SQLite database is damaged: moving it aside helps, permissions
+    do not."""
+    path = tmp_path / "contacts.sqlite3"
+    path.write_bytes(b"this is not a database, " * 200)
+    with pytest.raises(DirectoryError) as info:
+        ContactDirectory(path)
+    message = str(info.value)
+    assert "file is not a database" in message
+    assert "is not a usable SQLite database (damaged, or another kind of file)" in message
+    assert "move it aside" in message and ENV_VAR in message
+    assert "permissions" not in message
+
+
+@pytest.mark.parametrize(
+    ("error", "advice"),
+    [
+        ("attempt to write a readonly database", "fix the permissions of"),
+        ("unable to open database file", "fix the permissions of"),
+        ("database is locked", "held the directory's write lock for more than 10 s"),
+        ("database disk image is malformed", "is not a usable SQLite database"),
+    ],
+)
+def test_directory_advice_by_cause(tmp_path: Path, error: str, advice: str) -> None:
+    with ContactDirectory(tmp_path / "c.sqlite3") as directory:
+        message = str(directory._error("cannot write to it", sqlite3.OperationalError(error)))
+    assert error in message and advice in message
+
+
+def test_damaged_directory_writes_say_so_in_the_result(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """Loops did the write, so the call succeeds; the result says the directory could not
+    record it (a log line alone once hid that ids would not resolve)."""
+    path = tmp_path / "contacts.sqlite3"
+    path.write_bytes(b"garbage" * 1000)
+    account = open_team(emulator, path)
+    try:
+        created = call(account, "create_contact", email="damaged@example.com")
+        assert created["success"] is True and created["id"]
+        assert (
+            "Loops did it, but the contact directory could not record it"
+            in (created["directory_error"])
+        )
+        assert "not a usable SQLite database" in created["directory_error"]
+        assert any(c["email"] == "damaged@example.com" for c in emulated_contacts(emulator))
+        found = call(account, "find_contact", email="damaged@example.com")
+        assert found["contact"]["id"] == created["id"] and found["directory_error"]
+        deleted = call(account, "delete_contact", email="damaged@example.com")
+        assert deleted["success"] is True
+        assert "could not forget the contact" in deleted["directory_error"]
+    finally:
+        account.close()
+
+
+def test_healthy_directory_results_carry_no_directory_error(loops: LoopsAccount) -> None:
+    created = call(loops, "create_contact", email="healthy@example.com")
+    assert created["success"] is True and "directory_error" not in created
