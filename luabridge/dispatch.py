@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError as PydanticValidationError
 
 from luabridge.action import Action, ActionResult, CallContext, Integration, built
 from luabridge.convert import shape_for_schema
-from luabridge.effects import suggest
+from luabridge.effects import quote_name, suggest
 from luabridge.errors import IntegrationError, LuabridgeError
 from luabridge.redact import Redactor
 from luabridge.sandbox import Reply
@@ -503,7 +503,7 @@ class Dispatcher:
             if key not in names:
                 canonical = sorted(set(names.values()))
                 msg = (
-                    f"{label}: unknown parameter '{key}'{suggest(key, names)}; "
+                    f"{label}: unknown parameter {quote_name(key)}{suggest(key, names)}; "
                     f"parameters: {', '.join(canonical) or 'none'}"
                 )
                 record("invalid", error=msg)

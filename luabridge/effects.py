@@ -12,7 +12,13 @@ from typing import Literal
 
 from luabridge.errors import ConfigError
 
-__all__ = ["EFFECTS", "Effect", "parse_allow", "suggest"]
+__all__ = ["EFFECTS", "Effect", "parse_allow", "quote_name", "suggest"]
+
+#: Names longer than this get no "did you mean": difflib's cost grows with the name's length
+#: (a 900,000-character parameter name took over a second), and no real name is this long.
+_SUGGEST_MAX = 100
+#: Characters of a name that error messages show before cutting it.
+_SHOWN_MAX = 80
 
 Effect = Literal["read", "write", "destructive"]
 
@@ -26,8 +32,17 @@ EFFECTS: dict[str, str] = {
 
 def suggest(name: str, choices: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` when a choice is close to ``name``, else an empty string."""
+    if len(name) > _SUGGEST_MAX:
+        return ""
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def quote_name(name: str) -> str:
+    """``'name'`` as error messages show it; a long one is cut, saying how long it was."""
+    if len(name) <= _SHOWN_MAX:
+        return f"'{name}'"
+    return f"'{name[:_SHOWN_MAX]}...' ({len(name)} characters)"
 
 
 def parse_allow(allow: Iterable[str] | str | None) -> frozenset[str]:

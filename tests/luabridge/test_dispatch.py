@@ -127,6 +127,30 @@ def test_call_unknown_parameter_without_close_match_lists_choices(bridge: Bridge
     assert "did you mean" not in message
 
 
+def test_call_huge_unknown_parameter_name_is_cut(bridge: Bridge) -> None:
+    """A 900,000-character parameter name gets no "did you mean" search (difflib over it took
+    over a second) and is shown cut, in the message and in the call record."""
+    src = 'local r = app.integrations.notes.list_notes({[string.rep("e", 9e5)] = 1})'
+    result = bridge.run(src)
+    assert result.error is not None and result.error.type == "ValidationError"
+    message = result.error.message
+    assert f"unknown parameter '{'e' * 80}...' (900000 characters); parameters: limit, tag" in (
+        message
+    )
+    assert len(message) < 300
+    (record,) = result.calls
+    assert record.error is not None and len(record.error) < 300
+
+
+def test_suggest_skips_names_no_real_name_has() -> None:
+    from luabridge.effects import quote_name, suggest
+
+    assert suggest("titel", ["title"]) == " (did you mean 'title'?)"
+    assert suggest("title" + "x" * 200, ["title" + "x" * 199]) == ""
+    assert quote_name("short") == "'short'"
+    assert quote_name("n" * 81) == f"'{'n' * 80}...' (81 characters)"
+
+
 def test_call_missing_required_parameter(bridge: Bridge) -> None:
     kind, message, line = failure(
         bridge, "local x\nlocal r = app.integrations.notes.create_note({body = 'b'})", allow=WRITE
