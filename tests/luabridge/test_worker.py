@@ -888,6 +888,41 @@ def test_worker_exits_when_its_socket_closes_mid_run() -> None:
             proc.wait()
 
 
+def test_worker_cpu_backstop_ends_the_process() -> None:
+    """RLIMIT_CPU really ends a worker stuck in a C call (SIGXCPU is not caught or ignored):
+    here the limit is lowered from outside to one second past what the worker has used."""
+    import resource
+    import socket
+    import subprocess
+
+    from luabridge import frames
+
+    parent, child = socket.socketpair()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "luabridge.worker", str(child.fileno()), "0"],
+        pass_fds=(child.fileno(),),
+        stdout=subprocess.DEVNULL,
+    )
+    child.close()
+    try:
+        assert frames.recv(parent, time.monotonic() + 30)["op"] == "ready"
+        limits = Limits(timeout=60, instructions=10**12).as_dict()
+        stall = 'return string.find(string.rep("a", 400000), "a-b")'
+        frames.send(parent, {"op": "run", "source": stall, "input": None, "limits": limits,
+                             "spec": {}})  # fmt: skip
+        started = frames.recv(parent, time.monotonic() + 5)
+        time.sleep(0.3)  # past the worker's own setrlimit for this run
+        used = started["cpu"] + 1
+        _soft, hard = resource.prlimit(proc.pid, resource.RLIMIT_CPU)
+        resource.prlimit(proc.pid, resource.RLIMIT_CPU, (int(used) + 1, hard))
+        assert proc.wait(20) == -signal.SIGXCPU
+    finally:
+        parent.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_worker_cpu_backstop_set_per_run(null_pool: WorkerPool) -> None:
     assert run_in_pool(null_pool, "return 1", timeout=2).ok
     (pid,) = null_pool.pids(busy=False)
