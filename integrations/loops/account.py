@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -69,8 +70,25 @@ class LoopsAccount:
     client: LoopsClient
     account_id: str
     directory_path: Path
+    #: Seconds the team's property names are trusted before they are asked for again.
+    properties_ttl: float = 60.0
     _directory: ContactDirectory | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _properties: tuple[float, frozenset[str]] | None = field(default=None, repr=False)
+
+    def cached_properties(self) -> frozenset[str] | None:
+        """The team's property keys as last fetched, or None when never fetched or stale."""
+        with self._lock:
+            if self._properties is None:
+                return None
+            fetched, keys = self._properties
+            if time.monotonic() - fetched > self.properties_ttl:
+                return None
+            return keys
+
+    def remember_properties(self, keys: frozenset[str]) -> None:
+        with self._lock:
+            self._properties = (time.monotonic(), keys)
 
     @property
     def directory(self) -> ContactDirectory:

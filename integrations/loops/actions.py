@@ -96,6 +96,12 @@ def _lua(code: str) -> str:
     return textwrap.dedent(code).strip()
 
 
+_PROPERTIES_RULE = (
+    "A custom property in properties must exist in the team first: Loops would silently drop "
+    "the value of one it does not know, so the call fails with loops.unknown_property, naming "
+    "it and the create_contact_property call that adds it, and sends nothing (the team's "
+    "properties are looked up once a minute, and again when a name is missing)."
+)
 _DIRECTORY = (
     "The Loops API cannot list contacts or fetch one by id, so this reads the contact "
     "directory: a local SQLite file in which this integration records, per account, every "
@@ -134,7 +140,7 @@ ACTIONS: tuple[Action, ...] = (
         summary="Create a new contact in Loops.",
         description="Fails with loops.conflict if a contact already has this email or user_id; "
         "use update_contact to create-or-update. The new contact is recorded in the contact "
-        "directory.",
+        f"directory. {_PROPERTIES_RULE}",
         input=CreateContactInput,
         output=CreateContactOutput,
         effect="write",
@@ -180,7 +186,8 @@ ACTIONS: tuple[Action, ...] = (
         description="Name the contact with contact_id (an id this integration has seen; it is "
         "resolved through the contact directory and checked with Loops first), or with email "
         "and/or user_id. Only the fields you pass change; app.null in properties clears one. "
-        "To change an email, pass the contact's user_id (or its contact_id) with the new email.",
+        "To change an email, pass the contact's user_id (or its contact_id) with the new email. "
+        f"{_PROPERTIES_RULE}",
         input=UpdateContactInput,
         output=UpdateContactOutput,
         effect="write",

@@ -29,6 +29,7 @@ from .account import (
 )
 from .directory import DirectoryError
 from .models import (
+    CONTACT_KEYS,
     CheckContactSuppressionInput,
     CreateContactInput,
     CreateContactPropertyInput,
@@ -59,6 +60,7 @@ __all__ = [
     "build_send_event",
     "build_send_transactional_email",
     "build_update_contact",
+    "check_properties",
     "contact_body",
     "create_contact",
     "create_contact_property",
@@ -103,7 +105,58 @@ def contact_body(
     return body
 
 
+def _team_properties(ctx: CallContext, *, fresh: bool) -> frozenset[str]:
+    """The keys of every contact property the team has (built-in and custom), cached per
+    account for ``LoopsAccount.properties_ttl`` seconds; ``fresh`` asks Loops again."""
+    account = account_of(ctx)
+    keys = None if fresh else account.cached_properties()
+    if keys is None:
+        data = send_request(ctx, Request("GET", "/contacts/properties", params={"list": "all"}))
+        keys = frozenset(str(p.get("key")) for p in as_items(data) if p.get("key"))
+        account.remember_properties(keys)
+    return keys
+
+
+def _property_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    return "string"
+
+
+def check_properties(ctx: CallContext, action: str, properties: Mapping[str, Any] | None) -> None:
+    """Refuse custom properties the team has not defined: Loops accepts the request and drops
+    their values without a word. A key missing from the cached list is looked up again before
+    it is refused, so a property created a moment ago (in Loops' app or by this run) passes."""
+    wanted = [k for k, v in (properties or {}).items() if v is not None and k not in CONTACT_KEYS]
+    if not wanted:
+        return
+    known = _team_properties(ctx, fresh=False)
+    if any(k not in known for k in wanted):
+        known = _team_properties(ctx, fresh=True)
+    unknown = [k for k in wanted if k not in known]
+    if not unknown:
+        return
+    assert properties is not None
+    fixes = "; ".join(
+        f'create_contact_property{{name = "{k}", type = "{_property_type(properties[k])}"}}'
+        for k in unknown
+    )
+    names = ", ".join(f"'{k}'" for k in unknown)
+    custom = sorted(k for k in known if k not in CONTACT_KEYS)
+    raise IntegrationError(
+        f"loops.{action}: the team has no contact propert{'ies' if len(unknown) > 1 else 'y'} "
+        f"{names}, so Loops would drop {'their values' if len(unknown) > 1 else 'its value'}; "
+        f"nothing was sent. Create it first with {fixes} (types: string, number, boolean, "
+        f"date), or use a property the team has: {', '.join(custom) or 'none yet'}",
+        code="loops.unknown_property",
+        retryable=False,
+    )
+
+
 def build_create_contact(ctx: CallContext, params: CreateContactInput) -> Request:
+    check_properties(ctx, "create_contact", params.properties)
     identity = compact({"email": params.email, "userId": params.user_id})
     return Request("POST", "/contacts/create", json=contact_body(params, identity))
 
@@ -148,6 +201,7 @@ def update_identity(ctx: CallContext, params: UpdateContactInput) -> dict[str, A
 
 
 def build_update_contact(ctx: CallContext, params: UpdateContactInput) -> Request:
+    check_properties(ctx, "update_contact", params.properties)
     body = contact_body(params, update_identity(ctx, params))
     return Request("PUT", "/contacts/update", json=body)
 

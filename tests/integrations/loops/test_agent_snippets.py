@@ -223,3 +223,81 @@ def test_snippet_reused_idempotency_key_is_a_deduplicated_success(
     assert result.value == [True, False, True, True, "order-1234"]
     assert sent(emulator).count("/api/v1/events/send") == 2
     assert len(emulator.team("default").snapshot("events")) == 1
+
+
+def property_reads(emulator: EmulatorServer) -> int:
+    return sent(emulator).count("/api/v1/contacts/properties")
+
+
+@pytest.mark.parametrize("action", ["update_contact", "create_contact"])
+def test_snippet_unknown_custom_property_is_refused_unsent(
+    loops_bridges: BridgeFactory, emulator: EmulatorServer, action: str
+) -> None:
+    bridge = loops_bridges({"default": DEMO_KEYS["default"]})
+    email = ADA_EMAIL if action == "update_contact" else "new@example.com"
+    src = (
+        f'return app.integrations.loops.{action}{{email = "{email}",\n'
+        '  properties = {plan = "pro", favouriteColour = "red"}}'
+    )
+    result = run(bridge, src)
+    assert result.ok, result.error
+    value = result.value
+    assert value["success"] is False and value["code"] == "loops.unknown_property"
+    assert value["retryable"] is False
+    assert "no contact property 'favouriteColour'" in value["error"]
+    assert 'create_contact_property{name = "favouriteColour", type = "string"}' in value["error"]
+    assert "nothing was sent" in value["error"]
+    writes = [p for p in sent(emulator) if p.endswith(("/contacts/update", "/contacts/create"))]
+    assert writes == []
+    # The team's list was read twice: once into the cache, once more on the miss.
+    assert property_reads(emulator) == 2
+
+
+def test_snippet_known_properties_are_read_once_per_ttl(
+    loops_bridges: BridgeFactory, emulator: EmulatorServer
+) -> None:
+    bridge = loops_bridges({"default": DEMO_KEYS["default"]})
+    src = f"""
+    local loops = app.integrations.loops
+    local a = loops.update_contact{{email = "{ADA_EMAIL}", properties = {{plan = "team"}}}}
+    local b = loops.update_contact{{email = "{ADA_EMAIL}", properties = {{seats = 9}}}}
+    return {{a.success, b.success}}
+    """
+    assert run(bridge, src).value == [True, True]
+    assert run(bridge, src).value == [True, True]
+    assert property_reads(emulator) == 1
+    contact = emulator.team("default").find_contact(email=ADA_EMAIL)
+    assert contact is not None
+
+
+def test_snippet_property_created_in_the_run_is_accepted(
+    loops_bridges: BridgeFactory, emulator: EmulatorServer
+) -> None:
+    """A miss refreshes the cached list, so a property created a moment ago passes."""
+    bridge = loops_bridges({"default": DEMO_KEYS["default"]})
+    src = f"""
+    local loops = app.integrations.loops
+    local warm = loops.update_contact{{email = "{ADA_EMAIL}", properties = {{plan = "pro"}}}}
+    local made = loops.create_contact_property{{name = "favouriteColour", type = "string"}}
+    local r = loops.update_contact{{email = "{ADA_EMAIL}",
+      properties = {{favouriteColour = "red"}}}}
+    local found = loops.find_contact{{email = "{ADA_EMAIL}"}}.contact
+    return {{warm.success, made.success, r.success, found.properties.favouriteColour}}
+    """
+    result = run(bridge, src)
+    assert result.ok, result.error
+    assert result.value == [True, True, True, "red"]
+
+
+def test_snippet_unknown_property_fails_the_dry_run_plan(
+    loops_bridges: BridgeFactory, emulator: EmulatorServer
+) -> None:
+    bridge = loops_bridges({"default": DEMO_KEYS["default"]})
+    src = (
+        f'return app.integrations.loops.update_contact{{email = "{ADA_EMAIL}",\n'
+        "  properties = {favouriteColour = 'red'}}"
+    )
+    result = run(bridge, src, dry_run=True)
+    assert result.ok, result.error
+    assert result.value["code"] == "loops.unknown_property"
+    assert result.value["dry_run"] is True

@@ -362,6 +362,8 @@ def plan(account: Any, action: str, **params: Any) -> dict[str, Any]:
 
 
 def test_plan_create_contact_exact_request(account: LoopsAccount) -> None:
+    # The team's properties are cached (a fresh account would read them, as a plan may).
+    account.remember_properties(frozenset({"plan", "vip"}))
     request = plan(
         account,
         "create_contact",
@@ -651,3 +653,11 @@ def test_output_suppression_check_and_removal(loops: LoopsAccount) -> None:
 
 def test_output_list_dedicated_sending_ips(loops: LoopsAccount) -> None:
     assert call(loops, "list_dedicated_sending_ips") == {"success": True, "ips": list(SENDING_IPS)}
+
+
+def test_account_property_cache_expires(account: LoopsAccount) -> None:
+    account.remember_properties(frozenset({"plan"}))
+    assert account.cached_properties() == frozenset({"plan"})
+    account.properties_ttl = 0.0
+    time.sleep(0.01)
+    assert account.cached_properties() is None
