@@ -464,7 +464,8 @@ def build_server(bridge: Bridge, policy: ServerPolicy | None = None) -> MCPServe
         the result shows the planned and actual write side by side. A plan is applied once,
         within 15 minutes of its dry run. Call it only after the person approved the plan."""
         try:
-            applied = bridge.apply(plan_id)
+            # The server's policy is a ceiling: a plan made elsewhere with more is refused.
+            applied = bridge.apply(plan_id, allow=policy.allow, accounts=granted)
         except PlanError as exc:
             kind = type(exc).__name__
             return _failure(kind, str(exc), "dry-run the script again to get a fresh plan")

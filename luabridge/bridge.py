@@ -516,16 +516,26 @@ class Bridge:
         self.plans.save(plan)
         return plan
 
-    def apply(self, plan_id: str) -> ApplyResult:
+    def apply(
+        self,
+        plan_id: str,
+        *,
+        allow: Iterable[str] | str | None = None,
+        accounts: Mapping[str, Iterable[str]] | None = None,
+    ) -> ApplyResult:
         """Run a plan's script and input for real, sending only the writes it planned.
 
         Before each write is sent it is compared with the plan's write at the same position;
         the first that differs, or that the plan does not have, stops the run unsent with
-        ``PlanMismatchError`` (``ApplyResult.mismatch`` shows both). Raises
-        ``UnknownPlanError``, ``ExpiredPlanError`` or ``PlanError`` (already applied, its dry
-        run failed, or made for other accounts) before anything runs.
+        ``PlanMismatchError`` (``ApplyResult.mismatch`` shows both). The run has the plan's
+        policy and limits; ``allow`` and ``accounts``, when given, are a ceiling (a server's
+        policy): a plan that needs more is refused. Raises ``UnknownPlanError``,
+        ``ExpiredPlanError`` or ``PlanError`` (already applied, its dry run failed, made for
+        other accounts, or over the ceiling) before anything runs.
         """
         self._check_open()
+        ceiling = None if allow is None else parse_allow(allow)
+        granted = None if accounts is None else self._grants(accounts)
         with self._lock:
             plan = self.plans.load(plan_id)
             if plan is None:
@@ -552,6 +562,7 @@ class Bridge:
                     f"plan {plan_id} comes from a dry run that failed ({error.get('type')}: "
                     f"{error.get('message')}); fix the script and dry-run it again"
                 )
+            self._check_ceiling(plan, ceiling, granted)
             targets = self._targets(plan.accounts)
             self._check_targets(plan, targets)
             plan.applied_at = now
@@ -584,6 +595,28 @@ class Bridge:
             for name, accs in granted.items()
             if accs
         }
+
+    def _check_ceiling(
+        self,
+        plan: Plan,
+        allow: frozenset[str] | None,
+        granted: Mapping[str, Sequence[str]] | None,
+    ) -> None:
+        if allow is not None and not set(plan.allow) <= allow:
+            extra = ", ".join(sorted(set(plan.allow) - allow))
+            raise PlanError(
+                f"plan {plan.plan_id} was made allowing {extra}, which this apply does not "
+                f"allow (only {', '.join(sorted(allow))}); apply it where that is allowed"
+            )
+        if granted is None:
+            return
+        for name, accs in plan.accounts.items():
+            beyond = sorted(set(accs) - set(granted.get(name, [])))
+            if beyond:
+                raise PlanError(
+                    f"plan {plan.plan_id} may use {name} account(s) {', '.join(beyond)}, which "
+                    "this apply does not grant; apply it where they are granted"
+                )
 
     def _check_targets(self, plan: Plan, targets: Mapping[str, Mapping[str, Any]]) -> None:
         for name, accs in plan.targets.items():

@@ -478,3 +478,19 @@ def test_agent_guide_examples_run(make_bridge: Callable[..., Bridge]) -> None:
         for block in blocks:
             result = bridge.run(block, {"name": "Ada"})
             assert result.ok, (block, result.error)
+
+
+def test_agent_apply_refuses_a_plan_beyond_its_policy(
+    make_bridge: Callable[..., Bridge], emulator: EmulatorServer
+) -> None:
+    """A plan made elsewhere (here: from Python) with --allow write cannot be applied through
+    a read-only server, even with its id."""
+    bridge = make_bridge()
+    plan = bridge.plan(TWO_WRITES, {"email": ADA_EMAIL}, allow="write")
+
+    async def body(client: Client) -> None:
+        result = await client.call_tool("apply_plan", {"plan_id": plan.plan_id})
+        assert result.is_error and "which this apply does not allow" in text(result)
+
+    session(bridge)(body)
+    assert writes(emulator) == []

@@ -37,6 +37,13 @@ app.integrations.loops.send_event({{email = "{ADA_EMAIL}", event_name = "signup"
 app.integrations.loops.send_event({{email = "{ADA_EMAIL}", event_name = "welcome"}})
 return "sent"
 """
+BRANCHING = f"""
+local loops = app.integrations.loops
+local ada = loops.find_contact({{email = "{ADA_EMAIL}"}})
+loops.send_event({{email = "{ADA_EMAIL}", event_name = "first"}})
+local second = ada.contact.first_name == "Ada" and "planned" or "changed"
+loops.send_event({{email = "{ADA_EMAIL}", event_name = second}})
+"""
 
 
 def env_for(emulator: EmulatorServer, tmp_path: Path) -> dict[str, str]:
@@ -85,6 +92,16 @@ async def plan_and_apply(client: Client, emulator: EmulatorServer) -> None:
     assert writes(emulator) == [
         ("POST", "/api/v1/events/send", w["request"]["json"]) for w in plan["writes"]
     ]
+    # A plan whose script now takes another path: nothing differing is sent.
+    emulator.reset()
+    planned = await client.call_tool("execute_lua", {"code": BRANCHING, "dry_run": True})
+    assert planned.structured_content is not None, text(planned)
+    emulator.team("default").update_contact({"email": ADA_EMAIL, "firstName": "Augusta"})
+    stopped = await client.call_tool(
+        "apply_plan", {"plan_id": planned.structured_content["plan_id"]}
+    )
+    assert stopped.is_error and text(stopped).startswith("PlanMismatchError: write 2")
+    assert [b["eventName"] for _, _, b in writes(emulator)] == ["first"]
 
 
 def test_mcp_stdio_server(emulator: EmulatorServer, tmp_path: Path) -> None:

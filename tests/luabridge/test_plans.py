@@ -251,3 +251,15 @@ def test_plan_from_dict_ignores_unknown_keys(bridge: Bridge) -> None:
     data = json.loads(json.dumps(plan.to_dict()))
     data["future_field"] = 1
     assert Plan.from_dict(data).plan_id == plan.plan_id
+
+
+def test_apply_under_a_ceiling_refuses_a_plan_that_needs_more(bridge: Bridge) -> None:
+    """A server's policy caps what it applies: a plan made with more is refused unsent."""
+    plan = bridge.plan("app.integrations.notes.create_note({title = 'x'})", allow="write")
+    with pytest.raises(PlanError, match="allowing write, which this apply does not allow"):
+        bridge.apply(plan.plan_id, allow="read")
+    with pytest.raises(PlanError, match="may use notes account"):
+        bridge.apply(plan.plan_id, allow="write", accounts={"notes": ["work"]})
+    assert titles(bridge) == []
+    applied = bridge.apply(plan.plan_id, allow="write", accounts={"notes": ["default", "work"]})
+    assert applied.complete
