@@ -28,6 +28,7 @@ local sethook, getinfo, getregistry = debug.sethook, debug.getinfo, debug.getreg
 local dgetmetatable, dsetmetatable = debug.getmetatable, debug.setmetatable
 local lib_bit = bit
 local sbyte, schar, sfind, sformat, sgsub, srep, ssub, smatch = string.byte, string.char, string.find, string.format, string.gsub, string.rep, string.sub, string.match
+local sgmatch = string.gmatch
 local tconcat, tinsert, tsort = table.concat, table.insert, table.sort
 local mfloor, mhuge = math.floor, math.huge
 local co_create, co_resume, co_status, co_running = coroutine.create, coroutine.resume, coroutine.status, coroutine.running
@@ -300,6 +301,43 @@ return function(host)
     error(msg, level + 1)
   end
 
+  -- Empty tables in the result: `{}` has no shape of its own, so the script's text decides.
+  -- A name the script fills with string keys (`counts[name] = ...`, `stats.total = ...`) is a
+  -- map, unless it is also appended to (`table.insert(t, v)`, `t[#t + 1] = v`); an empty table
+  -- returned under such a name (`{counts = counts}`, or a key assigned from one, `by_source =
+  -- counts`), or returned itself (`return counts`), comes back as an object. Worked out once,
+  -- and only when a result holds an empty table.
+  local object_names
+  local function find_object_names()
+    local src = script_source or ""
+    local counters, lists, maps, names = {}, {}, {}, {}
+    for v in sgmatch(src, "for%s+([%a_][%w_]*)%s*=") do counters[v] = true end
+    for v in sgmatch(src, "table%.insert%s*%(%s*([%a_][%w_]*)") do lists[v] = true end
+    for v in sgmatch(src, "([%a_][%w_]*)%s*%[%s*#") do lists[v] = true end
+    for v, key in sgmatch(src, "([%a_][%w_]*)%s*(%b[])%s*=[^=]") do
+      local k = ssub(key, 2, -2)
+      if not smatch(k, "^%s*#") and not smatch(k, "^%s*[%d%.%-]") and not counters[smatch(k, "^%s*([%a_][%w_]*)%s*$") or ""] then
+        maps[v] = true
+      end
+    end
+    for v in sgmatch(src, "([%a_][%w_]*)%.[%a_][%w_]*%s*=[^=]") do maps[v] = true end
+    for v in next, lists do maps[v] = nil end
+    for v in next, maps do names[v] = true end
+    for key, v in sgmatch(src, "([%a_][%w_]*)%s*=%s*([%a_][%w_]*)%s*[,;}\n]") do
+      if maps[v] then names[key] = true end
+    end
+    local root = smatch(src, "return%s+([%a_][%w_]*)%s*;?%s*$")
+    return names, root and maps[root] or false
+  end
+  local function empty_object(key)
+    if not object_names then
+      local names, root = find_object_names()
+      object_names = {names = names, root = root}
+    end
+    if key == nil then return object_names.root end
+    return type(key) == "string" and object_names.names[key] == true
+  end
+
   -- A syntax error, with the fix for what scripts written for Lua 5.3+ or other languages
   -- most often contain.
   local SYNTAX_HINTS = {
@@ -444,7 +482,7 @@ return function(host)
     end
     local ok, text, kind, msg
     if r[1] and not tripped then
-      ok, text, msg = try_encode(r[2], "result", max_result)
+      ok, text, msg = try_encode(r[2], "result", max_result, empty_object)
       if not ok then kind = text end
     end
     sethook()

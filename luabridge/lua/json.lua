@@ -55,7 +55,9 @@ return function(null, protected, array_mt, object_mt, raw_getmetatable, max_dept
     return true
   end
 
-  local function encode(root, what, budget)
+  -- `empty_object(key)` (optional) says whether an empty table found under `key` (nil for the
+  -- root) is an object rather than an array; see bootstrap.lua.
+  local function encode(root, what, budget, empty_object)
     local buf, nbuf, size = {}, 0, 0
     local path, visiting = {}, {}
 
@@ -145,7 +147,10 @@ return function(null, protected, array_mt, object_mt, raw_getmetatable, max_dept
         if has_other ~= nil then
           fail("ValidationError", sformat("table has a %s key; keys must be strings (objects) or 1..n (arrays)", type(has_other)))
         end
-        if shape == nil then shape = (count == 0 or not has_str) and "array" or "object" end
+        if shape == nil then
+          if count == 0 and empty_object and empty_object(path[#path]) then shape = "object"
+          else shape = (count == 0 or not has_str) and "array" or "object" end
+        end
         if shape == "array" then
           if has_str then fail("ValidationError", "table mixes string keys and array items; use one or the other") end
           if n ~= count then
@@ -189,8 +194,8 @@ return function(null, protected, array_mt, object_mt, raw_getmetatable, max_dept
     return tconcat(buf)
   end
 
-  local function try_encode(v, what, budget)
-    local r = pack(pcall(encode, v, what, budget))
+  local function try_encode(v, what, budget, empty_object)
+    local r = pack(pcall(encode, v, what, budget, empty_object))
     local tripped, tripped_msg = limit_state()
     if tripped then return false, tripped, tripped_msg end
     if r[1] then return true, r[2] end

@@ -105,6 +105,60 @@ def test_result_empty_table_is_array(bridge: Bridge) -> None:
     assert value_of(bridge, "return {x = {}}") == {"x": []}
 
 
+@pytest.mark.parametrize(
+    ("src", "expected"),
+    [
+        (
+            "local counts = {}\n"
+            "for _, c in ipairs({}) do counts[c] = (counts[c] or 0) + 1 end\n"
+            "return {counts = counts}",
+            {"counts": {}},
+        ),
+        (
+            "local seen = {}\nfor k, v in pairs({}) do seen[k] = v end\nreturn seen",
+            {},
+        ),
+        (
+            "local stats = {}\nif false then stats.total = 1 end\n"
+            "return {by_source = stats, rows = {{stats = stats}}}",
+            {"by_source": {}, "rows": [{"stats": {}}]},
+        ),
+        (
+            'local m = {}\nif false then m["k"] = 1 end\nreturn {m = m}',
+            {"m": {}},
+        ),
+    ],
+)
+def test_result_empty_map_built_with_string_keys_is_object(
+    bridge: Bridge, src: str, expected: Any
+) -> None:
+    """An empty table the script fills with string keys keeps its object shape."""
+    assert value_of(bridge, src) == expected
+
+
+@pytest.mark.parametrize(
+    ("src", "expected"),
+    [
+        (
+            "local tags = {}\nfor _, t in ipairs({}) do table.insert(tags, t) end\n"
+            "return {tags = tags}",
+            {"tags": []},
+        ),
+        (
+            "local ids = {}\nfor _, t in ipairs({}) do ids[#ids + 1] = t end\nreturn {ids = ids}",
+            {"ids": []},
+        ),
+        ("local rows = {}\nfor i = 1, 0 do rows[i] = i end\nreturn {rows = rows}", {"rows": []}),
+        ("local m = {}\nif false then m.x = 1 end\nreturn {other = {}}", {"other": []}),
+        ("local m = {}\nif false then m.x = 1 end\nreturn app.json.encode({m = m})", '{"m":[]}'),
+    ],
+)
+def test_result_empty_list_stays_array(bridge: Bridge, src: str, expected: Any) -> None:
+    """Appended-to tables, number-indexed tables and unrelated empty tables stay arrays (and
+    app.json.encode keeps the plain rule)."""
+    assert value_of(bridge, src) == expected
+
+
 def test_result_object_marker_forces_object(bridge: Bridge) -> None:
     value = value_of(bridge, "return {e = app.object{}, f = app.object({a = 1}), g = app.object()}")
     assert value == {"e": {}, "f": {"a": 1}, "g": {}}

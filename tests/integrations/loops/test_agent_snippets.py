@@ -301,3 +301,21 @@ def test_snippet_unknown_property_fails_the_dry_run_plan(
     assert result.ok, result.error
     assert result.value["code"] == "loops.unknown_property"
     assert result.value["dry_run"] is True
+
+
+def test_snippet_empty_count_table_comes_back_as_an_object(
+    loops_bridges: BridgeFactory, emulator: EmulatorServer
+) -> None:
+    bridge = loops_bridges({"default": DEMO_KEYS["default"]})
+    src = """
+    local by_source, emails = {}, {}
+    local page = app.integrations.loops.list_contacts{}
+    for _, c in ipairs(page.contacts) do
+      by_source[c.source or "unknown"] = (by_source[c.source or "unknown"] or 0) + 1
+      table.insert(emails, c.email)
+    end
+    return {total = page.total, by_source = by_source, emails = emails}
+    """
+    result = run(bridge, src)
+    assert result.ok, result.error
+    assert result.value == {"total": 0, "by_source": {}, "emails": []}
