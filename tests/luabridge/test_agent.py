@@ -494,3 +494,19 @@ def test_agent_apply_refuses_a_plan_beyond_its_policy(
 
     session(bridge)(body)
     assert writes(emulator) == []
+
+
+def test_agent_read_doc_cuts_a_long_page(
+    make_bridge: Callable[..., Bridge], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import luabridge.agent
+
+    monkeypatch.setattr(luabridge.agent, "RESULT_LIMIT", 2000)
+
+    async def body(client: Client) -> None:
+        page = text(await client.call_tool("lua_read_doc", {"topic": "loops"}))
+        assert page.startswith("# Loops")
+        assert "[luabridge: page cut at 2000 of " in page
+        assert "read one action with lua_read_doc('<integration>.<action>')" in page
+
+    session(make_bridge())(body)
