@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, get_args
+from typing import Any, Literal, Protocol, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -118,6 +118,17 @@ class ActionResult(BaseModel):
     dry_run: bool | None = Field(
         default=None, description="true when this is a dry-run placeholder: nothing was sent"
     )
+    delivered: Literal["unknown"] | None = Field(
+        default=None,
+        description="'unknown' when success is false but the request may have been carried "
+        "out (the connection was lost after sending, the answer came too late); repeat it "
+        "only the safe way (a send with the same idempotency_key)",
+    )
+    replayed: bool | None = Field(
+        default=None,
+        description="true when a resumed execution returns the result an earlier run of it "
+        "recorded for this call: nothing was sent again",
+    )
 
 
 @dataclass(frozen=True)
@@ -174,6 +185,11 @@ class Action:
       recorded in the call log. Required for write and destructive actions.
     - ``endpoint``: the remote endpoint it uses, for the docs (e.g. ``POST /contacts/create``)
     - ``examples``: Lua examples (at least one)
+    - ``idempotency_param``: the input field that carries the request's idempotency key, for an
+      action whose service deduplicates by key (None: it has none). When the script leaves it
+      out, the runtime fills it with a key derived from the execution id, the call's sequence
+      number and its other parameters, so every run of an execution sends the same logical
+      request with the same key; a key the script gives wins
     """
 
     name: str
@@ -186,6 +202,7 @@ class Action:
     description: str = ""
     plan: Planner | None = None
     endpoint: str = ""
+    idempotency_param: str | None = None
 
     def __post_init__(self) -> None:
         if self.effect not in EFFECTS:
@@ -194,6 +211,12 @@ class Action:
             raise ValueError(f"action {self.name!r} is a {self.effect} action and needs a plan")
         if not self.examples:
             raise ValueError(f"action {self.name!r} needs at least one example")
+        param = self.idempotency_param
+        if param is not None and param not in self.input.model_fields:
+            raise ValueError(
+                f"action {self.name!r}: idempotency_param {param!r} is not a field of "
+                f"{self.input.__name__}"
+            )
 
 
 class EmulatorSession(Protocol):

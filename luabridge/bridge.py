@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import json
+import logging
 import os
 import threading
 import time
@@ -34,12 +35,15 @@ from luabridge.errors import (
     ClosedError,
     ConfigError,
     ExpiredPlanError,
+    LuabridgeError,
     PlanError,
     ScriptError,
     UnknownPlanError,
     ValidationError,
     error_class,
 )
+from luabridge.ledger.base import digest
+from luabridge.ledger.journal import Journal, check_execution_id, open_journal
 from luabridge.limits import DEFAULT_LIMITS, Limits
 from luabridge.plans import (
     DEFAULT_PLAN_TTL,
@@ -57,6 +61,7 @@ from luabridge.registry import BrokenPack, discover_integrations
 from luabridge.sandbox import RunOutcome, execute, source_error
 
 if TYPE_CHECKING:
+    from luabridge.ledger.base import Ledger
     from luabridge.pool import WorkerPool
 
 __all__ = ["Bridge", "Isolation", "RunError", "RunResult", "discover_integrations"]
@@ -64,6 +69,7 @@ __all__ = ["Bridge", "Isolation", "RunError", "RunResult", "discover_integration
 Isolation = Literal["process", "inprocess"]
 
 _CLOSED = "this Bridge was closed; create a new one to run more scripts"
+_log = logging.getLogger(__name__)
 
 
 class _State(enum.Enum):
@@ -95,6 +101,8 @@ class RunResult:
     - ``execution_id``: this run's id
     - ``usage``: wall time, instructions, peak Lua memory, output bytes, calls and the time
       spent waiting for a free worker (``queue_ms``), for billing and tuning limits
+    - ``resumed``: true when this run resumed an execution the ledger already held (its
+      recorded writes were replayed, not sent again)
     """
 
     ok: bool
@@ -104,6 +112,7 @@ class RunResult:
     calls: list[CallRecord]
     execution_id: str
     usage: dict[str, Any] = field(default_factory=dict)
+    resumed: bool = False
 
     def raise_for_error(self) -> None:
         """Raise the matching ``ScriptError`` subclass when the run failed (for hosts that prefer
@@ -124,10 +133,22 @@ class RunResult:
             "calls": [c.to_dict() for c in self.calls],
             "meta": {
                 "executionId": self.execution_id,
+                "resumed": self.resumed,
                 "durationMs": self.usage.get("wall_ms"),
                 "usage": self.usage,
             },
         }
+
+
+def _close_journal(
+    journal: Journal, status: str, usage: Mapping[str, Any], error: Mapping[str, Any] | None
+) -> None:
+    """Write the execution's end; a ledger that fails now cannot change the run, so it is
+    only logged (the record stays ``running``, which ``luabridge runs`` shows as abandoned)."""
+    try:
+        journal.close(status, usage=usage, error=error)
+    except LuabridgeError as exc:
+        _log.warning("the run ledger could not record the end of %s: %s", journal.execution_id, exc)
 
 
 def _start_pool(workers: int) -> WorkerPool:
@@ -155,6 +176,10 @@ class Bridge:
     - ``plans``: where :meth:`plan` keeps plans for :meth:`apply` (default: in memory;
       :meth:`from_settings` uses the ledger when one is configured; see ``luabridge.plans``);
       ``plan_ttl``: how long a plan can be applied (default 900 s)
+    - ``ledger``: the run ledger (see ``docs/ledger.md``): a ``luabridge.ledger.Ledger``, or
+      the path of a SQLite ledger file (opened at the first run that needs it); None (the
+      default here; :meth:`from_settings` uses the configured one) records nothing. The bridge
+      closes it with itself
 
     Example::
 
@@ -176,7 +201,10 @@ class Bridge:
         pool: WorkerPool | None = None,
         plans: PlanStore | None = None,
         plan_ttl: float = DEFAULT_PLAN_TTL,
+        ledger: Ledger | str | os.PathLike[str] | None = None,
     ) -> None:
+        self._ledger_source = ledger
+        self._ledger_handle: Ledger | None = None
         self.plans: PlanStore = MemoryPlanStore() if plans is None else plans
         self.plan_ttl = plan_ttl
         if isolation not in ("process", "inprocess"):
@@ -273,9 +301,11 @@ class Bridge:
     @classmethod
     def from_settings(cls, settings: Settings, **options: Any) -> Bridge:
         """A bridge built from :func:`luabridge.config.load_settings`; ``options`` go to the
-        constructor (``isolation``, ``workers``, ``pool``...)."""
+        constructor (``isolation``, ``workers``, ``pool``, ``ledger``...); the run ledger is
+        the configured one (``settings.ledger``) unless ``ledger`` is given."""
         if "plans" not in options:
             options["plans"] = plan_store(settings.ledger)
+        options.setdefault("ledger", settings.ledger)
         bridge = cls(
             integrations=settings.integrations,
             accounts=settings.accounts,
@@ -296,10 +326,16 @@ class Bridge:
             self._state = _State.CLOSED
             clients, self._clients = list(self._clients.values()), {}
             pool, self._pool = self._pool, None
+            ledger, self._ledger_handle = self._ledger_handle, None
+            if ledger is None and not isinstance(self._ledger_source, str | os.PathLike):
+                ledger = self._ledger_source
+            self._ledger_source = None
         for client in clients:
             client.close()
         if pool is not None:
             pool.close()
+        if ledger is not None:
+            ledger.close()
         close_plans = getattr(self.plans, "close", None)
         if close_plans is not None:
             close_plans()
@@ -379,6 +415,8 @@ class Bridge:
         dry_run: bool = False,
         accounts: Mapping[str, Iterable[str]] | None = None,
         limits: Limits | Mapping[str, Any] | None = None,
+        execution_id: str | None = None,
+        resume: Literal["force"] | None = None,
     ) -> RunResult:
         """Run ``source`` with ``input`` as its first argument; never raises for script errors.
 
@@ -388,13 +426,28 @@ class Bridge:
         - ``accounts``: ``{"loops": ["default"]}`` grants only those accounts; an integration
           not named gets none; ``None`` grants every configured account
         - ``limits``: overrides of the bridge's limits for this run
+        - ``execution_id``: the execution's name (default: a new ``exec_<hex>``). With a
+          ledger, an id it already holds is **resumed**: writes recorded as done return their
+          recorded result without sending, sends whose outcome is unknown go again with the
+          same idempotency key, other writes whose outcome is unknown fail with
+          ``<integration>.outcome_unknown`` (see ``docs/ledger.md``)
+        - ``resume``: ``"force"`` resumes an execution even though its script or input differ
+          from the recorded ones (refused otherwise)
 
         Raises ``ConfigError`` for bad options (unknown effect, account or limit, a limit out of
-        its range) and ``ClosedError`` once the bridge is closed, also for a run still waiting
-        for a worker when ``close()`` is called.
+        its range, an execution that cannot be resumed), ``ClosedError`` once the bridge is
+        closed, also for a run still waiting for a worker when ``close()`` is called, and
+        ``luabridge.ledger.LedgerError`` when the ledger fails before the run starts.
         """
         return self._run(
-            source, input, allow=allow, dry_run=dry_run, accounts=accounts, limits=limits
+            source,
+            input,
+            allow=allow,
+            dry_run=dry_run,
+            accounts=accounts,
+            limits=limits,
+            execution_id=execution_id,
+            resume=resume,
         )
 
     def _run(
@@ -407,12 +460,19 @@ class Bridge:
         accounts: Mapping[str, Iterable[str]] | None,
         limits: Limits | Mapping[str, Any] | None,
         write_guard: WriteGuard | None = None,
+        execution_id: str | None = None,
+        resume: Literal["force"] | None = None,
     ) -> RunResult:
         self._check_open()
         policy_allow = parse_allow(allow)
         run_limits = self.limits.merged(dict(limits) if isinstance(limits, Mapping) else limits)
         granted = self._grants(accounts)
-        execution_id = "exec_" + uuid.uuid4().hex
+        if resume not in (None, "force"):
+            raise ConfigError(f"resume must be None or 'force', got {resume!r}")
+        if execution_id is None:
+            execution_id = "exec_" + uuid.uuid4().hex
+        else:
+            execution_id = check_execution_id(execution_id)
         started = time.monotonic()
         policy = RunPolicy(
             allow=policy_allow,
@@ -444,18 +504,66 @@ class Bridge:
             # Before a worker is taken: a 50 MB script is refused without being sent anywhere.
             refused = RunOutcome(False, error=bad_source, usage={"wall_ms": 0.0})
             return self._result(refused, dispatcher, execution_id)
+        ledger = None if dry_run else self._ledger()
+        if ledger is not None:
+            dispatcher.journal = open_journal(
+                ledger,
+                execution_id,
+                script_hash=digest(source),
+                input_hash=digest(input_copy),
+                policy={
+                    "allow": sorted(policy_allow),
+                    "dry_run": False,
+                    "limits": run_limits.as_dict(),
+                },
+                accounts=granted,
+                force=resume == "force",
+            )
+            # Opening the execution does not count against the run's time limit.
+            started = time.monotonic()
+            dispatcher.restart_clock(started)
+        try:
+            outcome = self._execute(source, input_copy, dispatcher, run_limits, started)
+            result = self._result(outcome, dispatcher, execution_id)
+        except BaseException:
+            if dispatcher.journal is not None:
+                _close_journal(dispatcher.journal, "crashed", {}, None)
+            raise
+        if dispatcher.journal is not None:
+            error = None if result.error is None else result.error.to_dict()
+            if result.ok:
+                status = "succeeded"
+            elif result.error is not None and result.error.type == "WorkerCrashError":
+                status = "crashed"
+            else:
+                status = "failed"
+            _close_journal(dispatcher.journal, status, result.usage, error)
+        return result
+
+    def _execute(
+        self, source: str, input_copy: Any, dispatcher: Dispatcher, limits: Limits, started: float
+    ) -> RunOutcome:
         if self.isolation == "process":
             pool = self._worker_pool()
             try:
-                outcome = pool.run(source, input_copy, dispatcher, run_limits, started)
+                return pool.run(source, input_copy, dispatcher, limits, started)
             except ClosedError:
                 # close() came while the run waited for a worker: the bridge's own words.
                 raise ClosedError(_CLOSED) from None
-        else:
-            outcome = execute(
-                source, input_copy, host=dispatcher, limits=run_limits, started=started
-            )
-        return self._result(outcome, dispatcher, execution_id)
+        return execute(source, input_copy, host=dispatcher, limits=limits, started=started)
+
+    def _ledger(self) -> Ledger | None:
+        """The ledger, opened on first use from a path (None when the bridge has none)."""
+        source = self._ledger_source
+        if source is None or not isinstance(source, str | os.PathLike):
+            return source
+        with self._lock:
+            self._check_open()
+            if self._ledger_handle is None:
+                from luabridge.ledger.sqlite import SQLiteLedger
+
+                self._ledger_handle = SQLiteLedger(source)
+            return self._ledger_handle
 
     # -- plan, then apply -------------------------------------------------------------------------
 
@@ -655,17 +763,20 @@ class Bridge:
                 message=red.text(str(err.get("message") or "")),
                 line=err.get("line"),
             )
+        calls = dispatcher.snapshot()
         usage = dict(outcome.usage)
-        usage["calls"] = len(dispatcher.calls)
+        usage["calls"] = len(calls)
         usage.setdefault("queue_ms", 0.0)
+        journal = dispatcher.journal
         return RunResult(
             ok=outcome.ok and error is None,
             value=red.data(outcome.value) if outcome.ok else None,
             error=error,
             output=red.text(outcome.output),
-            calls=list(dispatcher.calls),
+            calls=calls,
             execution_id=execution_id,
             usage=usage,
+            resumed=journal is not None and journal.resumed,
         )
 
     # -- docs and introspection ------------------------------------------------------------------

@@ -9,7 +9,9 @@ It never raises into Lua: each answer is a :data:`luabridge.sandbox.Reply`.
 from __future__ import annotations
 
 import enum
+import functools
 import json
+import logging
 import threading
 import time
 import types
@@ -24,6 +26,8 @@ from luabridge.action import Action, ActionResult, CallContext, Integration, bui
 from luabridge.convert import shape_for_schema
 from luabridge.effects import quote_name, suggest
 from luabridge.errors import IntegrationError, LuabridgeError
+from luabridge.ledger.base import CallEntry, CallState, digest
+from luabridge.ledger.journal import Journal, derive_key
 from luabridge.redact import Redactor
 from luabridge.sandbox import Reply
 
@@ -35,16 +39,21 @@ __all__ = ["CallRecord", "Dispatcher", "RunPolicy", "WriteGuard", "accepted_name
 WriteGuard = Callable[[dict[str, Any]], str | None]
 
 _EFFECT_ORDER = ("read", "write", "destructive")
+_log = logging.getLogger(__name__)
 
 
 @dataclass
 class CallRecord:
     """One action call as the audit log and ``RunResult.calls`` show it (secrets redacted).
 
-    ``outcome`` is ``ok``, ``failed`` (the remote side said no; the script got
-    ``success = false``), ``dry_run`` (validated and planned, nothing sent), ``invalid`` (bad
-    arguments), ``refused`` (policy), ``limit`` (call limit reached) or ``stopped`` (applying
-    a plan: the write differs from the plan and was not sent).
+    ``outcome`` is ``ok``, ``failed`` (the remote side said no, or nothing was sent; the script
+    got ``success = false``), ``unknown`` (the request may have been carried out but no answer
+    said so, or the run ended while the call was in progress), ``dry_run`` (validated and
+    planned, nothing sent), ``invalid`` (bad arguments), ``refused`` (policy), ``limit`` (call
+    limit reached) or ``stopped`` (applying a plan: the write differs from the plan and was not
+    sent). ``seq`` is the call's place in the execution (the ledger's sequence number),
+    ``idempotency_key`` the key its request carried, and ``replayed`` is true when a resumed
+    execution returned the result an earlier run recorded, without sending.
     """
 
     integration: str
@@ -59,6 +68,9 @@ class CallRecord:
     error: str | None = None
     code: str | None = None
     status: int | None = None
+    seq: int | None = None
+    idempotency_key: str | None = None
+    replayed: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -71,10 +83,12 @@ class CallRecord:
             "duration_ms": self.duration_ms,
             "dry_run": self.dry_run,
         }
-        for key in ("request", "error", "code", "status"):
+        for key in ("request", "error", "code", "status", "seq", "idempotency_key"):
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
+        if self.replayed:
+            out["replayed"] = True
         return out
 
 
@@ -322,6 +336,7 @@ class Dispatcher:
     - ``client_for(integration, account)``: the account's client (made once by the bridge)
     - ``docs``: renders help text and schemas (see ``luabridge.docs``)
     - ``write_guard``: a :data:`WriteGuard` every write must pass before it is sent
+    - ``journal``: the run's :class:`luabridge.ledger.journal.Journal` (None: no ledger)
     """
 
     def __init__(
@@ -336,6 +351,7 @@ class Dispatcher:
         help_text: Callable[[str | None], str],
         schema_of: Callable[[str], dict[str, Any]],
         write_guard: WriteGuard | None = None,
+        journal: Journal | None = None,
     ) -> None:
         self.write_guard = write_guard
         self.integrations = integrations
@@ -347,8 +363,10 @@ class Dispatcher:
         self.redactor = redactor
         self.help_text = help_text
         self.schema_of = schema_of
+        self.journal = journal
         self.calls: list[CallRecord] = []
         self._count = 0
+        self._position = 0  # calls that passed every check: their place in the execution
         self._lock = threading.Lock()
         self.spec: dict[str, Any] = {}
         for name, integ in integrations.items():
@@ -437,6 +455,24 @@ class Dispatcher:
         with self._lock:
             self.calls.append(record)
 
+    def snapshot(self) -> list[CallRecord]:
+        """Copies of the call records as they stand; a call still in progress (the run ended
+        while it ran) is shown with outcome ``unknown``."""
+        with self._lock:
+            out = []
+            for record in self.calls:
+                if record.outcome == "running":
+                    record = replace(
+                        record,
+                        outcome="unknown",
+                        error="the run ended while this call was in progress; its outcome is "
+                        "unknown",
+                    )
+                else:
+                    record = replace(record)
+                out.append(record)
+            return out
+
     def call(self, integration: str, account: str, action_name: str, params_text: str) -> Reply:
         started = time.monotonic()
         integ = self.integrations.get(integration)
@@ -499,12 +535,12 @@ class Dispatcher:
             return ("raise", msg, "PermissionError")
 
         names = accepted_names(action.input)
-        for key in params:
-            if key not in names:
-                canonical = sorted(set(names.values()))
+        for name in params:
+            if name not in names:
+                known = sorted(set(names.values()))
                 msg = (
-                    f"{label}: unknown parameter {quote_name(key)}{suggest(key, names)}; "
-                    f"parameters: {', '.join(canonical) or 'none'}"
+                    f"{label}: unknown parameter {quote_name(name)}{suggest(name, names)}; "
+                    f"parameters: {', '.join(known) or 'none'}"
                 )
                 record("invalid", error=msg)
                 return ("raise", msg, "ValidationError")
@@ -518,29 +554,131 @@ class Dispatcher:
         # is sent, and a handler that constructs its result model finds it built.
         built(action.output)
 
+        with self._lock:
+            self._position += 1
+            position = self._position
+        key_param = action.idempotency_param
+        canonical = model.model_dump(
+            mode="json", exclude={key_param} if key_param else None, exclude_none=True
+        )
+        params_hash = digest(canonical)
+        seq, prior = position, None
+        if self.journal is not None:
+            try:
+                seq, prior = self.journal.place(
+                    position, integration, account, action_name, params_hash
+                )
+            except LuabridgeError as exc:
+                failure = self._ledger_failure(label, exc)
+                record("failed", error=failure["error"], code=failure["code"])
+                return ("ok", failure, None)
+        key: str | None = None
+        if key_param:
+            key = getattr(model, key_param, None) or derive_key(
+                self.policy.execution_id, seq, canonical
+            )
+            model = model.model_copy(update={key_param: key})
+
         if self.policy.dry_run and action.effect != "read":
-            return self._plan(action, integration, account, model, record)
+            planned = functools.partial(record, seq=seq, idempotency_key=key)
+            return self._plan(action, integration, account, model, planned)
         if self.write_guard is not None and action.effect != "read":
-            stopped = self._guard(action, integration, account, params, model, record)
+            guarded = functools.partial(record, seq=seq, idempotency_key=key)
+            stopped = self._guard(action, integration, account, params, model, guarded)
             if stopped is not None:
                 return stopped
+        return self._send(
+            action, integration, account, model, params, started, seq, prior, key, params_hash
+        )
+
+    def _ledger_failure(self, label: str, exc: LuabridgeError) -> dict[str, Any]:
+        """The result of a call not sent because the ledger could not record it."""
+        return {
+            "success": False,
+            "error": self.redactor.text(
+                f"{label} was not sent: the run ledger could not record it ({exc})"
+            ),
+            "code": "luabridge.ledger_unavailable",
+            "retryable": True,
+        }
+
+    def _send(
+        self,
+        action: Action,
+        integration: str,
+        account: str,
+        model: BaseModel,
+        params: dict[str, Any],
+        started: float,
+        seq: int,
+        prior: CallEntry | None,
+        key: str | None,
+        params_hash: str,
+    ) -> Reply:
+        """Run the handler of a call that passed every check, journaling it when there is a
+        ledger: ``sending`` before the request leaves, the outcome after."""
+        label = f"{integration}.{action.name}"
+        write = action.effect != "read"
+        record = CallRecord(
+            integration=integration,
+            account=account,
+            action=action.name,
+            effect=action.effect,
+            params=self.redactor.data(params),
+            outcome="running",
+            duration_ms=0.0,
+            dry_run=self.policy.dry_run,
+            seq=seq,
+            idempotency_key=key,
+        )
+        # In the list from the start, so a run that ends while it is in progress (a killed
+        # worker, the time limit) still reports it.
+        self._record(record)
+
+        def close(outcome: str, result: Mapping[str, Any] | None = None, **extra: Any) -> None:
+            with self._lock:
+                record.outcome = outcome
+                record.duration_ms = round((time.monotonic() - started) * 1000, 3)
+                if result is not None and result.get("success") is False:
+                    record.error = result.get("error")
+                    record.code = result.get("code")
+                    record.status = result.get("status")
+                for name, value in extra.items():
+                    setattr(record, name, value)
+
+        journal = self.journal
+        if journal is not None and prior is not None and not write:
+            if prior.state == CallState.SUCCEEDED.value:
+                journal = None  # a read runs again; its first record stands
+        elif journal is not None and prior is not None:
+            if prior.state == CallState.SUCCEEDED.value and isinstance(prior.result, dict):
+                replay = {**prior.result, "replayed": True}
+                close("ok", replay, replayed=True)
+                return ("ok", replay, None)
+            if prior.state in (CallState.SENDING.value, CallState.UNKNOWN.value) and not key:
+                return self._outcome_unknown(label, integration, seq, prior, close)
+        if journal is not None:
+            try:
+                journal.begin(
+                    seq,
+                    prior,
+                    integration=integration,
+                    account=account,
+                    action=action.name,
+                    effect=action.effect,
+                    params=record.params,
+                    params_hash=params_hash,
+                    idempotency_key=key,
+                )
+            except LuabridgeError as exc:
+                failure = self._ledger_failure(label, exc)
+                close("failed", failure)
+                return ("ok", failure, None)
+
+        state = CallState.FAILED.value
         result: dict[str, Any]
         try:
             client = self.client_for(integration, account)
-            ctx = CallContext(
-                integration=integration,
-                account=account,
-                client=client,
-                deadline=self.policy.deadline,
-                execution_id=self.policy.execution_id,
-            )
-            produced = action.handler(ctx, model)
-            result = self._shape(action, produced)
-        except IntegrationError as exc:
-            failure = exc.to_result()
-            if not str(failure["code"]).startswith(integration + "."):
-                failure["code"] = f"{integration}.{failure['code']}"
-            result = self.redactor.data(failure)
         except LuabridgeError as exc:
             result = {
                 "success": False,
@@ -548,25 +686,89 @@ class Dispatcher:
                 "code": f"{integration}.config_error",
                 "retryable": False,
             }
-        except Exception as exc:
-            result = {
-                "success": False,
-                "error": self.redactor.text(
-                    f"internal error in {label}: {type(exc).__name__}: {exc}"
-                ),
-                "code": "luabridge.internal_error",
-                "retryable": False,
-            }
-        if result.get("success") is False:
-            record(
-                "failed",
-                error=result.get("error"),
-                code=result.get("code"),
-                status=result.get("status"),
-            )
         else:
-            record("ok")
+            try:
+                ctx = CallContext(
+                    integration=integration,
+                    account=account,
+                    client=client,
+                    deadline=self.policy.deadline,
+                    execution_id=self.policy.execution_id,
+                )
+                produced = action.handler(ctx, model)
+                result = self._shape(action, produced)
+                state = CallState.SUCCEEDED.value
+            except IntegrationError as exc:
+                failure = exc.to_result()
+                if not str(failure["code"]).startswith(integration + "."):
+                    failure["code"] = f"{integration}.{failure['code']}"
+                if failure.get("delivered") == "unknown" and write:
+                    state = CallState.UNKNOWN.value
+                    if key:
+                        failure["idempotency_key"] = key
+                result = self.redactor.data(failure)
+            except LuabridgeError as exc:
+                result = {
+                    "success": False,
+                    "error": self.redactor.text(str(exc)),
+                    "code": f"{integration}.config_error",
+                    "retryable": False,
+                }
+            except Exception as exc:
+                result = {
+                    "success": False,
+                    "error": self.redactor.text(
+                        f"internal error in {label}: {type(exc).__name__}: {exc}"
+                    ),
+                    "code": "luabridge.internal_error",
+                    "retryable": False,
+                }
+                if write:
+                    # It failed after the handler started: its request may have gone out.
+                    state = CallState.UNKNOWN.value
+                    result["delivered"] = "unknown"
+                    if key:
+                        result["idempotency_key"] = key
+        if journal is not None:
+            try:
+                journal.finish(seq, state, result)
+            except LuabridgeError as exc:
+                # The call is over and the script gets its result; the ledger keeps
+                # "sending", which a resume treats as unknown (and resends by key).
+                _log.warning("%s: the run ledger could not record the outcome: %s", label, exc)
+        outcome = {"succeeded": "ok", "failed": "failed", "unknown": "unknown"}[state]
+        close(outcome, result)
         return ("ok", result, None)
+
+    def _outcome_unknown(
+        self,
+        label: str,
+        integration: str,
+        seq: int,
+        prior: CallEntry,
+        close: Callable[..., None],
+    ) -> Reply:
+        """A resumed write whose earlier attempt may have been carried out, and that has no
+        key to repeat it safely: reported, never sent again."""
+        if prior.state == CallState.SENDING.value and self.journal is not None:
+            try:
+                self.journal.mark_unknown(seq)
+            except LuabridgeError as exc:
+                _log.warning("%s: the run ledger could not record the outcome: %s", label, exc)
+        failure = {
+            "success": False,
+            "error": (
+                f"{label}: an earlier run of execution {self.policy.execution_id!r} sent this "
+                f"call (call {seq}) and its outcome is unknown; it was not sent again because "
+                f"{label} has no idempotency key to repeat it safely. Check in {integration} "
+                "whether it was carried out before doing it again."
+            ),
+            "code": f"{integration}.outcome_unknown",
+            "retryable": False,
+            "delivered": "unknown",
+        }
+        close("unknown", failure)
+        return ("ok", failure, None)
 
     def _plan(
         self,

@@ -10,6 +10,8 @@
 ---@field status? integer HTTP status of the failed response, when there was one
 ---@field retryable? boolean whether trying again later can help, when success is false
 ---@field dry_run? boolean true when this is a dry-run placeholder: nothing was sent
+---@field delivered? string 'unknown' when success is false but the request may have been carried out (the connection was lost after sending, the answer came too late); repeat it only the safe way (a send with the same idempotency_key)
+---@field replayed? boolean true when a resumed execution returns the result an earlier run of it recorded for this call: nothing was sent again
 ---@field team_name? string the Loops team the API key belongs to
 
 ---@class loops.create_contact.params
@@ -31,6 +33,8 @@
 ---@field status? integer HTTP status of the failed response, when there was one
 ---@field retryable? boolean whether trying again later can help, when success is false
 ---@field dry_run? boolean true when this is a dry-run placeholder: nothing was sent
+---@field delivered? string 'unknown' when success is false but the request may have been carried out (the connection was lost after sending, the answer came too late); repeat it only the safe way (a send with the same idempotency_key)
+---@field replayed? boolean true when a resumed execution returns the result an earlier run of it recorded for this call: nothing was sent again
 ---@field directory_error? string set when Loops did what was asked but the local contact directory could not record it (a read-only, locked or damaged file): why, and how to fix it; until then this contact's id may not resolve in get_contact, update_contact or delete_contact (find_contact looks it up again)
 ---@field id? string the new contact's id (a contact_id elsewhere)
 
@@ -54,6 +58,8 @@
 ---@field status? integer HTTP status of the failed response, when there was one
 ---@field retryable? boolean whether trying again later can help, when success is false
 ---@field dry_run? boolean true when this is a dry-run placeholder: nothing was sent
+---@field delivered? string 'unknown' when success is false but the request may have been carried out (the connection was lost after sending, the answer came too late); repeat it only the safe way (a send with the same idempotency_key)
+---@field replayed? boolean true when a resumed execution returns the result an earlier run of it recorded for this call: nothing was sent again
 ---@field directory_error? string set when Loops did what was asked but the local contact directory could not record it (a read-only, locked or damaged file): why, and how to fix it; until then this contact's id may not resolve in get_contact, update_contact or delete_contact (find_contact looks it up again)
 ---@field id? string the id of the contact updated or created
 
@@ -68,6 +74,8 @@
 ---@field status? integer HTTP status of the failed response, when there was one
 ---@field retryable? boolean whether trying again later can help, when success is false
 ---@field dry_run? boolean true when this is a dry-run placeholder: nothing was sent
+---@field delivered? string 'unknown' when success is false but the request may have been carried out (the connection was lost after sending, the answer came too late); repeat it only the safe way (a send with the same idempotency_key)
+---@field replayed? boolean true when a resumed execution returns the result an earlier run of it recorded for this call: nothing was sent again
 ---@field directory_error? string set when Loops did what was asked but the local contact directory could not record it (a read-only, locked or damaged file): why, and how to fix it; until then this contact's id may not resolve in get_contact, update_contact or delete_contact (find_contact looks it up again)
 ---@field contacts? table[] the matching contact, or an empty list
 ---@field contact? table the match, or nil when there is none
@@ -82,6 +90,8 @@
 ---@field status? integer HTTP status of the failed response, when there was one
 ---@field retryable? boolean whether trying again later can help, when success is false
 ---@field dry_run? boolean true when this is a dry-run placeholder: nothing was sent
+---@field delivered? string 'unknown' when success is false but the request may have been carried out (the connection was lost after sending, the answer came too late); repeat it only the safe way (a send with the same idempotency_key)
+---@field replayed? boolean true when a resumed execution returns the result an earlier run of it recorded for this call: nothing was sent again
 ---@field contact? table the contact, fresh from Loops
 
 ---@class loops.list_contacts.params
@@ -95,6 +105,8 @@
 ---@field status? integer HTTP status of the failed response, when there was one
 ---@field retryable? boolean whether trying again later can help, when success is false
 ---@field dry_run? boolean true when this is a dry-run placeholder: nothing was sent
+---@field delivered? string 'unknown' when success is false but the request may have been carried out (the connection was lost after sending, the answer came too late); repeat it only the safe way (a send with the same idempotency_key)
+---@field replayed? boolean true when a resumed execution returns the result an earlier run of it recorded for this call: nothing was sent again
 ---@field contacts? table[] contacts as last seen by this integration, in the order it first saw them
 ---@field total? integer how many contacts the directory holds for this account
 ---@field limit? integer the limit used
@@ -114,6 +126,8 @@
 ---@field status? integer HTTP status of the failed response, when there was one
 ---@field retryable? boolean whether trying again later can help, when success is false
 ---@field dry_run? boolean true when this is a dry-run placeholder: nothing was sent
+---@field delivered? string 'unknown' when success is false but the request may have been carried out (the connection was lost after sending, the answer came too late); repeat it only the safe way (a send with the same idempotency_key)
+---@field replayed? boolean true when a resumed execution returns the result an earlier run of it recorded for this call: nothing was sent again
 ---@field directory_error? string set when Loops did what was asked but the local contact directory could not record it (a read-only, locked or damaged file): why, and how to fix it; until then this contact's id may not resolve in get_contact, update_contact or delete_contact (find_contact looks it up again)
 ---@field message? string Loops' confirmation text
 
@@ -127,6 +141,8 @@
 ---@field status? integer HTTP status of the failed response, when there was one
 ---@field retryable? boolean whether trying again later can help, when success is false
 ---@field dry_run? boolean true when this is a dry-run placeholder: nothing was sent
+---@field delivered? string 'unknown' when success is false but the request may have been carried out (the connection was lost after sending, the answer came too late); repeat it only the safe way (a send with the same idempotency_key)
+---@field replayed? boolean true when a resumed execution returns the result an earlier run of it recorded for this call: nothing was sent again
 ---@field properties? table[] the properties, built-in ones first
 
 ---@class loops.create_contact_property.params
@@ -140,6 +156,8 @@
 ---@field status? integer HTTP status of the failed response, when there was one
 ---@field retryable? boolean whether trying again later can help, when success is false
 ---@field dry_run? boolean true when this is a dry-run placeholder: nothing was sent
+---@field delivered? string 'unknown' when success is false but the request may have been carried out (the connection was lost after sending, the answer came too late); repeat it only the safe way (a send with the same idempotency_key)
+---@field replayed? boolean true when a resumed execution returns the result an earlier run of it recorded for this call: nothing was sent again
 
 ---@class loops.list_mailing_lists.params
 
@@ -150,6 +168,8 @@
 ---@field status? integer HTTP status of the failed response, when there was one
 ---@field retryable? boolean whether trying again later can help, when success is false
 ---@field dry_run? boolean true when this is a dry-run placeholder: nothing was sent
+---@field delivered? string 'unknown' when success is false but the request may have been carried out (the connection was lost after sending, the answer came too late); repeat it only the safe way (a send with the same idempotency_key)
+---@field replayed? boolean true when a resumed execution returns the result an earlier run of it recorded for this call: nothing was sent again
 ---@field mailing_lists? table[] the lists
 
 ---@class loops.send_event.params
@@ -159,7 +179,7 @@
 ---@field properties? table<string, any> event properties (strings, numbers, booleans, date strings; no null) that the emails this event triggers can use
 ---@field contact_properties? table<string, any> contact properties to save on the contact at the same time (custom properties by their Loops name; app.null clears one)
 ---@field mailing_lists? table<string, any> mailing list ids mapped to true (subscribe) or false (unsubscribe); lists not named are left as they are. Ids come from list_mailing_lists
----@field idempotency_key? string Idempotency-Key for this send (at most 100 characters). By default each call makes a fresh one and reuses it on its own retries; pass the key from an earlier result to make sure a repeated send is not delivered twice (Loops remembers keys for 24 hours)
+---@field idempotency_key? string Idempotency-Key for this send (at most 100 characters). By default it is derived from the execution id, the call's place in the run and its parameters, so a resumed run sends the same key; pass the key from an earlier result to make sure a repeated send is not delivered twice (Loops remembers keys for 24 hours; a repeat is success with deduplicated = true)
 ---@field event_properties? table<string, any> Alias of `properties`; give one or the other.
 
 ---@class loops.send_event.result
@@ -169,6 +189,8 @@
 ---@field status? integer HTTP status of the failed response, when there was one
 ---@field retryable? boolean whether trying again later can help, when success is false
 ---@field dry_run? boolean true when this is a dry-run placeholder: nothing was sent
+---@field delivered? string 'unknown' when success is false but the request may have been carried out (the connection was lost after sending, the answer came too late); repeat it only the safe way (a send with the same idempotency_key)
+---@field replayed? boolean true when a resumed execution returns the result an earlier run of it recorded for this call: nothing was sent again
 ---@field idempotency_key? string the Idempotency-Key sent; pass it again to repeat safely
 ---@field deduplicated? boolean true when Loops had already received this send (nothing new sent)
 
@@ -178,7 +200,7 @@
 ---@field add_to_audience? boolean true creates a contact for the recipient if there is none (Loops' default: false)
 ---@field data_variables? table<string, any> the template's data variables: strings or numbers, or lists of flat tables for array variables. Required if the template has required variables
 ---@field attachments? table[] files to attach (the feature must be enabled for the account)
----@field idempotency_key? string Idempotency-Key for this send (at most 100 characters). By default each call makes a fresh one and reuses it on its own retries; pass the key from an earlier result to make sure a repeated send is not delivered twice (Loops remembers keys for 24 hours)
+---@field idempotency_key? string Idempotency-Key for this send (at most 100 characters). By default it is derived from the execution id, the call's place in the run and its parameters, so a resumed run sends the same key; pass the key from an earlier result to make sure a repeated send is not delivered twice (Loops remembers keys for 24 hours; a repeat is success with deduplicated = true)
 
 ---@class loops.send_transactional_email.result
 ---@field success boolean true when the call did what was asked
@@ -187,6 +209,8 @@
 ---@field status? integer HTTP status of the failed response, when there was one
 ---@field retryable? boolean whether trying again later can help, when success is false
 ---@field dry_run? boolean true when this is a dry-run placeholder: nothing was sent
+---@field delivered? string 'unknown' when success is false but the request may have been carried out (the connection was lost after sending, the answer came too late); repeat it only the safe way (a send with the same idempotency_key)
+---@field replayed? boolean true when a resumed execution returns the result an earlier run of it recorded for this call: nothing was sent again
 ---@field idempotency_key? string the Idempotency-Key sent; pass it again to repeat safely
 ---@field deduplicated? boolean true when Loops had already received this send (nothing new sent)
 
@@ -201,6 +225,8 @@
 ---@field status? integer HTTP status of the failed response, when there was one
 ---@field retryable? boolean whether trying again later can help, when success is false
 ---@field dry_run? boolean true when this is a dry-run placeholder: nothing was sent
+---@field delivered? string 'unknown' when success is false but the request may have been carried out (the connection was lost after sending, the answer came too late); repeat it only the safe way (a send with the same idempotency_key)
+---@field replayed? boolean true when a resumed execution returns the result an earlier run of it recorded for this call: nothing was sent again
 ---@field transactional_emails? table[] published transactional emails in this page
 ---@field pagination? table where this page sits
 
@@ -215,6 +241,8 @@
 ---@field status? integer HTTP status of the failed response, when there was one
 ---@field retryable? boolean whether trying again later can help, when success is false
 ---@field dry_run? boolean true when this is a dry-run placeholder: nothing was sent
+---@field delivered? string 'unknown' when success is false but the request may have been carried out (the connection was lost after sending, the answer came too late); repeat it only the safe way (a send with the same idempotency_key)
+---@field replayed? boolean true when a resumed execution returns the result an earlier run of it recorded for this call: nothing was sent again
 ---@field directory_error? string set when Loops did what was asked but the local contact directory could not record it (a read-only, locked or damaged file): why, and how to fix it; until then this contact's id may not resolve in get_contact, update_contact or delete_contact (find_contact looks it up again)
 ---@field contact? table the contact checked
 ---@field is_suppressed? boolean true when Loops will not email this address
@@ -231,6 +259,8 @@
 ---@field status? integer HTTP status of the failed response, when there was one
 ---@field retryable? boolean whether trying again later can help, when success is false
 ---@field dry_run? boolean true when this is a dry-run placeholder: nothing was sent
+---@field delivered? string 'unknown' when success is false but the request may have been carried out (the connection was lost after sending, the answer came too late); repeat it only the safe way (a send with the same idempotency_key)
+---@field replayed? boolean true when a resumed execution returns the result an earlier run of it recorded for this call: nothing was sent again
 ---@field message? string Loops' confirmation text
 ---@field removal_quota? table suppression removals left
 
@@ -243,6 +273,8 @@
 ---@field status? integer HTTP status of the failed response, when there was one
 ---@field retryable? boolean whether trying again later can help, when success is false
 ---@field dry_run? boolean true when this is a dry-run placeholder: nothing was sent
+---@field delivered? string 'unknown' when success is false but the request may have been carried out (the connection was lost after sending, the answer came too late); repeat it only the safe way (a send with the same idempotency_key)
+---@field replayed? boolean true when a resumed execution returns the result an earlier run of it recorded for this call: nothing was sent again
 ---@field ips? string[] IPv4 addresses Loops sends from
 
 ---@class loops.Account

@@ -67,6 +67,7 @@ def _action(
     examples: tuple[Example, ...],
     handler: Callable[[CallContext, P], Mapping[str, Any]],
     build: Callable[[CallContext, P], Request] | None = None,
+    idempotency_param: str | None = None,
 ) -> Action:
     """An ``Action`` whose plan (for writes) previews the request ``build`` describes."""
 
@@ -85,6 +86,7 @@ def _action(
         examples=examples,
         handler=handler,
         plan=plan if build is not None else None,
+        idempotency_param=idempotency_param,
     )
 
 
@@ -108,9 +110,11 @@ _DIRECTORY = (
     "contact it creates, updates, finds, fetches or deletes."
 )
 _KEY_NOTE = (
-    " Each call sends an Idempotency-Key (made once per call, reused on its retries, returned "
-    "as idempotency_key), so a retry never sends twice; deduplicated = true means Loops had "
-    "already received it."
+    " Each call sends an Idempotency-Key, returned as idempotency_key: yours, or one derived "
+    "from the execution id, the call's place in the run and its parameters, so a retry or a "
+    "resumed run never sends twice; deduplicated = true means Loops had already received it. "
+    'A failure with delivered = "unknown" may have been delivered: send it again with the '
+    "same idempotency_key."
 )
 
 ACTIONS: tuple[Action, ...] = (
@@ -429,6 +433,7 @@ ACTIONS: tuple[Action, ...] = (
         ),
         handler=h.send_event,
         build=h.build_send_event,
+        idempotency_param="idempotency_key",
     ),
     _action(
         "send_transactional_email",
@@ -469,6 +474,7 @@ ACTIONS: tuple[Action, ...] = (
         ),
         handler=h.send_transactional_email,
         build=h.build_send_transactional_email,
+        idempotency_param="idempotency_key",
     ),
     _action(
         "list_transactional_emails",

@@ -164,9 +164,11 @@ _PROPERTIES_DOC = (
     "(see list_contact_properties / create_contact_property)"
 )
 _IDEMPOTENCY_DOC = (
-    "Idempotency-Key for this send (at most 100 characters). By default each call makes a "
-    "fresh one and reuses it on its own retries; pass the key from an earlier result to make "
-    "sure a repeated send is not delivered twice (Loops remembers keys for 24 hours)"
+    "Idempotency-Key for this send (at most 100 characters). By default it is derived from the "
+    "execution id, the call's place in the run and its parameters, so a resumed run sends the "
+    "same key; pass the key from an earlier result to make sure a repeated send is not "
+    "delivered twice (Loops remembers keys for 24 hours; a repeat is success with "
+    "deduplicated = true)"
 )
 
 

@@ -507,6 +507,7 @@ def test_call_record_fields(bridge: Bridge) -> None:
         "action",
         "effect",
         "params",
+        "seq",
         "outcome",
         "duration_ms",
         "dry_run",

@@ -47,7 +47,8 @@ ALL_EFFECTS = {"write", "destructive"}
 REVOKED_KEY = "loops_key_revoked_0f3c9a17d2"
 UNKNOWN_CONTACT_ID = "cunknowncontact0000000009"
 CUID = re.compile(r"c[a-z0-9]{24}")
-UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+#: A key derived from the execution, the call's place and its parameters.
+DERIVED_KEY = re.compile(r"lb1-[0-9a-f]{48}")
 FIND_ADA = f'app.integrations.loops.find_contact({{email = "{ADA_EMAIL}"}})'
 
 
@@ -196,13 +197,13 @@ SUCCESSES = (
     Success(
         "send_event",
         f'{{email = "{ADA_EMAIL}", event_name = "signup", properties = {{plan = "pro"}}}}',
-        {"idempotency_key": UUID, "deduplicated": False},
+        {"idempotency_key": DERIVED_KEY, "deduplicated": False},
     ),
     Success(
         "send_transactional_email",
         f"""{{transactional_id = "{RECEIPT_TEMPLATE_ID}", email = "{ADA_EMAIL}",
              data_variables = {{order_id = "A-1042", amount = 49.5}}}}""",
-        {"idempotency_key": UUID, "deduplicated": False},
+        {"idempotency_key": DERIVED_KEY, "deduplicated": False},
     ),
     Success(
         "list_transactional_emails",
