@@ -214,6 +214,10 @@ class Bridge:
         if isolation != "process" and pool is not None:
             pool.close()
             raise ConfigError(f"a worker pool was given for isolation={isolation!r}; drop it")
+        if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 1024:
+            if pool is not None:
+                pool.close()
+            raise ConfigError(f"workers must be a whole number from 1 to 1024, got {workers!r}")
         self._workers = workers
         if pool is None and prestart and isolation == "process":
             pool = _start_pool(workers)

@@ -439,7 +439,7 @@ class WorkerPool:
             )
         cpu = _cpu_seconds(pid)
         wall = time.monotonic() - started
-        if cpu is not None and cpu_at_start is not None and cpu - cpu_at_start < 0.25 * wall:
+        if cpu is not None and cpu_at_start is not None and cpu - cpu_at_start < 0.1 * wall:
             return (
                 f"the worker process (pid {pid}) was wedged, not running the script (it used "
                 f"{cpu - cpu_at_start:.2f} s of CPU in {wall:.2f} s, for example blocked on a "

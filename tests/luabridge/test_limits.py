@@ -197,3 +197,9 @@ def test_limits_file_values_checked(tmp_path: Path) -> None:
     config.write_text("[limits]\ncalls = 1.5\n")
     with pytest.raises(ConfigError, match=r"limits\.calls must be a whole number from 1 to 100000"):
         load_settings(config, integrations=[])
+
+
+@pytest.mark.parametrize("workers", [0, -1, 1.5, True, "2", 10**6])
+def test_bridge_workers_checked(workers: object) -> None:
+    with pytest.raises(ConfigError, match="workers must be a whole number from 1 to 1024"):
+        Bridge(integrations=[], workers=workers)  # type: ignore[arg-type]
