@@ -644,12 +644,22 @@ def _gone(pid: int) -> bool:
     return state in ("Z", "X")
 
 
+def stop(pid: int) -> None:
+    """SIGSTOP ``pid`` and wait until it has stopped: a stop signal takes effect when a thread
+    of the process next handles it, which on a loaded machine can be a while."""
+    os.kill(pid, signal.SIGSTOP)
+    end = time.monotonic() + 10
+    while not worker_module._is_stopped(pid):
+        assert time.monotonic() < end, f"{pid} did not stop"
+        time.sleep(0.005)
+
+
 def test_worker_stopped_while_idle_is_replaced_before_the_run(one_worker: Bridge) -> None:
     """An idle worker that was SIGSTOPped does not answer the hand-over; the run goes to a
     fresh worker instead of failing with a TimeoutError that blames the script."""
     pool = pool_of(one_worker)
     (pid,) = wait_for_idle(pool, 1)
-    os.kill(pid, signal.SIGSTOP)
+    stop(pid)
     try:
         for expected in ("first", "second"):
             result = one_worker.run(f"return '{expected}'", limits={"timeout": 1})
@@ -671,7 +681,7 @@ def test_worker_stopped_mid_run_timeout_names_the_stop(one_worker: Bridge) -> No
         running = ex.submit(one_worker.run, "while true do end", limits=HOG)
         pid = wait_for_busy(pool)
         time.sleep(0.1)
-        os.kill(pid, signal.SIGSTOP)
+        stop(pid)
         result = running.result(10)
     assert result.error is not None and result.error.type == "TimeoutError"
     assert f"the worker process (pid {pid}) was stopped (SIGSTOP" in result.error.message
@@ -721,8 +731,8 @@ def test_worker_no_answer_from_any_worker_is_a_clean_failure(
 
     def ready_then_stopped(self: Any, timeout: float) -> None:
         ready(self, timeout)
-        os.kill(self.proc.pid, signal.SIGSTOP)
         stopped.append(self.proc.pid)
+        stop(self.proc.pid)
 
     monkeypatch.setattr(worker_module._Worker, "wait_ready", ready_then_stopped)
     pool = WorkerPool(size=1)
