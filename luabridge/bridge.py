@@ -151,9 +151,15 @@ def _close_journal(
         _log.warning("the run ledger could not record the end of %s: %s", journal.execution_id, exc)
 
 
+def _check_workers(workers: object) -> None:
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 1024:
+        raise ConfigError(f"workers must be a whole number from 1 to 1024, got {workers!r}")
+
+
 def _start_pool(workers: int) -> WorkerPool:
     from luabridge.pool import WorkerPool
 
+    _check_workers(workers)
     return WorkerPool(size=workers)
 
 
@@ -214,10 +220,12 @@ class Bridge:
         if isolation != "process" and pool is not None:
             pool.close()
             raise ConfigError(f"a worker pool was given for isolation={isolation!r}; drop it")
-        if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 1024:
+        try:
+            _check_workers(workers)
+        except ConfigError:
             if pool is not None:
                 pool.close()
-            raise ConfigError(f"workers must be a whole number from 1 to 1024, got {workers!r}")
+            raise
         self._workers = workers
         if pool is None and prestart and isolation == "process":
             pool = _start_pool(workers)

@@ -203,3 +203,5 @@ def test_limits_file_values_checked(tmp_path: Path) -> None:
 def test_bridge_workers_checked(workers: object) -> None:
     with pytest.raises(ConfigError, match="workers must be a whole number from 1 to 1024"):
         Bridge(integrations=[], workers=workers)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="workers must be a whole number from 1 to 1024"):
+        Bridge.from_config(integrations=[], workers=workers, prestart=True)
