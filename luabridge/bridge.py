@@ -48,13 +48,13 @@ from luabridge.limits import DEFAULT_LIMITS, Limits
 from luabridge.plans import (
     DEFAULT_PLAN_TTL,
     ApplyResult,
+    LedgerPlanStore,
     MemoryPlanStore,
     Plan,
     PlanGuard,
     PlanStore,
     iso_time,
     new_plan_id,
-    plan_store,
 )
 from luabridge.redact import Redactor
 from luabridge.registry import BrokenPack, discover_integrations
@@ -179,8 +179,8 @@ class Bridge:
     - ``pool``: a ``luabridge.pool.WorkerPool`` started by the caller, to run in instead of
       starting one (process isolation only); the bridge owns it from then on and closes it,
       also when the constructor fails
-    - ``plans``: where :meth:`plan` keeps plans for :meth:`apply` (default: in memory;
-      :meth:`from_settings` uses the ledger when one is configured; see ``luabridge.plans``);
+    - ``plans``: where :meth:`plan` keeps plans for :meth:`apply` (default: in the
+      ``ledger`` when there is one, else in memory; see ``luabridge.plans``);
       ``plan_ttl``: how long a plan can be applied (default 900 s)
     - ``ledger``: the run ledger (see ``docs/ledger.md``): a ``luabridge.ledger.Ledger``, or
       the path of a SQLite ledger file (opened at the first run that needs it); None (the
@@ -211,8 +211,12 @@ class Bridge:
     ) -> None:
         self._ledger_source = ledger
         self._ledger_handle: Ledger | None = None
-        self.plans: PlanStore = MemoryPlanStore() if plans is None else plans
+        if plans is None:
+            # Plans go where the runs are journaled, through the same connection.
+            plans = MemoryPlanStore() if ledger is None else LedgerPlanStore(self._plan_ledger)
+        self.plans: PlanStore = plans
         self.plan_ttl = plan_ttl
+        self._plan_lock = threading.Lock()
         if isolation not in ("process", "inprocess"):
             if pool is not None:
                 pool.close()
@@ -315,8 +319,6 @@ class Bridge:
         """A bridge built from :func:`luabridge.config.load_settings`; ``options`` go to the
         constructor (``isolation``, ``workers``, ``pool``, ``ledger``...); the run ledger is
         the configured one (``settings.ledger``) unless ``ledger`` is given."""
-        if "plans" not in options:
-            options["plans"] = plan_store(settings.ledger)
         options.setdefault("ledger", settings.ledger)
         bridge = cls(
             integrations=settings.integrations,
@@ -577,6 +579,11 @@ class Bridge:
                 self._ledger_handle = SQLiteLedger(source)
             return self._ledger_handle
 
+    def _plan_ledger(self) -> Ledger:
+        ledger = self._ledger()
+        assert ledger is not None  # only used when the bridge was given one
+        return ledger
+
     # -- plan, then apply -------------------------------------------------------------------------
 
     def plan(
@@ -656,7 +663,7 @@ class Bridge:
         self._check_open()
         ceiling = None if allow is None else parse_allow(allow)
         granted = None if accounts is None else self._grants(accounts)
-        with self._lock:
+        with self._plan_lock:
             plan = self.plans.load(plan_id)
             if plan is None:
                 raise UnknownPlanError(

@@ -32,7 +32,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -51,7 +51,6 @@ __all__ = [
     "PlanStore",
     "iso_time",
     "new_plan_id",
-    "plan_store",
     "render_mismatch",
 ]
 
@@ -327,28 +326,35 @@ class MemoryPlanStore:
 class LedgerPlanStore:
     """Plans in the run ledger (see ``luabridge.ledger``), so that any process using the same
     ledger can apply them: ``luabridge apply`` after ``luabridge run --dry-run``, another
-    worker behind ``luabridge serve``. The ledger is opened on first use.
+    worker behind ``luabridge serve``. ``ledger`` is a ``Ledger``, a file path (opened on
+    first use and closed by :meth:`close`) or a function returning the ledger to use (a
+    bridge's own, which the bridge closes).
 
     The ledger keeps each plan an hour past its expiry, so that applying a late one says
     "expired" rather than "unknown".
     """
 
-    def __init__(self, ledger: Ledger | str | os.PathLike[str]) -> None:
+    def __init__(self, ledger: Ledger | str | os.PathLike[str] | Callable[[], Ledger]) -> None:
         self._given = ledger
         self._ledger: Ledger | None = None
         self._owned = False
         self._lock = threading.Lock()
 
     def _open(self) -> Ledger:
+        from luabridge.ledger.base import Ledger
+
         with self._lock:
             if self._ledger is None:
-                if isinstance(self._given, str | os.PathLike):
+                given = self._given
+                if isinstance(given, Ledger):
+                    self._ledger = given
+                elif isinstance(given, str | os.PathLike):
                     from luabridge.ledger.sqlite import SQLiteLedger
 
-                    self._ledger = SQLiteLedger(self._given)
+                    self._ledger = SQLiteLedger(given)
                     self._owned = True
                 else:
-                    self._ledger = self._given
+                    self._ledger = given()  # the bridge's ledger; the bridge closes it
             return self._ledger
 
     def save(self, plan: Plan) -> None:
@@ -364,8 +370,3 @@ class LedgerPlanStore:
             ledger, self._ledger = self._ledger, None
         if ledger is not None and self._owned:
             ledger.close()
-
-
-def plan_store(ledger: str | os.PathLike[str] | None) -> PlanStore:
-    """The plans of a bridge built from settings: in the ledger at ``ledger``, else in memory."""
-    return MemoryPlanStore() if ledger is None else LedgerPlanStore(ledger)

@@ -263,3 +263,17 @@ def test_apply_under_a_ceiling_refuses_a_plan_that_needs_more(bridge: Bridge) ->
     assert titles(bridge) == []
     applied = bridge.apply(plan.plan_id, allow="write", accounts={"notes": ["default", "work"]})
     assert applied.complete
+
+
+def test_a_bridge_with_a_ledger_keeps_its_plans_there(tmp_path: Path) -> None:
+    """One ledger per bridge: its plans go through the same connection as its journal."""
+    from luabridge.ledger.sqlite import SQLiteLedger
+
+    path = tmp_path / "l.sqlite3"
+    with make_bridge(ledger=path) as bridge:
+        assert isinstance(bridge.plans, LedgerPlanStore)
+        plan = bridge.plan(TWO_WRITES, {}, allow="write")
+        assert bridge.apply(plan.plan_id).complete
+    with SQLiteLedger(path) as ledger:
+        stored = ledger.load_plan(plan.plan_id)
+        assert stored is not None and stored["applied_at"] is not None
