@@ -58,17 +58,22 @@ class _Spawner:
     """
 
     def __init__(self) -> None:
+        self._reset()
+        # A forked child has no spawner thread, and may have been forked while another thread
+        # held the lock: it starts afresh.
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
         self._jobs: queue.SimpleQueue[tuple[concurrent.futures.Future[Any], list[str], Any]]
         self._jobs = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._pid = -1
+        self._started = False
 
     def popen(self, args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
         with self._lock:
-            if self._pid != os.getpid():
-                self._jobs = queue.SimpleQueue()
+            if not self._started:
                 threading.Thread(target=self._serve, daemon=True, name="luabridge-spawner").start()
-                self._pid = os.getpid()
+                self._started = True
             done: concurrent.futures.Future[subprocess.Popen[bytes]] = concurrent.futures.Future()
             self._jobs.put((done, args, kwargs))
         return done.result()

@@ -865,6 +865,39 @@ def test_workers_die_with_a_host_killed_by_sigkill(tmp_path: Path) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
+def test_pool_in_a_forked_child_starts_its_own_workers(null_pool: WorkerPool) -> None:
+    """A process forked after this one started workers (a prefork server) has no spawner
+    thread of its own yet: its first pool starts one, and its runs work."""
+    assert run_in_pool(null_pool, "return 1").ok  # this process's spawner thread is running
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through the pipe
+        code = 1
+        try:
+            pool = WorkerPool(size=1)
+            outcome = run_in_pool(pool, "return 6 * 7", timeout=5)
+            pool.close()
+            os.write(write_end, json.dumps(outcome.value).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    try:
+        end = time.monotonic() + 30
+        while (done := os.waitpid(child, os.WNOHANG))[0] == 0:
+            if time.monotonic() > end:
+                os.kill(child, signal.SIGKILL)
+                os.waitpid(child, 0)
+                raise AssertionError("the forked child hung")
+            time.sleep(0.02)
+        status = done[1]
+        answer = os.read(read_end, 100)
+    finally:
+        os.close(read_end)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert json.loads(answer) == 42
+
+
 def test_worker_exits_when_its_socket_closes_mid_run() -> None:
     """Without the parent-death signal (another OS, a parent that is still alive), a worker
     stuck in a C call still exits as soon as the parent's end of its socket closes."""
