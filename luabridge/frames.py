@@ -12,7 +12,17 @@ import struct
 import time
 from typing import Any
 
-__all__ = ["MAX_FRAME", "Closed", "FrameTimeout", "encode", "recv", "send", "send_encoded"]
+__all__ = [
+    "MAX_FRAME",
+    "Closed",
+    "FrameTimeout",
+    "decode",
+    "encode",
+    "recv",
+    "recv_bytes",
+    "send",
+    "send_encoded",
+]
 
 _HEADER = struct.Struct(">I")
 MAX_FRAME = 256 * 1024 * 1024
@@ -61,11 +71,20 @@ def _recv_exact(sock: socket.socket, n: int, deadline: float | None) -> bytes:
     return b"".join(chunks)
 
 
-def recv(sock: socket.socket, deadline: float | None = None) -> dict[str, Any]:
+def recv_bytes(sock: socket.socket, deadline: float | None = None) -> bytes:
+    """The body of the next frame, not yet decoded."""
     (size,) = _HEADER.unpack(_recv_exact(sock, _HEADER.size, deadline))
     if size > MAX_FRAME:
         raise Closed
-    message = json.loads(_recv_exact(sock, size, deadline))
+    return _recv_exact(sock, size, deadline)
+
+
+def decode(body: bytes) -> dict[str, Any]:
+    message = json.loads(body)
     if not isinstance(message, dict):
         raise Closed
     return message
+
+
+def recv(sock: socket.socket, deadline: float | None = None) -> dict[str, Any]:
+    return decode(recv_bytes(sock, deadline))

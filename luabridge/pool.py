@@ -46,6 +46,7 @@ __all__ = ["WorkerPool"]
 _KILL_GRACE = 0.5  # seconds past the timeout before the worker is killed
 _ANSWER_WAIT = 1.0  # seconds a worker has to acknowledge a run before it is replaced
 _ATTEMPTS = 3  # workers tried for one run before it fails (each replaced one is killed)
+_TRANSFER_RATE = 50e6  # bytes/s a run frame is allowed to take on top of _ANSWER_WAIT
 _SAFE_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "SYSTEMROOT")
 
 
@@ -370,9 +371,13 @@ class WorkerPool:
         had used by then, or None if it did not acknowledge the run in time or died (it is
         then killed and replaced)."""
         sent = time.monotonic()
+        # A stopped worker reads nothing: the send itself must be bounded too, or a frame larger
+        # than the socket's buffer would block here for ever.
+        budget = _ANSWER_WAIT + len(frame) / _TRANSFER_RATE
         try:
+            worker.sock.settimeout(budget)
             _send_encoded(worker.sock, frame)
-            ack = _recv(worker.sock, sent + _ANSWER_WAIT)
+            ack = _recv(worker.sock, sent + budget)
             if ack.get("op") != "started":
                 raise ValueError("expected a started frame")
             begun = float(ack["started"])

@@ -29,7 +29,13 @@ import threading
 import time
 from typing import Any
 
-from luabridge.frames import Closed as _Closed, recv as _recv, send as _send
+from luabridge.frames import (
+    Closed as _Closed,
+    decode as _decode,
+    recv as _recv,
+    recv_bytes as _recv_bytes,
+    send as _send,
+)
 from luabridge.limits import Limits
 from luabridge.sandbox import Reply, RunOutcome, error_dict, execute
 
@@ -147,13 +153,16 @@ def _serve(sock: socket.socket, limited: threading.Event) -> None:
     _send(sock, {"op": "ready", "pid": os.getpid()})
     while True:
         try:
-            message = _recv(sock)
+            body = _recv_bytes(sock)
         except _Closed:
             return
-        if message.get("op") != "run":
-            continue
+        # Acknowledge before decoding: a large input takes a while to decode, and the parent
+        # must not take that for a stopped worker. The parent only sends run frames here.
         started = time.monotonic()
         _send(sock, {"op": "started", "started": started, "cpu": time.process_time()})
+        message = _decode(body)
+        if message.get("op") != "run":
+            continue
         host = _ProxyHost(sock, message["spec"])
         limits = Limits(**message["limits"])
         _cpu_backstop(limits.timeout)

@@ -674,6 +674,44 @@ def test_worker_stopped_while_idle_is_replaced_before_the_run(one_worker: Bridge
             os.kill(pid, signal.SIGKILL)
 
 
+def test_worker_stopped_while_idle_with_a_large_run_frame(one_worker: Bridge) -> None:
+    """A run frame larger than the socket's buffer cannot block on a stopped worker."""
+    pool = pool_of(one_worker)
+    (pid,) = wait_for_idle(pool, 1)
+    stop(pid)
+    try:
+        big = "x" * (4 * 1024 * 1024)
+        result = one_worker.run("local input = ... return #input", big, limits={"timeout": 2})
+        assert result.ok, result.error
+        assert result.value == len(big)
+        assert _gone(pid)
+    finally:
+        if not _gone(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_worker_acknowledges_a_large_input_before_decoding_it(
+    monkeypatch: pytest.MonkeyPatch, null_pool: WorkerPool
+) -> None:
+    """Decoding a big input takes the worker a while; it acknowledges the run first, so a
+    healthy worker is never taken for a stopped one."""
+    monkeypatch.setattr(worker_module, "_ANSWER_WAIT", 0.05)
+    monkeypatch.setattr(worker_module, "_TRANSFER_RATE", 1e12)
+    wait_for_idle(null_pool, 1)
+    (pid,) = null_pool.pids()
+    items = list(range(300_000))
+    outcome = null_pool.run(
+        "local input = ... return #input",
+        items,
+        NullHost(),
+        Limits(timeout=10, memory=256 << 20),
+        time.monotonic(),
+    )
+    assert outcome.ok, outcome.error
+    assert outcome.value == len(items)
+    assert null_pool.pids() == [pid]
+
+
 def test_worker_stopped_mid_run_timeout_names_the_stop(one_worker: Bridge) -> None:
     pool = pool_of(one_worker)
     wait_for_idle(pool, 1)
