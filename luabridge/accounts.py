@@ -47,6 +47,8 @@ class AccountSettings:
     - ``rate_limit``: client-side requests per second, ``None`` for the integration default,
       ``0`` for none
     - ``source``: where it was defined (an env var name or the config file), for ``accounts``
+    - ``redis_url``: the fleet's Redis (see ``luabridge.fleet``), where the client keeps its
+      rate limit so that every process shares it; ``None`` keeps it in this process
     """
 
     name: str
@@ -56,6 +58,7 @@ class AccountSettings:
     timeout: float | None = None
     source: str = ""
     key_source: str = ""
+    redis_url: str | None = field(default=None, repr=False)
 
     @property
     def has_key(self) -> bool:

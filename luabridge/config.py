@@ -9,6 +9,8 @@ wherever it is given:
 - ``[limits]`` of the file, then the limits given as flags or arguments (those win);
 - where the run ledger lives (``$LUABRIDGE_LEDGER``, then ``ledger`` in the file; see
   :func:`luabridge.ledger.ledger_path`);
+- the fleet's Redis URL (``LUABRIDGE_REDIS_URL`` or ``[fleet] redis_url``, see
+  :mod:`luabridge.fleet`), given to every account so that its client shares its rate limit;
 - the rest of the file, kept in :attr:`Settings.file` for the sections other parts read
   (for example a broker setting).
 
@@ -31,6 +33,7 @@ from luabridge.accounts import AccountSettings, load_accounts, read_config_file
 from luabridge.action import Integration
 from luabridge.errors import ConfigError
 from luabridge.ledger.location import ledger_path
+from luabridge.fleet import redis_url_from
 from luabridge.limits import DEFAULT_LIMITS, Limits
 from luabridge.registry import BrokenPack, discover
 
@@ -50,6 +53,7 @@ class Settings:
     - ``limits``: the default limits of every run (defaults, then the file, then flags)
     - ``path``: the config file read, or None; ``file``: its parsed content
     - ``ledger``: the run ledger's file, or None when the ledger is off
+    - ``redis_url``: the fleet's Redis, or None when everything runs in one process
     """
 
     integrations: tuple[Integration, ...]
@@ -60,6 +64,7 @@ class Settings:
     file: Mapping[str, Any] = field(default_factory=dict)
     broken: tuple[BrokenPack, ...] = ()
     ledger: Path | None = None
+    redis_url: str | None = field(default=None, repr=False)
 
 
 def config_path(path: str | os.PathLike[str] | None) -> str | None:
@@ -140,6 +145,12 @@ def load_settings(
     merged = merged.merged(dict(limits) if isinstance(limits, Mapping) else limits)
     # The process's environment, as for the contact directory: ``environ`` holds accounts.
     ledger = ledger_path(file, config_name=chosen)
+    redis_url = redis_url_from(file, environ, name)
+    if redis_url is not None:
+        accounts = {
+            integ: {acc: dataclasses.replace(s, redis_url=redis_url) for acc, s in accs.items()}
+            for integ, accs in accounts.items()
+        }
     return Settings(
         integrations=tuple(found),
         accounts=accounts,
@@ -149,6 +160,7 @@ def load_settings(
         file=file,
         broken=tuple(broken),
         ledger=ledger,
+        redis_url=redis_url,
     )
 
 

@@ -5,6 +5,7 @@ Every exception the library raises derives from :class:`LuabridgeError`::
     LuabridgeError
     ├── ConfigError (ValueError)            bad configuration: accounts, limits, options
     ├── ClosedError (RuntimeError)          the bridge was closed (also runs still queued)
+    ├── BackendError (ConnectionError)      a service the fleet shares (Redis) cannot be reached
     ├── ScriptError                         a run ended in error (``Bridge.run`` never raises it;
     │   │                                   ``RunResult.raise_for_error()`` does)
     │   ├── ScriptSyntaxError (SyntaxError)
@@ -42,6 +43,7 @@ __all__ = [
     "ERROR_TYPES",
     "APIError",
     "AuthenticationError",
+    "BackendError",
     "CallLimitError",
     "ClosedError",
     "ConfigError",
@@ -105,6 +107,11 @@ class ConfigError(LuabridgeError, ValueError):
 class ClosedError(LuabridgeError, RuntimeError):
     """The bridge (or its worker pool) was closed: also what runs still waiting for a worker
     get when ``close()`` is called."""
+
+
+class BackendError(LuabridgeError, ConnectionError):
+    """A service the fleet shares (Redis: the shared rate limit, ledger or task queue) did not
+    answer. Nothing was sent on its account; trying again once it is back is safe."""
 
 
 class ScriptError(LuabridgeError):

@@ -8,6 +8,10 @@ request log and fresh rate windows.
 
 Every run the suite makes, in this process or in a subprocess, writes its ledger to a scratch
 file (``LUABRIDGE_LEDGER`` is set for the whole session), never to the user's.
+``redis_server`` starts a real ``redis-server`` on a free loopback port for the session, with
+no persistence; ``redis_url`` hands a test an emptied database of it. Both skip when
+``redis-server`` is not installed, unless ``LUABRIDGE_REQUIRE_REDIS`` is set (CI sets it), in
+which case the run fails instead.
 """
 
 from __future__ import annotations
@@ -15,8 +19,11 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -131,3 +138,74 @@ def notes_discovered(notes_pack: Path) -> Iterator[Path]:
     """The sample pack, discoverable by this process during the test."""
     with pack_on_path(notes_pack):
         yield notes_pack
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _redis_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A ``redis-server`` of this test run on 127.0.0.1 (no RDB, no AOF); yields its URL."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        message = (
+            "redis-server is not installed; install it (apt-get install -y redis-server) to run "
+            "the fleet tests"
+        )
+        if os.environ.get("LUABRIDGE_REQUIRE_REDIS"):
+            pytest.fail(message + " (LUABRIDGE_REQUIRE_REDIS is set)", pytrace=False)
+        pytest.skip(message)
+    folder = tmp_path_factory.mktemp("redis")
+    for _attempt in range(5):
+        port = _free_port()
+        args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        args += ["--dir", str(folder), "--loglevel", "warning"]
+        proc = subprocess.Popen(
+            [exe, *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 10
+        while proc.poll() is None and time.monotonic() < deadline:
+            if _redis_answers(port):
+                break
+            time.sleep(0.02)
+        if proc.poll() is None and _redis_answers(port):
+            break
+        proc.kill()
+        proc.wait()
+    else:
+        pytest.fail("redis-server did not start on a free loopback port in 5 tries")
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
+@pytest.fixture
+def redis_url(redis_server: str) -> str:
+    """The session's Redis, emptied for this test."""
+    import redis
+
+    with redis.Redis.from_url(redis_server) as client:
+        client.flushall()
+    return redis_server

@@ -128,6 +128,7 @@ def open_account(
         base_url=base_url,
         timeout=settings.timeout or 10.0,
         rate_limit=10.0 if settings.rate_limit is None else settings.rate_limit,
+        redis_url=settings.redis_url,
         transport=transport,
     )
     return LoopsAccount(

@@ -1,7 +1,8 @@
 """The HTTP client for one Loops account: rate limiting, retries, idempotency and error mapping.
 
-``LoopsClient`` owns one ``httpx.Client`` (connection reuse, timeouts) and a client-side
-``RateLimiter``. Every failure leaves it as an ``IntegrationError`` from ``luabridge.errors``,
+``LoopsClient`` owns one ``httpx.Client`` (connection reuse, timeouts) and a client-side rate
+limiter from ``luabridge.ratelimit`` (one budget per team: in this process, or in the fleet's
+Redis). Every failure leaves it as an ``IntegrationError`` from ``luabridge.errors``,
 built by ``map_error``, the only place that turns HTTP statuses and httpx exceptions into codes.
 """
 
@@ -11,11 +12,8 @@ import enum
 import hashlib
 import json as jsonlib
 import random
-import threading
 import time
-import weakref
-from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
@@ -28,11 +26,13 @@ if TYPE_CHECKING:
 from luabridge.errors import (
     APIError,
     AuthenticationError,
+    BackendError,
     IntegrationError,
     NotFoundError,
     RateLimitError,
     TransportError,
 )
+from luabridge.ratelimit import RateLimiter, open_limiter
 from luabridge.redact import REDACTED
 
 __all__ = [
@@ -67,79 +67,6 @@ class ClientState(enum.Enum):
     OPEN = "open"
     #: ``close()`` was called: the pool is released and every request raises.
     CLOSED = "closed"
-
-
-class RateLimiter:
-    """A thread-safe sliding-window limiter: at most ``rate`` request starts per second.
-
-    It keeps the start times of the last ``n`` requests (``n = floor(rate)``, at least 1) and
-    lets a new one start only once the oldest of them is a full window (``n / rate`` seconds,
-    plus ``slack``) old. Unlike a token bucket it never allows a burst above the limit, so a
-    burst of 50 calls at 10/s puts at most 10 in any one-second window. Slots are reserved in
-    order under a lock and waited for outside it.
-
-    - ``rate``: requests per second (> 0)
-    - ``clock`` / ``sleep``: time sources (default ``time.monotonic`` / ``time.sleep``), for tests
-    - ``slack``: extra seconds added to the window, to absorb network jitter (default 0.05)
-
-    >>> limiter = RateLimiter(10.0)
-    >>> limiter.acquire(deadline=None)
-    True
-    """
-
-    def __init__(
-        self,
-        rate: float,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-        slack: float = 0.05,
-    ) -> None:
-        if not rate > 0:
-            raise ValueError(f"rate must be a number of requests per second > 0 (got {rate!r})")
-        self.rate = float(rate)
-        self._size = max(1, int(rate))
-        self._window = self._size / self.rate + slack
-        self._starts: deque[float] = deque(maxlen=self._size)
-        self._clock = clock
-        self._sleep = sleep
-        self._lock = threading.Lock()
-
-    def __repr__(self) -> str:
-        return f"RateLimiter(rate={self.rate:g}/s)"
-
-    def acquire(self, deadline: float | None = None) -> bool:
-        """Wait for a request slot; False (without waiting) if it would open after ``deadline``."""
-        with self._lock:
-            now = self._clock()
-            start = now
-            if len(self._starts) == self._size:
-                start = max(now, self._starts[0] + self._window)
-            if deadline is not None and start > deadline:
-                return False
-            self._starts.append(start)
-        if start > now:
-            self._sleep(start - now)
-        return True
-
-
-# Limiters are shared by every client of the same team (same base URL, key and rate) in this
-# process, because Loops counts requests per team, not per connection. Weak values let a
-# limiter go away with the last client that uses it.
-_LIMITERS: weakref.WeakValueDictionary[tuple[str, float], RateLimiter] = (
-    weakref.WeakValueDictionary()
-)
-_LIMITERS_LOCK = threading.Lock()
-
-
-def _shared_limiter(base_url: str, api_key: str, rate: float) -> RateLimiter:
-    team = hashlib.sha256(f"{base_url}\n{api_key}".encode()).hexdigest()
-    with _LIMITERS_LOCK:
-        limiter = _LIMITERS.get((team, rate))
-        if limiter is None:
-            limiter = RateLimiter(rate)
-            _LIMITERS[(team, rate)] = limiter
-        return limiter
 
 
 def redact(value: Any, secret: str) -> Any:
@@ -403,6 +330,8 @@ class LoopsClient:
     - ``timeout``: seconds per attempt for connect, read and write (default 10.0)
     - ``rate_limit``: client-side requests per second (default 10.0, the Loops team limit);
       ``0`` or ``None`` turns it off. Clients of the same team in one process share the budget
+    - ``redis_url``: keep the team's budget in this Redis instead, shared by every process and
+      machine that uses it (see ``luabridge.ratelimit``); default None
     - ``max_retries``: extra attempts after a connection error, 429 or 5xx (default 3)
     - ``backoff_base`` / ``backoff_cap``: the exponential backoff, in seconds (default 0.25
       doubling up to 2.0), with jitter; a ``Retry-After`` header wins when present
@@ -422,6 +351,7 @@ class LoopsClient:
         base_url: str = DEFAULT_BASE_URL,
         timeout: float = 10.0,
         rate_limit: float | None = 10.0,
+        redis_url: str | None = None,
         max_retries: int = 3,
         backoff_base: float = 0.25,
         backoff_cap: float = 2.0,
@@ -441,8 +371,12 @@ class LoopsClient:
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self._api_key = api_key
+        # Loops counts requests per team, so the budget is named by what identifies the team.
+        team = hashlib.sha256(f"{self.base_url}\n{api_key}".encode()).hexdigest()
         self._limiter = (
-            _shared_limiter(self.base_url, api_key, float(rate_limit)) if rate_limit else None
+            open_limiter(f"loops:{team}", float(rate_limit), redis_url=redis_url)
+            if rate_limit
+            else None
         )
         self._random = random.Random()
         import httpx
@@ -558,7 +492,7 @@ class LoopsClient:
         maybe_delivered = False  # an earlier attempt may have been carried out by Loops
         while True:
             attempts += 1
-            if self._limiter is not None and not self._limiter.acquire(deadline):
+            if self._limiter is not None and not self._acquire(deadline):
                 raise RateLimitError(
                     f"the client-side rate limit ({self._limiter.rate:g} requests per second) "
                     "has no free slot before the run's deadline. Make fewer calls, or give the "
@@ -611,6 +545,16 @@ class LoopsClient:
                 raise failure
             maybe_delivered = maybe_delivered or status >= 500
             time.sleep(delay)
+
+    def _acquire(self, deadline: float | None) -> bool:
+        """A slot of the team's budget; the one place a limiter failure becomes a Loops error."""
+        assert self._limiter is not None
+        try:
+            return self._limiter.acquire(deadline)
+        except BackendError as exc:
+            raise TransportError(
+                str(exc), code="loops.rate_limit_unavailable", retryable=True
+            ) from exc
 
     @staticmethod
     def _fits(delay: float, deadline: float | None) -> bool:

@@ -723,3 +723,47 @@ def test_emulator_query_encoding(emulated: LoopsClient) -> None:
     created = emulated.request("POST", "/contacts/create", json={"email": "a+b@example.com"})
     found = emulated.request("GET", "/contacts/find", params={"email": "a+b@example.com"})
     assert [contact["id"] for contact in found] == [created["id"]]
+
+
+# --- the fleet's shared limit --------------------------------------------------------------
+
+
+def test_client_redis_limit_unreachable_fails_retryable_without_sending() -> None:
+    """Redis being down is a clear, retryable failure; the request is never sent unlimited."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    handler, seen = replies(httpx.Response(200, json={"success": True}))
+    with make_client(
+        handler, rate_limit=10, redis_url=f"redis://127.0.0.1:{port}/0", max_retries=0
+    ) as client:
+        with pytest.raises(TransportError) as info:
+            client.request("GET", "/api-key")
+    assert (info.value.code, info.value.retryable) == ("loops.rate_limit_unavailable", True)
+    assert "could not be reached" in info.value.message
+    assert seen == []
+
+
+def test_emulator_redis_limit_shared_by_clients(emulator: EmulatorServer, redis_url: str) -> None:
+    """Two clients of one team, as two processes would be, share one budget kept in Redis."""
+    clients = [
+        LoopsClient(api_key=DEMO_KEYS["marketing"], base_url=emulator.base_url, redis_url=redis_url)
+        for _ in range(2)
+    ]
+    assert clients[0]._limiter is not clients[1]._limiter
+
+    def worker(client: LoopsClient) -> None:
+        for _ in range(8):
+            client.request("GET", "/api-key")
+
+    threads = [threading.Thread(target=worker, args=(c,)) for c in clients for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for client in clients:
+        client.close()
+    statuses = [e["status"] for e in emulator.requests() if e["team"] == "marketing"]
+    assert statuses == [200] * 32
