@@ -32,8 +32,8 @@ from typing import Any
 from luabridge.accounts import AccountSettings, load_accounts, read_config_file
 from luabridge.action import Integration
 from luabridge.errors import ConfigError
-from luabridge.ledger.location import ledger_path
 from luabridge.fleet import redis_url_from
+from luabridge.ledger.location import ledger_path
 from luabridge.limits import DEFAULT_LIMITS, Limits
 from luabridge.registry import BrokenPack, discover
 
