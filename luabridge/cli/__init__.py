@@ -122,6 +122,7 @@ _COMMANDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("commands", ("run", "docs", "schema", "actions", "accounts", "call", "emulator")),
     ("apply", ("apply",)),
     ("agents", ("mcp", "serve")),
+    ("fleet", ("worker", "submit")),
 )
 
 

@@ -1,7 +1,8 @@
 """The run ledger: a durable record of every execution and of each call's state.
 
 :class:`Ledger` is the interface (see :mod:`luabridge.ledger.base`), :class:`SQLiteLedger` the
-embedded default. :func:`ledger_path` decides where the default file lives, from the
+embedded default, :class:`RedisLedger` the one a fleet shares (selected by the fleet's Redis
+URL). :func:`ledger_path` decides where the default file lives, from the
 environment and ``luabridge.toml``; ``luabridge.config.load_settings`` calls it, so every front
 door finds the same ledger.
 """
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
         canonical_json,
         digest,
     )
+    from luabridge.ledger.redisstore import RedisLedger
     from luabridge.ledger.sqlite import SQLiteLedger
 
 _HOMES: dict[str, str] = {
@@ -35,6 +37,7 @@ _HOMES: dict[str, str] = {
     "ExecutionStatus": "luabridge.ledger.base",
     "Ledger": "luabridge.ledger.base",
     "LedgerError": "luabridge.ledger.base",
+    "RedisLedger": "luabridge.ledger.redisstore",
     "SQLiteLedger": "luabridge.ledger.sqlite",
     "canonical_json": "luabridge.ledger.base",
     "digest": "luabridge.ledger.base",
@@ -48,6 +51,7 @@ __all__ = [
     "ExecutionStatus",
     "Ledger",
     "LedgerError",
+    "RedisLedger",
     "SQLiteLedger",
     "canonical_json",
     "default_ledger_path",

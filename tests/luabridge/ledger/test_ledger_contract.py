@@ -22,12 +22,13 @@ from luabridge.ledger import (
     ExecutionStatus,
     Ledger,
     LedgerError,
+    RedisLedger,
     SQLiteLedger,
     digest,
 )
 
 #: The implementations the contract suite runs against.
-IMPLEMENTATIONS = ["sqlite"]
+IMPLEMENTATIONS = ["sqlite", "redis"]
 
 Opener = Callable[[], Ledger]
 
@@ -38,6 +39,9 @@ def _opener(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Opener
     if kind == "sqlite":
         path = tmp_path / "ledger.sqlite3"
         return lambda: SQLiteLedger(path)
+    if kind == "redis":
+        url = request.getfixturevalue("redis_url")
+        return lambda: RedisLedger(url)
     raise AssertionError(f"no opener for ledger implementation {kind!r}")
 
 
