@@ -47,8 +47,8 @@ except ImportError as exc:  # pragma: no cover - the dev extra always has it
 
 from luabridge.config import Settings, load_settings
 from luabridge.effects import parse_allow
-from luabridge.errors import ConfigError
-from luabridge.fleet import describe_url, fleet_section
+from luabridge.errors import BackendError, ConfigError
+from luabridge.fleet import describe_url, fleet_section, redis_client
 from luabridge.limits import Limits
 
 if TYPE_CHECKING:
@@ -214,7 +214,8 @@ def submit(
     (``RunResult.to_dict()``). ``app`` defaults to :func:`default_app`.
 
     Raises ``ConfigError`` for bad options, checked here rather than on a worker: an unknown
-    effect or limit, input that is not JSON, or a timeout longer than the fleet allows.
+    effect or limit, input that is not JSON, or a timeout longer than the fleet allows; and
+    ``BackendError`` when the fleet's Redis does not answer (within 2 s).
     """
     app = default_app() if app is None else app
     settings = app_settings(app)
@@ -253,6 +254,8 @@ def submit(
         json.dumps(kwargs, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"the run's input and options must be JSON data: {exc}") from exc
+    assert settings.redis_url is not None
+    _check_reachable(settings.redis_url)
     soft, hard = _task_limits(run_limits.timeout)
     return app.send_task(
         TASK_NAME,
@@ -262,6 +265,20 @@ def submit(
         soft_time_limit=soft,
         time_limit=hard,
     )
+
+
+def _check_reachable(url: str) -> None:
+    """One PING first: Celery would retry a dead Redis for 20 s before it gives up."""
+    import redis
+
+    try:
+        redis_client(url, timeout=2.0).ping()
+    except redis.RedisError as exc:
+        raise BackendError(
+            f"the fleet's Redis ({describe_url(url)}) did not take the run "
+            f"({type(exc).__name__}: {exc}); check that it is running and that "
+            "LUABRIDGE_REDIS_URL points at it"
+        ) from exc
 
 
 def failure_envelope(execution_id: str, error_type: str, message: str) -> dict[str, Any]:

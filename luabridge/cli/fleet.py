@@ -141,7 +141,6 @@ def submit(
       luabridge submit docs/examples/onboarding.lua --allow write --wait
       luabridge submit job.lua --input @order.json --execution-id order-1001 --json
     """
-    from luabridge.errors import BackendError
     from luabridge.tasks import app_settings, fleet_timings, submit as submit_run
 
     if script == "-":
@@ -156,23 +155,15 @@ def submit(
     limits = limits_option(timeout, memory, max_calls)
     app = _fleet_app(config)
     with guard():
-        try:
-            result = submit_run(
-                source,
-                value,
-                allow=effects,
-                dry_run=dry_run,
-                limits=limits,
-                execution_id=execution_id,
-                app=app,
-            )
-        except Exception as exc:
-            if isinstance(exc, BackendError) or "kombu" in type(exc).__module__:
-                raise BackendError(
-                    f"the fleet's Redis did not take the run ({type(exc).__name__}: {exc}); "
-                    "check that it is running and that LUABRIDGE_REDIS_URL points at it"
-                ) from exc
-            raise
+        result = submit_run(
+            source,
+            value,
+            allow=effects,
+            dry_run=dry_run,
+            limits=limits,
+            execution_id=execution_id,
+            app=app,
+        )
     if not wait:
         if as_json:
             click.echo(json.dumps({"executionId": result.id, "state": "queued"}))

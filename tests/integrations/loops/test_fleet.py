@@ -8,6 +8,7 @@ limit of 10 requests per second per team.
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -166,3 +167,83 @@ def test_fleet_node_killed_mid_run_every_task_done_once(
     assert time.monotonic() - killed >= 8
     assert sent() == 40
     assert 429 not in {e["status"] for _, e in arrivals(emulator)}
+
+
+def test_cli_submit_wait_prints_the_run_envelope(
+    nodes: list[WorkerNode], redis_url: str, emulator: EmulatorServer, fleet_folder: Path
+) -> None:
+    """``luabridge submit --wait --json`` prints what ``luabridge run --json`` prints."""
+    from click.testing import CliRunner
+
+    from luabridge.cli import cli
+
+    script = fleet_folder / "user.lua"
+    script.write_text("print('hi')\nreturn app.integrations.loops.get_current_user()\n")
+    env = fleet_env(redis_url, emulator, fleet_folder)
+    config = str(fleet_folder / "luabridge.toml")
+    runner = CliRunner()
+    args = ["--config", config, "--json"]
+    queued = runner.invoke(cli, ["submit", str(script), "--wait", *args], env=env)
+    direct = runner.invoke(cli, ["run", str(script), *args], env=env)
+    assert (queued.exit_code, direct.exit_code) == (0, 0), queued.output + direct.output
+    fleet, local = json.loads(queued.stdout), json.loads(direct.stdout)
+    assert set(fleet) == set(local) and set(fleet["meta"]) == set(local["meta"])
+    assert (fleet["ok"], fleet["result"], fleet["output"]) == (True, local["result"], "hi\n")
+    named = runner.invoke(
+        cli,
+        ["submit", str(script), "--execution-id", "cli-1", "--wait", "--config", config],
+        env=env,
+    )
+    assert named.exit_code == 0 and '"success": true' in named.stdout
+    failing = fleet_folder / "fail.lua"
+    failing.write_text("error('no luck')\n")
+    failed = runner.invoke(cli, ["submit", str(failing), "--wait", *args], env=env)
+    assert failed.exit_code == 1
+    assert json.loads(failed.stdout)["error"]["type"] == "RuntimeError"
+
+
+def test_cli_submit_without_wait_prints_the_execution_id(
+    redis_url: str, emulator: EmulatorServer, fleet_folder: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from luabridge.cli import cli
+
+    script = fleet_folder / "one.lua"
+    script.write_text("return 1\n")
+    env = fleet_env(redis_url, emulator, fleet_folder)
+    config = ["--config", str(fleet_folder / "luabridge.toml")]
+    runner = CliRunner()
+    plain = runner.invoke(cli, ["submit", str(script), "--execution-id", "job-7", *config], env=env)
+    assert (plain.exit_code, plain.stdout) == (0, "job-7\n")
+    as_json = runner.invoke(cli, ["submit", str(script), "--json", *config], env=env)
+    assert json.loads(as_json.stdout)["state"] == "queued"
+    waited = runner.invoke(
+        cli, ["submit", str(script), "--wait", "--wait-timeout", "0.5", *config], env=env
+    )
+    assert waited.exit_code == 2 and "did not finish within 0.5 s" in waited.output
+
+
+def test_cli_fleet_commands_without_redis_are_usage_errors(
+    emulator: EmulatorServer, fleet_folder: Path
+) -> None:
+    import socket
+
+    from click.testing import CliRunner
+
+    from luabridge.cli import cli
+
+    env = fleet_env("redis://127.0.0.1:1/0", emulator, fleet_folder)
+    del env["LUABRIDGE_REDIS_URL"]
+    runner = CliRunner()
+    config = ["--config", str(fleet_folder / "luabridge.toml")]
+    worker = runner.invoke(cli, ["worker", *config], env={**env, "LUABRIDGE_REDIS_URL": ""})
+    assert worker.exit_code == 2 and "no Redis is configured" in worker.output
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    script = fleet_folder / "one.lua"
+    script.write_text("return 1\n")
+    down = {**env, "LUABRIDGE_REDIS_URL": f"redis://127.0.0.1:{port}/0"}
+    gone = runner.invoke(cli, ["submit", str(script), *config], env=down)
+    assert gone.exit_code == 2 and "did not take the run" in gone.output
