@@ -61,10 +61,12 @@ __all__ = [
     "VISIBILITY_MARGIN",
     "FleetTimings",
     "app_settings",
+    "close_app",
     "create_app",
     "default_app",
     "failure_envelope",
     "fleet_timings",
+    "release_result",
     "run_worker",
     "submit",
 ]
@@ -265,6 +267,29 @@ def submit(
         soft_time_limit=soft,
         time_limit=hard,
     )
+
+
+def release_result(result: AsyncResult) -> None:
+    """Stop following ``result`` (its Redis subscription ends now, not whenever it is
+    collected, when Redis may be gone); the run itself is not affected."""
+    backend = result.backend
+    if backend is not None:
+        backend.remove_pending_result(result)
+        result.backend = None
+
+
+def close_app(app: celery.Celery) -> None:
+    """Release the connections of a submitter's result backend (its client and its
+    subscription). Broker connections stay in kombu's pool, which apps of one URL share."""
+    backend = app._backend
+    if backend is not None:
+        consumer = getattr(backend, "result_consumer", None)
+        if consumer is not None:
+            consumer.stop()
+        client = getattr(backend, "client", None)
+        if client is not None:
+            client.connection_pool.disconnect()
+    app.close()
 
 
 def _check_reachable(url: str) -> None:

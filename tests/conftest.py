@@ -202,10 +202,15 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
-def redis_url(redis_server: str) -> str:
+def redis_url(redis_server: str) -> Iterator[str]:
     """The session's Redis, emptied for this test."""
+    import gc
+
     import redis
 
     with redis.Redis.from_url(redis_server) as client:
         client.flushall()
-    return redis_server
+    yield redis_server
+    # A Celery result unsubscribes from Redis when it is collected; collect this test's while
+    # the server is still there to answer.
+    gc.collect()

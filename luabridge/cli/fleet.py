@@ -141,7 +141,7 @@ def submit(
       luabridge submit docs/examples/onboarding.lua --allow write --wait
       luabridge submit job.lua --input @order.json --execution-id order-1001 --json
     """
-    from luabridge.tasks import app_settings, fleet_timings, submit as submit_run
+    from luabridge.tasks import close_app
 
     if script == "-":
         source = sys.stdin.read()
@@ -154,6 +154,28 @@ def submit(
     effects = allow_option(allow)
     limits = limits_option(timeout, memory, max_calls)
     app = _fleet_app(config)
+    try:
+        _submit(
+            app, source, value, effects, dry_run, limits, execution_id, wait, wait_timeout, as_json
+        )
+    finally:
+        close_app(app)
+
+
+def _submit(
+    app: Any,
+    source: str,
+    value: Any,
+    effects: frozenset[str],
+    dry_run: bool,
+    limits: dict[str, Any],
+    execution_id: str | None,
+    wait: bool,
+    wait_timeout: float | None,
+    as_json: bool,
+) -> None:
+    from luabridge.tasks import app_settings, fleet_timings, release_result, submit as submit_run
+
     with guard():
         result = submit_run(
             source,
@@ -165,13 +187,19 @@ def submit(
             app=app,
         )
     if not wait:
+        release_result(result)
         if as_json:
             click.echo(json.dumps({"executionId": result.id, "state": "queued"}))
         else:
             click.echo(result.id)
         sys.exit(EXIT_OK)
     timings = fleet_timings(app_settings(app).limits)
-    envelope = _task_envelope(result, wait_timeout or timings.redelivery + 2 * timings.time_limit)
+    try:
+        envelope = _task_envelope(
+            result, wait_timeout or timings.redelivery + 2 * timings.time_limit
+        )
+    finally:
+        release_result(result)
     if as_json:
         click.echo(json.dumps(envelope, ensure_ascii=False))
     else:

@@ -29,8 +29,10 @@ def notes_settings(redis_url: str | None, **file: object) -> Settings:
 
 
 @pytest.fixture
-def app(redis_url: str) -> object:
-    return tasks.create_app(notes_settings(redis_url))
+def app(redis_url: str) -> Iterator[object]:
+    made = tasks.create_app(notes_settings(redis_url))
+    yield made
+    tasks.close_app(made)
 
 
 def test_fleet_timings_default() -> None:

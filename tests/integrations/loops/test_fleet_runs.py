@@ -71,14 +71,17 @@ def nodes(
 
 
 @pytest.fixture
-def fleet_app(redis_url: str, emulator: EmulatorServer, fleet_folder: Path) -> Any:
+def fleet_app(redis_url: str, emulator: EmulatorServer, fleet_folder: Path) -> Iterator[Any]:
+    """The test's submitter: a Celery app of the same configuration as the workers."""
     from luabridge.config import load_settings
-    from luabridge.tasks import create_app
+    from luabridge.tasks import close_app, create_app
 
     settings = load_settings(
         fleet_folder / "luabridge.toml", environ=fleet_env(redis_url, emulator, fleet_folder)
     )
-    return create_app(settings)
+    app = create_app(settings)
+    yield app
+    close_app(app)
 
 
 def arrivals(emulator: EmulatorServer) -> list[tuple[float, dict[str, Any]]]:
