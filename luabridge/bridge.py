@@ -318,8 +318,15 @@ class Bridge:
     def from_settings(cls, settings: Settings, **options: Any) -> Bridge:
         """A bridge built from :func:`luabridge.config.load_settings`; ``options`` go to the
         constructor (``isolation``, ``workers``, ``pool``, ``ledger``...); the run ledger is
-        the configured one (``settings.ledger``) unless ``ledger`` is given."""
-        options.setdefault("ledger", settings.ledger)
+        the configured one unless ``ledger`` is given: in the fleet's Redis when
+        ``settings.redis_url`` is set (see ``luabridge.fleet``), else ``settings.ledger``."""
+        ledger: Ledger | os.PathLike[str] | None = settings.ledger
+        if ledger is not None and settings.redis_url is not None and "ledger" not in options:
+            # A fleet shares one ledger in its Redis, so that any worker can resume a run.
+            from luabridge.ledger.redisstore import RedisLedger
+
+            ledger = RedisLedger(settings.redis_url)
+        options.setdefault("ledger", ledger)
         bridge = cls(
             integrations=settings.integrations,
             accounts=settings.accounts,

@@ -68,3 +68,37 @@ def test_load_settings_without_redis_keeps_one_process(tmp_path: Path) -> None:
     settings = load_settings("/dev/null", environ={"NOTES_API_KEY": "k"}, integrations=[NOTES])
     assert settings.redis_url is None
     assert settings.accounts["notes"]["default"].redis_url is None
+
+
+def test_bridge_of_a_fleet_records_in_the_redis_ledger(tmp_path: Path, redis_url: str) -> None:
+    """With the fleet's Redis configured the ledger is the shared one; a second bridge (another
+    worker) resumes what the first recorded instead of running it anew."""
+    from luabridge.bridge import Bridge
+    from luabridge.ledger import RedisLedger
+
+    environ = {"NOTES_API_KEY": "k1", "LUABRIDGE_REDIS_URL": redis_url}
+    settings = load_settings("/dev/null", environ=environ, integrations=[NOTES])
+    script = "return app.integrations.notes.create_note({title = 'once'}).note_id"
+    with Bridge.from_settings(settings, isolation="inprocess") as one:
+        assert isinstance(one._ledger(), RedisLedger)
+        first = one.run(script, allow="write", execution_id="fleet-exec-1")
+    with Bridge.from_settings(settings, isolation="inprocess") as two:
+        again = two.run(script, allow="write", execution_id="fleet-exec-1")
+        notebook = two._client("notes", "default").notes  # type: ignore[attr-defined]
+    assert (first.ok, again.ok, again.resumed) == (True, True, True)
+    assert notebook == {}
+    # The second bridge's notebook is empty: the write was replayed from the ledger.
+    assert again.value == first.value
+    with RedisLedger(redis_url) as ledger:
+        record = ledger.get_execution("fleet-exec-1")
+        assert record is not None and record.resumed == 1
+
+
+def test_bridge_of_a_fleet_with_the_ledger_off_has_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    from luabridge.bridge import Bridge
+
+    monkeypatch.setenv("LUABRIDGE_LEDGER", "off")
+    environ = {"NOTES_API_KEY": "k1", "LUABRIDGE_REDIS_URL": "redis://127.0.0.1:1/0"}
+    settings = load_settings("/dev/null", environ=environ, integrations=[NOTES])
+    with Bridge.from_settings(settings, isolation="inprocess") as bridge:
+        assert bridge._ledger() is None
