@@ -135,13 +135,17 @@ def worker_process() -> Iterator[None]:
 
 def test_run_task_runs_on_the_process_bridge(worker_process: None) -> None:
     """The task body runs the script under the task's id and returns the run envelope."""
+    import uuid
+
     tasks._start_process()
-    request = types.SimpleNamespace(request=types.SimpleNamespace(id="exec-task-1"))
+    task_id = f"exec-task-{uuid.uuid4().hex}"
+    request = types.SimpleNamespace(request=types.SimpleNamespace(id=task_id))
     envelope = tasks._run_task(request, "local input = ...; return input.n * 2", {"n": 21})
     assert (envelope["ok"], envelope["result"]) == (True, 42)
-    assert envelope["meta"]["executionId"] == "exec-task-1"
-    refused = tasks._run_task(request, "return 1", allow=["read"], limits={"timeout": 1})
-    assert refused["ok"] is True
+    assert envelope["meta"]["executionId"] == task_id
+    request.request.id = f"exec-task-{uuid.uuid4().hex}"
+    limited = tasks._run_task(request, "return 1", allow=["read"], limits={"timeout": 1})
+    assert limited["ok"] is True
 
 
 def test_run_task_outside_a_worker_refused() -> None:
