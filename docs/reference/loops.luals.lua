@@ -113,6 +113,8 @@
 ---@field offset? integer the offset used
 ---@field has_more? boolean whether another page follows
 ---@field next_offset? integer offset of the next page, nil at the end
+---@field source? string what filled the directory last: "webhooks" (Loops webhooks received by luabridge serve), "import" (an audience CSV export), "emulator" (the emulator's audience, in --emulator runs), or "seen" (only contacts this integration touched)
+---@field synced_at? string when that source last filled it (ISO 8601, UTC); nil for "seen"
 
 ---@class loops.delete_contact.params
 ---@field email? string the contact's email address

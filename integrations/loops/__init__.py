@@ -11,9 +11,11 @@ from luabridge.action import Integration
 
 from .account import LoopsAccount, open_account
 from .actions import ACTIONS
+from .audience import import_contacts
 from .client import DEFAULT_BASE_URL, LoopsClient
 from .directory import ENV_VAR, ContactDirectory, default_directory_path
 from .local import emulator
+from .webhooks import webhooks
 
 __all__ = [
     "ContactDirectory",
@@ -30,8 +32,26 @@ _DOCS_NOTES = f"""\
 The Loops API has no way to list contacts or to fetch one by its id. These two actions are
 served by the **contact directory**: a local SQLite file in which this integration records, for
 each account, every contact it creates, updates, finds (`find_contact`), fetches or deletes.
-`list_contacts` pages over that record, so it shows only contacts this integration has seen,
-as it last saw them, not the whole Loops audience. `get_contact` and `update_contact` /
+`list_contacts` pages over that record. On its own it holds only the contacts this integration
+has seen, as it last saw them; three sources fill it with the whole team:
+
+- **Loops webhooks.** `luabridge serve` receives them at `/webhooks/loops/<account>` (one URL
+  per account: enter it in Loops under Settings, Webhooks, and put that endpoint's signing
+  secret in `LOOPS_WEBHOOK_SECRET` for `default` or `LOOPS_WEBHOOK_SECRET_<NAME>`). Each
+  delivery is verified with the Standard Webhooks scheme (`webhook-id`, `webhook-timestamp`,
+  `webhook-signature`); a bad signature or a timestamp more than five minutes off is refused
+  with 401, a `webhook-id` seen before with 409, and nothing changes. `contact.created`,
+  `contact.deleted`, `contact.unsubscribed` and `contact.mailingList.subscribed` /
+  `unsubscribed` update the directory; Loops sends no webhook for property changes, which
+  reach it through `find_contact` or a new export.
+- **An audience CSV export**: `luabridge loops import-contacts FILE --account A`. Headers map by
+  property key (`firstName`) or label (`First Name`); rows are matched by id (a `Contact ID`
+  column) or email, so importing the same file again changes nothing; the report counts rows
+  added, updated and unchanged, and gives the line and reason of each rejected row.
+- **`--emulator` runs** fill it from the emulator's audience before the script starts.
+
+Its result says how fresh it is: `source` (`webhooks`, `import`, `emulator`, or `seen` when
+none of these has filled it) and `synced_at` (when, in UTC). `get_contact` and `update_contact` /
 `delete_contact` with a `contact_id` look the id up there, then ask Loops for the contact by its
 email, so they always act on fresh data; an id the directory does not know returns
 `code = "loops.unknown_contact_id"` (call `find_contact` with `email` or `user_id` instead).
@@ -51,5 +71,7 @@ integration = Integration(
     default_base_url=DEFAULT_BASE_URL,
     docs_notes=_DOCS_NOTES,
     emulator=emulator,
+    webhooks=webhooks,
+    commands=(import_contacts,),
     example_accounts=("marketing", "transactional"),
 )

@@ -276,10 +276,13 @@ ACTIONS: tuple[Action, ...] = (
     _action(
         "list_contacts",
         summary="List the contacts this integration has seen for the account, a page at a time.",
-        description=f"{_DIRECTORY} It is not the whole Loops audience: contacts added in the "
-        "Loops app, by forms or by other tools appear only once this integration has seen "
-        "them (find_contact records one). Contacts come in the order they were first seen, "
-        "as last seen.",
+        description=f"{_DIRECTORY} The directory lists the whole team once it is filled from "
+        "Loops: by the signed Loops webhooks luabridge serve receives (contacts created, "
+        "deleted, unsubscribed, mailing-list changes), by an audience CSV export imported with "
+        "luabridge loops import-contacts, and, in --emulator runs, from the emulator's audience "
+        "before the script starts. source and synced_at say which filled it last and when; "
+        'source = "seen" means only contacts this integration touched are there. Contacts come '
+        "in the order they were first seen, as last seen.",
         input=ListContactsInput,
         output=ListContactsOutput,
         effect="read",

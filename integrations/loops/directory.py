@@ -14,7 +14,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -52,7 +52,21 @@ CREATE TABLE IF NOT EXISTS contacts (
 );
 CREATE INDEX IF NOT EXISTS contacts_by_email ON contacts (account, email);
 CREATE INDEX IF NOT EXISTS contacts_by_user_id ON contacts (account, user_id);
+CREATE TABLE IF NOT EXISTS sync (
+    account TEXT PRIMARY KEY,               -- account_identity(...)
+    source TEXT NOT NULL,                   -- what filled it last: webhooks, import, emulator
+    synced_at REAL NOT NULL                 -- Unix seconds
+);
+CREATE TABLE IF NOT EXISTS webhook_ids (
+    account TEXT NOT NULL,
+    webhook_id TEXT NOT NULL,               -- the webhook-id header of a delivery applied
+    received_at REAL NOT NULL,
+    PRIMARY KEY (account, webhook_id)
+);
 """
+#: Seconds a webhook id is remembered: far longer than the timestamp tolerance, so a replay
+#: is refused either way.
+_WEBHOOK_ID_TTL: Final = 7 * 24 * 3600.0
 
 
 class DirectoryError(LuabridgeError, OSError):
@@ -266,32 +280,48 @@ class ContactDirectory:
         contact_id = contact.get("id")
         if not isinstance(contact_id, str) or not contact_id:
             raise ValueError(f"a contact needs a non-empty string 'id' to be recorded: {contact!r}")
-        now = time.time()
         with self._transaction() as db:
-            row = db.execute(
-                "SELECT data FROM contacts WHERE account = ? AND contact_id = ?",
-                (account_id, contact_id),
-            ).fetchone()
-            old = {} if replace or row is None else json.loads(row[0])
-            data = _merge(old, contact)
-            email = _norm_email(data.get("email"))
-            user_id = _norm_user_id(data.get("userId"))
-            # One statement per identifier: SQLite cannot use both indexes for an OR here, and
-            # the combined form scanned every row of the account on each upsert.
-            for column, value in (("email", email), ("user_id", user_id)):
-                if value is not None:
-                    db.execute(
-                        f"DELETE FROM contacts WHERE account = ? AND {column} = ? "
-                        "AND contact_id != ?",
-                        (account_id, value, contact_id),
-                    )
-            db.execute(
-                "INSERT INTO contacts (account, contact_id, email, user_id, data, first_seen, "
-                "last_seen) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (account, contact_id) DO "
-                "UPDATE SET email = excluded.email, user_id = excluded.user_id, "
-                "data = excluded.data, last_seen = excluded.last_seen",
-                (account_id, contact_id, email, user_id, json.dumps(data), now, now),
-            )
+            self._upsert_row(db, account_id, contact, replace=replace, now=time.time())
+
+    @staticmethod
+    def _upsert_row(
+        db: sqlite3.Connection,
+        account_id: str,
+        contact: Mapping[str, Any],
+        *,
+        replace: bool,
+        now: float,
+    ) -> str:
+        """``upsert`` inside an open transaction; returns ``added``, ``updated`` or
+        ``unchanged``."""
+        contact_id = str(contact["id"])
+        row = db.execute(
+            "SELECT data FROM contacts WHERE account = ? AND contact_id = ?",
+            (account_id, contact_id),
+        ).fetchone()
+        before = None if row is None else json.loads(row[0])
+        old = {} if replace or before is None else before
+        data = _merge(old, contact)
+        email = _norm_email(data.get("email"))
+        user_id = _norm_user_id(data.get("userId"))
+        # One statement per identifier: SQLite cannot use both indexes for an OR here, and
+        # the combined form scanned every row of the account on each upsert.
+        for column, value in (("email", email), ("user_id", user_id)):
+            if value is not None:
+                db.execute(
+                    f"DELETE FROM contacts WHERE account = ? AND {column} = ? AND contact_id != ?",
+                    (account_id, value, contact_id),
+                )
+        db.execute(
+            "INSERT INTO contacts (account, contact_id, email, user_id, data, first_seen, "
+            "last_seen) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (account, contact_id) DO "
+            "UPDATE SET email = excluded.email, user_id = excluded.user_id, "
+            "data = excluded.data, last_seen = excluded.last_seen",
+            (account_id, contact_id, email, user_id, json.dumps(data), now, now),
+        )
+        if before is None:
+            return "added"
+        return "unchanged" if before == data else "updated"
 
     def remove(
         self,
@@ -347,3 +377,89 @@ class ContactDirectory:
                 "SELECT COUNT(*) FROM contacts WHERE account = ?", (account_id,)
             ).fetchone()
         return [dict(json.loads(data)) for (data,) in rows], int(total)
+
+    # -- filling the directory from what Loops offers (webhooks, audience exports) -------------
+
+    def sync_state(self, account_id: str) -> tuple[str, float] | None:
+        """``(source, synced_at)`` of the account's last fill from Loops, or None when the
+        directory holds only what this integration has touched."""
+        with self._transaction(write=False) as db:
+            row = db.execute(
+                "SELECT source, synced_at FROM sync WHERE account = ?", (account_id,)
+            ).fetchone()
+        return None if row is None else (str(row[0]), float(row[1]))
+
+    def mark_synced(self, account_id: str, source: str, *, at: float | None = None) -> None:
+        """Record that ``source`` (``webhooks``, ``import``, ``emulator``) filled the account's
+        rows at ``at`` (default: now)."""
+        with self._transaction() as db:
+            self._mark(db, account_id, source, time.time() if at is None else at)
+
+    @staticmethod
+    def _mark(db: sqlite3.Connection, account_id: str, source: str, at: float) -> None:
+        db.execute(
+            "INSERT INTO sync (account, source, synced_at) VALUES (?, ?, ?) ON CONFLICT "
+            "(account) DO UPDATE SET source = excluded.source, synced_at = excluded.synced_at",
+            (account_id, source, at),
+        )
+
+    def import_contacts(
+        self, account_id: str, contacts: Sequence[Mapping[str, Any]], *, source: str
+    ) -> dict[str, int]:
+        """Lay every contact (Loops' keys, each with an ``id``) over the account's rows in one
+        transaction and mark the account synced by ``source``; returns the counts of
+        ``added``, ``updated`` and ``unchanged`` rows. Importing the same contacts again
+        changes nothing (all ``unchanged``)."""
+        counts = {"added": 0, "updated": 0, "unchanged": 0}
+        now = time.time()
+        with self._transaction() as db:
+            for contact in contacts:
+                if not isinstance(contact.get("id"), str) or not contact["id"]:
+                    raise ValueError(f"a contact needs a non-empty string 'id': {contact!r}")
+                counts[self._upsert_row(db, account_id, contact, replace=False, now=now)] += 1
+            self._mark(db, account_id, source, now)
+        return counts
+
+    def apply_webhook(
+        self,
+        account_id: str,
+        webhook_id: str,
+        *,
+        upsert: Mapping[str, Any] | None = None,
+        remove: Mapping[str, str | None] | None = None,
+    ) -> bool:
+        """Apply one verified webhook delivery exactly once: record ``webhook_id``, then lay
+        ``upsert`` over the contact or ``remove`` it (``contact_id`` / ``email`` /
+        ``user_id``), all in one transaction. Returns False, changing nothing, when the id was
+        applied before (a replay)."""
+        now = time.time()
+        with self._transaction() as db:
+            db.execute(
+                "DELETE FROM webhook_ids WHERE account = ? AND received_at < ?",
+                (account_id, now - _WEBHOOK_ID_TTL),
+            )
+            seen = db.execute(
+                "SELECT 1 FROM webhook_ids WHERE account = ? AND webhook_id = ?",
+                (account_id, webhook_id),
+            ).fetchone()
+            if seen:
+                return False
+            db.execute(
+                "INSERT INTO webhook_ids (account, webhook_id, received_at) VALUES (?, ?, ?)",
+                (account_id, webhook_id, now),
+            )
+            if upsert is not None:
+                self._upsert_row(db, account_id, upsert, replace=False, now=now)
+            if remove is not None:
+                db.execute(
+                    "DELETE FROM contacts WHERE account = ? AND (contact_id = ? OR email = ? "
+                    "OR user_id = ?)",
+                    (
+                        account_id,
+                        remove.get("contact_id"),
+                        _norm_email(remove.get("email")),
+                        _norm_user_id(remove.get("user_id")),
+                    ),
+                )
+            self._mark(db, account_id, "webhooks", now)
+        return True

@@ -8,6 +8,7 @@ the handler would send.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from luabridge.action import CallContext
@@ -237,11 +238,18 @@ def get_contact(ctx: CallContext, params: GetContactInput) -> dict[str, Any]:
 def list_contacts(ctx: CallContext, params: ListContactsInput) -> dict[str, Any]:
     account = account_of(ctx)
     try:
-        rows, total = directory_of(ctx).page(account.account_id, params.limit, params.offset)
+        directory = directory_of(ctx)
+        rows, total = directory.page(account.account_id, params.limit, params.offset)
+        synced = directory.sync_state(account.account_id)
     except DirectoryError as exc:
         raise IntegrationError(exc.args[0], code="loops.directory_unavailable") from exc
     end = params.offset + len(rows)
+    freshness: dict[str, Any] = {"source": "seen", "synced_at": None}
+    if synced is not None:
+        when = datetime.fromtimestamp(synced[1], tz=UTC)
+        freshness = {"source": synced[0], "synced_at": when.isoformat(timespec="seconds")}
     return {
+        **freshness,
         "success": True,
         "contacts": [contact_from_wire(row) for row in rows],
         "total": total,

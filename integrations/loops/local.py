@@ -2,7 +2,8 @@
 
 Each account gets its own team and a fresh key, so emulated accounts stay as isolated as real
 ones. The contact directory of an emulated run lives in the run's scratch folder, so it never
-touches the user's real one. The emulator is imported only when asked for.
+touches the user's real one, and is filled from each team's audience when the account
+opens. The emulator is imported only when asked for.
 """
 
 from __future__ import annotations
@@ -42,9 +43,18 @@ class LoopsEmulatorSession:
         return self._keys
 
     def open_client(self, settings: AccountSettings) -> SupportsClose:
+        """The account, with its contact directory filled from its team's audience first, so
+        ``list_contacts`` in an emulated run lists what the team holds."""
         from .account import open_account
 
-        return open_account(settings, directory_path=self._directory)
+        account = open_account(settings, directory_path=self._directory)
+        try:
+            team = self._server.team_for_key(settings.api_key or "")
+        except KeyError:
+            return account
+        contacts = [dict(c) for c in team.find_all()]
+        account.directory.import_contacts(account.account_id, contacts, source="emulator")
+        return account
 
     def stop(self) -> None:
         self._server.stop()

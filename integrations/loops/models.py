@@ -651,6 +651,16 @@ class ListContactsOutput(ActionResult):
     offset: int = Field(0, description="the offset used")
     has_more: bool = Field(False, description="whether another page follows")
     next_offset: int | None = Field(None, description="offset of the next page, nil at the end")
+    source: str = Field(
+        "seen",
+        description='what filled the directory last: "webhooks" (Loops webhooks received by '
+        'luabridge serve), "import" (an audience CSV export), "emulator" (the emulator\'s '
+        'audience, in --emulator runs), or "seen" (only contacts this integration touched)',
+    )
+    synced_at: str | None = Field(
+        None,
+        description='when that source last filled it (ISO 8601, UTC); nil for "seen"',
+    )
 
 
 class DeleteContactOutput(_Recorded):

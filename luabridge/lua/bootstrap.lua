@@ -59,6 +59,31 @@ local MEMORY_MESSAGE = "not enough memory"
 
 local function pack(...) return {n = select("#", ...), ...} end
 
+-- Fixes for what scripts written for Lua 5.3+ or other languages most often contain, by a
+-- pattern of the failing line (see syntax_message).
+local SYNTAX_HINTS = {
+  {"//", "'//' (floor division) is Lua 5.3; LuaJIT is Lua 5.1: write math.floor(a / b) (and comments start with --)"},
+  {"!=", "'!=' is not Lua: write ~= for 'not equal'"},
+  {"[%+%-%*/]=", "Lua has no compound assignment: write x = x + 1"},
+  {"<<", "'<<' is Lua 5.3; LuaJIT is Lua 5.1: write bit.lshift(a, n)"},
+  {">>", "'>>' is Lua 5.3; LuaJIT is Lua 5.1: write bit.rshift(a, n)"},
+  {"[%w_%)%]]%s*&%s*[%w_%(]", "'&' is Lua 5.3; LuaJIT is Lua 5.1: write bit.band(a, b)"},
+  {"[%w_%)%]]%s*|%s*[%w_%(]", "'|' is Lua 5.3; LuaJIT is Lua 5.1: write bit.bor(a, b)"},
+  {"[%w_%)%]]%s*~%s*[%w_%(]", "'~' (xor) is Lua 5.3; LuaJIT is Lua 5.1: write bit.bxor(a, b)"},
+}
+
+local HAS = "assert error ipairs next pairs pcall select tonumber tostring type unpack xpcall print " ..
+  "setmetatable getmetatable rawget rawset rawequal string table math bit os coroutine app"
+-- Names scripts reach for that the sandbox does not have, and what to write instead.
+local JSON_HINT = "JSON is built in: app.json.encode(value) and app.json.decode(text)"
+local MISSING = {
+  require = "the sandbox loads no modules; " .. JSON_HINT .. ", and string, table, math, bit, os " ..
+    "(time, clock, date, difftime) and coroutine are already there",
+  json = JSON_HINT, cjson = JSON_HINT, dkjson = JSON_HINT,
+  arg = "a script gets its input as the chunk's arguments, not in 'arg': write " ..
+    "'local input = ...' on the first line and read input.email, input.name and so on",
+}
+
 local function copy(t)
   local c = {}
   for k, v in next, t do c[k] = v end
@@ -340,16 +365,6 @@ return function(host)
 
   -- A syntax error, with the fix for what scripts written for Lua 5.3+ or other languages
   -- most often contain.
-  local SYNTAX_HINTS = {
-    {"//", "'//' (floor division) is Lua 5.3; LuaJIT is Lua 5.1: write math.floor(a / b) (and comments start with --)"},
-    {"!=", "'!=' is not Lua: write ~= for 'not equal'"},
-    {"[%+%-%*/]=", "Lua has no compound assignment: write x = x + 1"},
-    {"<<", "'<<' is Lua 5.3; LuaJIT is Lua 5.1: write bit.lshift(a, n)"},
-    {">>", "'>>' is Lua 5.3; LuaJIT is Lua 5.1: write bit.rshift(a, n)"},
-    {"[%w_%)%]]%s*&%s*[%w_%(]", "'&' is Lua 5.3; LuaJIT is Lua 5.1: write bit.band(a, b)"},
-    {"[%w_%)%]]%s*|%s*[%w_%(]", "'|' is Lua 5.3; LuaJIT is Lua 5.1: write bit.bor(a, b)"},
-    {"[%w_%)%]]%s*~%s*[%w_%(]", "'~' (xor) is Lua 5.3; LuaJIT is Lua 5.1: write bit.bxor(a, b)"},
-  }
   local function syntax_message(source, cerr)
     local line = tonumber(smatch(cerr, "^script%.lua:(%d+):"))
     if not line then return cerr end
@@ -418,17 +433,6 @@ return function(host)
     app = app, _VERSION = _VERSION,
   }
   base._G = env
-  local HAS = "assert error ipairs next pairs pcall select tonumber tostring type unpack xpcall print " ..
-    "setmetatable getmetatable rawget rawset rawequal string table math bit os coroutine app"
-  -- Names scripts reach for that the sandbox does not have, and what to write instead.
-  local JSON_HINT = "JSON is built in: app.json.encode(value) and app.json.decode(text)"
-  local MISSING = {
-    require = "the sandbox loads no modules; " .. JSON_HINT .. ", and string, table, math, bit, os " ..
-      "(time, clock, date, difftime) and coroutine are already there",
-    json = JSON_HINT, cjson = JSON_HINT, dkjson = JSON_HINT,
-    arg = "a script gets its input as the chunk's arguments, not in 'arg': write " ..
-      "'local input = ...' on the first line and read input.email, input.name and so on",
-  }
   setmetatable(env, {
     __index = function(_, k)
       local v = base[k]

@@ -16,7 +16,8 @@ Routes (below ``/__emulator``):
 - ``GET /teams``: every team, keys shown as fingerprints; ``POST /teams`` adds one
   (``{"name", "keys"?, "rateLimit"?, "seed"?}``; the answer shows the keys in full)
 - ``GET /teams/{team}``: settings and counts; ``PATCH`` it with ``{"rateLimit"?,
-  "rejectUnknownProperties"?, "removalLimit"?}``
+  "rejectUnknownProperties"?, "removalLimit"?, "webhookUrl"?, "webhookSecret"?}`` (a URL and
+  its signing secret make the team send signed contact webhooks there; a null URL stops them)
 - ``POST /teams/{team}/keys``: another key (``{"key"?}``, made up when absent)
 - ``POST /teams/{team}/suppression``: ``{"email"|"userId", "suppressed"?}``
 - ``POST /teams/{team}/templates``: a transactional template (``{"name", "id"?,
@@ -193,13 +194,29 @@ def create_admin_app(state: EmulatorState) -> Starlette:
 
     async def change_team(request: Request) -> Response:
         team, data = team_of(request), await _body(request)
-        unknown = set(data) - {"rateLimit", "rejectUnknownProperties", "removalLimit"}
+        unknown = set(data) - {
+            "rateLimit",
+            "rejectUnknownProperties",
+            "removalLimit",
+            "webhookUrl",
+            "webhookSecret",
+        }
         if unknown:
             raise _BadRequest(
                 400,
                 f"unknown setting(s) {sorted(unknown)}; use rateLimit, "
-                "rejectUnknownProperties, removalLimit",
+                "rejectUnknownProperties, removalLimit, webhookUrl, webhookSecret",
             )
+        if "webhookUrl" in data:
+            url, secret = data.get("webhookUrl"), data.get("webhookSecret")
+            if url is not None and (not isinstance(url, str) or not isinstance(secret, str)):
+                raise _BadRequest(
+                    400, "`webhookUrl` and `webhookSecret` must be strings (or webhookUrl null)"
+                )
+            try:
+                team.set_webhook(url, secret)
+            except ValueError as exc:
+                raise _BadRequest(400, str(exc)) from exc
         rate_limit = _int_field(data, "rateLimit")
         removal_limit = _int_field(data, "removalLimit")
         reject = data.get("rejectUnknownProperties")

@@ -221,6 +221,8 @@ class EmulatorServer:
 
     def stop(self) -> None:
         """Stop serving and wait for the thread to end; calling it again does nothing."""
+        for team in self.state.teams:
+            team.set_webhook(None)
         if self.status is not ServerStatus.RUNNING:
             self.status = ServerStatus.STOPPED
             return
@@ -289,6 +291,10 @@ class EmulatorServer:
     ) -> Fault:
         """Plan a fault for the next ``count`` matching API requests."""
         return self.state.add_fault(kind, count=count, delay=delay, path=path, method=method)
+
+    def set_webhook(self, team: str, url: str | None, secret: str | None = None) -> None:
+        """Send ``team``'s contact events to ``url``, signed with ``secret`` (until reset)."""
+        self.state.team(team).set_webhook(url, secret)
 
     def requests(self) -> list[dict[str, Any]]:
         """The request log, oldest first (see ``request_log.RequestRecord``)."""

@@ -217,6 +217,8 @@ class EmulatorState:
         Teams and keys added after construction are dropped.
         """
         with self.lock:
+            for team in self._teams.values():
+                team.set_webhook(None)
             self._teams.clear()
             self._by_key.clear()
             self.faults.clear()

@@ -41,6 +41,7 @@ from .records import (
     make_id,
 )
 from .transactional import check_send, paginate, parse_per_page
+from .webhooks import WebhookSender
 
 __all__ = ["DEFAULT_REMOVAL_LIMIT", "REMOVAL_WINDOW", "Team"]
 
@@ -109,6 +110,8 @@ class Team:
         self.window = RateWindow()
         self._clock = clock
         self._removals: deque[float] = deque()
+        #: Where this team's contact events go (``set_webhook``); None sends none.
+        self.webhooks: WebhookSender | None = None
 
     def __repr__(self) -> str:
         return f"Team(name={self.name!r}, contacts={len(self.contacts)})"
@@ -202,6 +205,44 @@ class Team:
                 return True, 0
             return self.window.take(self.rate_limit)
 
+    # Webhooks ---------------------------------------------------------------------------------
+
+    @_synchronized
+    def set_webhook(self, url: str | None, secret: str | None = None) -> WebhookSender | None:
+        """Send this team's contact events, signed with ``secret``, to ``url`` (None: stop)."""
+        if self.webhooks is not None:
+            self.webhooks.close()
+            self.webhooks = None
+        if url:
+            if not secret:
+                raise ValueError("a webhook URL needs its signing secret (whsec_...)")
+            self.webhooks = WebhookSender(url, secret, clock=self._clock)
+        return self.webhooks
+
+    def _identity(self, contact: Contact) -> dict[str, Any]:
+        return {"id": contact.id, "email": contact.email, "userId": contact.user_id}
+
+    def _state_of(self, contact: Contact) -> tuple[bool, dict[str, bool]]:
+        return contact.subscribed, {k: v for k, v in contact.lists.items() if v}
+
+    def _emit_changes(self, contact: Contact, before: tuple[bool, dict[str, bool]] | None) -> None:
+        """The events Loops sends for a contact that was created (``before`` None) or changed."""
+        if self.webhooks is None:
+            return
+        identity = {"contactIdentity": self._identity(contact)}
+        if before is None:
+            wire = contact.to_wire(list(self.properties))
+            self.webhooks.emit("contact.created", {**identity, "contact": wire})
+            return
+        subscribed, lists = self._state_of(contact)
+        if before[0] and not subscribed:
+            self.webhooks.emit("contact.unsubscribed", identity)
+        for list_id in sorted(set(lists) ^ set(before[1])):
+            mailing = self.lists.get(list_id)
+            info = mailing.to_wire() if mailing is not None else {"id": list_id}
+            name = "subscribed" if list_id in lists else "unsubscribed"
+            self.webhooks.emit(f"contact.mailingList.{name}", {**identity, "mailingList": info})
+
     # Endpoints --------------------------------------------------------------------------------
 
     @_synchronized
@@ -228,11 +269,13 @@ class Team:
             raise api_error(400, "An email or userId is required.")
         contact = self.contacts.resolve(changes.email, changes.user_id)
         created = contact is None
+        before = None if contact is None else self._state_of(contact)
         if contact is None:
             if changes.email is None:
                 raise api_error(400, "Contact not found.")
             contact = self._new_contact(changes.email)
         self.contacts.apply(contact, changes)
+        self._emit_changes(contact, before)
         return contact, created
 
     @_synchronized
@@ -248,6 +291,7 @@ class Team:
             raise api_error(409, "Email or userId is already on list.")
         contact = self._new_contact(changes.email)
         self.contacts.apply(contact, changes)
+        self._emit_changes(contact, None)
         return {"success": True, "id": contact.id}
 
     @_synchronized
@@ -255,6 +299,13 @@ class Team:
         """``PUT /contacts/update``: upsert by email; by userId alone the contact must exist."""
         contact, _ = self._upsert(self._changes(body))
         return {"success": True, "id": contact.id}
+
+    @_synchronized
+    def find_all(self) -> list[dict[str, Any]]:
+        """Every contact as ``/contacts/find`` returns it, in creation order (the audience an
+        export would hold)."""
+        order = list(self.properties)
+        return [c.to_wire(order) for c in self.contacts]
 
     @_synchronized
     def find_contacts(self, *, email: str | None = None, user_id: str | None = None) -> list[Any]:
@@ -271,6 +322,12 @@ class Team:
         if contact is None:
             raise api_error(404, "Contact not found.")
         self.contacts.remove(contact)
+        if self.webhooks is not None:
+            # Loops sends contact.unsubscribed alongside contact.deleted; unsubscribed goes first
+            # here so that a receiver applying them in order ends with the contact gone.
+            identity = {"contactIdentity": self._identity(contact)}
+            self.webhooks.emit("contact.unsubscribed", identity)
+            self.webhooks.emit("contact.deleted", identity)
         return {"success": True, "message": "Contact deleted."}
 
     def _quota(self) -> dict[str, int]:
