@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 from pydantic import Field
-from workerprocs import worker_children
 
 from luabridge import (
     ActionInput,
@@ -248,16 +247,39 @@ def test_prestart_with_the_constructor_and_without_process_isolation() -> None:
     inproc.close()
 
 
+_BAD_CONFIG_HOST = """
+import sys, time
+sys.path.insert(0, sys.argv[2])
+from workerprocs import worker_children
+from luabridge import Bridge, ConfigError
+try:
+    Bridge.from_config(sys.argv[1], integrations=[], workers=2, prestart=True)
+except ConfigError as exc:
+    print("ConfigError:", exc, flush=True)
+end = time.monotonic() + 20
+while worker_children() and time.monotonic() < end:
+    time.sleep(0.05)
+print("left:", sorted(worker_children()), flush=True)
+"""
+
+
 def test_prestarted_workers_stopped_when_the_config_is_bad(tmp_path: Path) -> None:
-    before = worker_children()
+    # In a process of its own: another test's open pool may start a replacement worker of
+    # its own meanwhile, which would look like a leak here.
+    import subprocess
+
     config = tmp_path / "luabridge.toml"
     config.write_text("[limits]\ntimeout = -1\n")
-    with pytest.raises(ConfigError, match="timeout"):
-        Bridge.from_config(config, integrations=[_conf.NOTES], workers=2, prestart=True)
-    end = time.monotonic() + 20
-    while worker_children() - before and time.monotonic() < end:
-        time.sleep(0.05)
-    assert worker_children() - before == set()
+    here = str(Path(__file__).parent)
+    done = subprocess.run(
+        [sys.executable, "-c", _BAD_CONFIG_HOST, str(config), here],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "ConfigError:" in done.stdout and "timeout" in done.stdout, done.stdout
+    assert "left: []" in done.stdout, done.stdout
 
 
 def test_bridge_runs_in_a_pool_it_is_given_and_closes_it() -> None:
