@@ -118,7 +118,11 @@ def create_app(
             continue
         for account, settings in sorted(bridge.accounts[name].items()):
             path = f"/webhooks/{name}/{account}"
-            mounts.append(Mount(path, app=integ.webhooks(account, settings)))
+            receiver = integ.webhooks(account, settings)
+            # The URL itself (a Mount matches only below it, and the token guard at "/" would
+            # answer the bare URL a service is configured with) and anything below it.
+            mounts.append(Route(path, endpoint=receiver))
+            mounts.append(Mount(path, app=receiver))
             receivers.append(path)
 
     async def health(request: Request) -> JSONResponse:

@@ -13,8 +13,12 @@ import contextlib
 import dataclasses
 import functools
 import json
+import os
+import re
 import secrets
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -337,3 +341,74 @@ def test_emulator_webhook_configured_through_the_admin_api(
     assert delivery["body"]["eventName"] == "contact.created"
     headers = {k.decode(): v.decode() for k, v in delivery["headers"].items()}
     Webhook(SECRET).verify(json.dumps(delivery["body"]), headers)
+
+
+# --- mounted by a real luabridge serve ---------------------------------------------------------
+
+
+def test_serve_mounts_the_receiver_emulator_to_directory(
+    emulator: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real ``luabridge serve`` process receives the emulator's signed webhooks at
+    /webhooks/loops/default, and list_contacts in another process lists the new contact."""
+    directory = tmp_path / "contacts.sqlite3"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOOPS_", "LUABRIDGE_"))}
+    env.update(
+        LOOPS_API_KEY=DEMO_KEYS["default"],
+        LOOPS_BASE_URL=emulator.base_url,
+        LUABRIDGE_LOOPS_DIRECTORY=str(directory),
+        LOOPS_WEBHOOK_SECRET=SECRET,
+        LUABRIDGE_SERVE_TOKEN="test-token-0123456789abcdef",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "luabridge", "serve", "--port", "0"],
+        env=env,
+        cwd=str(tmp_path),
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        match = re.search(r"http://127\.0\.0\.1:(\d+)", line)
+        assert match, f"serve did not start: {line}"
+        base = f"http://127.0.0.1:{match.group(1)}"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                health = httpx.get(base + "/health", timeout=1)
+                if health.status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "serve did not answer /health"
+            time.sleep(0.05)
+        assert "/webhooks/loops/default" in health.json()["webhooks"]
+        emulator.set_webhook("default", base + "/webhooks/loops/default", SECRET)
+        team = emulator.team("default")
+        team.create_contact({"email": "served@example.com", "firstName": "Served"})
+        assert team.webhooks is not None and team.webhooks.flush()
+        probe = post(base + "/webhooks/loops/default", *signed(_created()))
+        assert probe.status_code == 200, probe.text
+        assert [d.get("status") for d in team.webhooks.deliveries] == [200]
+        # A replay of the same delivery through serve is refused.
+        body, headers = signed(_created(), msg_id="msg_served_1")
+        assert post(base + "/webhooks/loops/default", body, headers).status_code == 200
+        assert post(base + "/webhooks/loops/default", body, headers).status_code == 409
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        if proc.stderr is not None:
+            proc.stderr.close()
+    monkeypatch.setenv("LUABRIDGE_LOOPS_DIRECTORY", str(directory))
+    with Bridge.from_config(
+        environ={"LOOPS_API_KEY": DEMO_KEYS["default"], "LOOPS_BASE_URL": emulator.base_url},
+        integrations=[integration],
+        isolation="inprocess",
+    ) as bridge:
+        result = bridge.run("return app.integrations.loops.list_contacts{}")
+    assert result.ok, result.error
+    emails = {c["email"] for c in result.value["contacts"]}
+    assert emails == {"served@example.com", NEW_EMAIL}
+    assert result.value["source"] == "webhooks"
