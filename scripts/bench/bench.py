@@ -517,7 +517,7 @@ def main() -> int:
         if wanted("6"):
             progress("6: the command line as a process")
             rows.append(bench_cli(tmp))
-        if wanted("3") or wanted("7") or wanted("e"):
+        if wanted("3") or wanted("7") or wanted("e") or wanted("f"):
             emulator = Emulator(KEY)
             try:
                 if wanted("3"):
@@ -528,6 +528,11 @@ def main() -> int:
                     rows.append(bench_automations(tmp, emulator, args.scale, "process"))
                     progress("7b: concurrent automations (in-process)")
                     rows.append(bench_automations(tmp, emulator, args.scale, "inprocess"))
+                if wanted("f"):
+                    progress("f1, f2: runs on a fleet (redis-server, luabridge worker nodes)")
+                    from fleet import fleet_rows
+
+                    rows.extend(fleet_rows(tmp, emulator, args.scale, note))
                 if wanted("e"):
                     progress("emulator capacity")
                     report_emulator(emulator, 2.0 * min(1.0, args.scale * 2))
