@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 from .client import DEFAULT_BASE_URL, LoopsClient, preview_request
 from .directory import (
+    LOCAL_ID_PREFIX,
     ContactDirectory,
     DirectoryError,
     account_identity,
@@ -277,6 +278,10 @@ def resolve(ctx: CallContext, contact_id: str) -> dict[str, Any]:
     found = as_items(send_request(ctx, Request("GET", "/contacts/find", params=query)))
     for contact in found:
         record(ctx, contact, replace=True)
+    if found and contact_id.startswith(LOCAL_ID_PREFIX):
+        # An imported row whose export had no id: the contact with its email is the one (its
+        # real row, just recorded, has replaced the local one).
+        return dict(found[0])
     if not any(contact.get("id") == contact_id for contact in found):
         forget(ctx, contact_id=contact_id)
         raise NotFoundError(

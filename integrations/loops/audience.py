@@ -133,7 +133,9 @@ def read_audience(text: str) -> AudienceFile:
 def _local_id(email: str) -> str:
     """The directory id of a row whose export had no id column: stable per email, so a
     re-import finds it; replaced by the real id once find_contact or a webhook records it."""
-    return "local_" + hashlib.sha256(email.lower().encode()).hexdigest()[:20]
+    from .directory import LOCAL_ID_PREFIX
+
+    return LOCAL_ID_PREFIX + hashlib.sha256(email.lower().encode()).hexdigest()[:20]
 
 
 @click.command("import-contacts")

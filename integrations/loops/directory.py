@@ -26,12 +26,16 @@ from .models import CONTACT_KEYS
 
 __all__ = [
     "ENV_VAR",
+    "LOCAL_ID_PREFIX",
     "ContactDirectory",
     "DirectoryError",
     "account_identity",
     "default_directory_path",
 ]
 
+#: The id prefix of an imported contact whose export had no id column; get_contact and the
+#: actions taking a contact_id resolve it through its email.
+LOCAL_ID_PREFIX: Final = "local_"
 #: Environment variable holding the directory's file path; it overrides the default location.
 ENV_VAR: Final = "LUABRIDGE_LOOPS_DIRECTORY"
 _FILE_NAME: Final = "loops-contacts.sqlite3"

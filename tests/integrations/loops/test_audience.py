@@ -124,3 +124,20 @@ def test_read_audience_maps_keys_and_labels() -> None:
 def test_read_audience_empty_file() -> None:
     with pytest.raises(ValueError, match="empty"):
         read_audience("")
+
+
+def test_imported_row_without_id_resolves_to_the_real_contact(env: Path) -> None:
+    """A row exported without an id gets a local id that get_contact still resolves (through
+    its email); the real contact then replaces the local row."""
+    invoke("audience.csv")
+    grace = next(c for c in listing()["contacts"] if c["email"] == "grace@example.com")
+    assert grace["id"].startswith("local_")
+    src = f'return app.integrations.loops.get_contact{{contact_id = "{grace["id"]}"}}'
+    with Bridge.from_config(isolation="inprocess") as bridge:
+        result = bridge.run(src)
+    assert result.ok, result.error
+    assert result.value["success"] is True
+    real_id = result.value["contact"]["id"]
+    assert not real_id.startswith("local_")
+    ids = {c["email"]: c["id"] for c in listing()["contacts"]}
+    assert ids["grace@example.com"] == real_id
