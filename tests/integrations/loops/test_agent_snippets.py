@@ -92,6 +92,26 @@ def test_snippet_floor_division_points_at_math_floor(bridge: Bridge) -> None:
     assert "LuaJIT is Lua 5.1: write math.floor(a / b)" in message
 
 
+@pytest.mark.parametrize(
+    ("line", "fix"),
+    [
+        ("local x = 6 & 3", "write bit.band(a, b)"),
+        ("local x = 6 | 3", "write bit.bor(a, b)"),
+        ("local x = 6 ~ 3", "write bit.bxor(a, b)"),
+        ("local x = 1 << 4", "write bit.lshift(a, n)"),
+        ("local x = 256 >> 4", "write bit.rshift(a, n)"),
+        ("if 1 != 2 then end", "write ~= for 'not equal'"),
+        ("local x = 1\nx += 1", "Lua has no compound assignment: write x = x + 1"),
+    ],
+)
+def test_snippet_other_languages_operators_get_the_lua_spelling(
+    bridge: Bridge, line: str, fix: str
+) -> None:
+    kind, message, _ = failure(bridge, line + "\nreturn x")
+    assert kind == "SyntaxError"
+    assert fix in message
+
+
 def test_snippet_floor_division_in_a_string_gets_no_hint(bridge: Bridge) -> None:
     kind, message, line = failure(bridge, 'local u = "https://example.com" = 1\nreturn u')
     assert (kind, line) == ("SyntaxError", 1) and "math.floor" not in message
