@@ -336,7 +336,12 @@ return function(host)
   local function find_object_names()
     local src = script_source or ""
     local counters, lists, maps, names = {}, {}, {}, {}
+    -- Number-valued keys: numeric for loops, the index of ipairs, and `n = n + 1` counters.
     for v in sgmatch(src, "for%s+([%a_][%w_]*)%s*=") do counters[v] = true end
+    for v in sgmatch(src, "for%s+([%a_][%w_]*)%s*,[^\n]-in%s+ipairs") do counters[v] = true end
+    for v, w in sgmatch(src, "([%a_][%w_]*)%s*=%s*([%a_][%w_]*)%s*%+") do
+      if v == w then counters[v] = true end
+    end
     for v in sgmatch(src, "table%.insert%s*%(%s*([%a_][%w_]*)") do lists[v] = true end
     for v in sgmatch(src, "([%a_][%w_]*)%s*%[%s*#") do lists[v] = true end
     for v, key in sgmatch(src, "([%a_][%w_]*)%s*(%b[])%s*=[^=]") do

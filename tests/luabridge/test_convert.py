@@ -149,6 +149,15 @@ def test_result_empty_map_built_with_string_keys_is_object(
             {"ids": []},
         ),
         ("local rows = {}\nfor i = 1, 0 do rows[i] = i end\nreturn {rows = rows}", {"rows": []}),
+        (
+            "local out = {}\nfor i, v in ipairs({}) do out[i] = v end\nreturn {out = out}",
+            {"out": []},
+        ),
+        (
+            "local out, n = {}, 0\nfor _, v in ipairs({}) do n = n + 1 out[n] = v end\n"
+            "return {out = out}",
+            {"out": []},
+        ),
         ("local m = {}\nif false then m.x = 1 end\nreturn {other = {}}", {"other": []}),
         ("local m = {}\nif false then m.x = 1 end\nreturn app.json.encode({m = m})", '{"m":[]}'),
     ],
