@@ -929,8 +929,13 @@ def test_pool_in_a_forked_child_starts_its_own_workers(null_pool: WorkerPool) ->
     """A process forked after this one started workers (a prefork server) has no spawner
     thread of its own yet: its first pool starts one, and its runs work."""
     assert run_in_pool(null_pool, "return 1").ok  # this process's spawner thread is running
+    import warnings
+
     read_end, write_end = os.pipe()
-    child = os.fork()
+    with warnings.catch_warnings():
+        # Python 3.12 warns about fork() in a process with threads: that is the point here.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        child = os.fork()
     if child == 0:  # pragma: no cover - the child reports through the pipe
         code = 1
         try:
