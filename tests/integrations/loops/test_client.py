@@ -767,3 +767,17 @@ def test_emulator_redis_limit_shared_by_clients(emulator: EmulatorServer, redis_
         client.close()
     statuses = [e["status"] for e in emulator.requests() if e["team"] == "marketing"]
     assert statuses == [200] * 32
+
+
+def test_client_redis_limit_slot_after_deadline_fails_without_waiting(redis_url: str) -> None:
+    """The wait for a shared slot respects the run's deadline: past it, the call fails at once
+    with loops.rate_limited and sends nothing."""
+    handler, seen = replies(httpx.Response(200, json={"success": True}))
+    with make_client(handler, rate_limit=1, redis_url=redis_url) as client:
+        client.request("GET", "/api-key")
+        began = time.monotonic()
+        with pytest.raises(RateLimitError) as info:
+            client.request("GET", "/api-key", deadline=began + 0.3)
+        assert time.monotonic() - began < 0.25
+    assert (info.value.code, info.value.retryable) == ("loops.rate_limited", True)
+    assert len(seen) == 1
