@@ -250,3 +250,28 @@ def test_cli_fleet_commands_without_redis_are_usage_errors(
     down = {**env, "LUABRIDGE_REDIS_URL": f"redis://127.0.0.1:{port}/0"}
     gone = runner.invoke(cli, ["submit", str(script), *config], env=down)
     assert gone.exit_code == 2 and "did not take the run" in gone.output
+
+
+def test_fleet_task_time_limit_stops_a_task_and_the_worker_goes_on(
+    nodes: list[WorkerNode], fleet_app: Any
+) -> None:
+    """Celery's time limits are a second bound behind the bridge's own: a task given limits
+    shorter than its run is stopped by Celery, reported as a timeout, and the workers go on."""
+    from luabridge.cli.fleet import _task_envelope
+    from luabridge.tasks import TASK_NAME, submit
+
+    busy = "local t = os.clock() while os.clock() - t < 4 do end return 1"
+    limits = {"timeout": 5, "instructions": 10**11}
+    stuck = fleet_app.send_task(
+        TASK_NAME,
+        args=[busy],
+        kwargs={"limits": limits},
+        soft_time_limit=0.5,
+        time_limit=1.5,
+    )
+    envelope = _task_envelope(stuck, 30)
+    assert envelope["ok"] is False
+    assert envelope["error"]["type"] == "TimeoutError", envelope
+    assert stuck.state == "FAILURE"
+    after = [submit("return 7", app=fleet_app) for _ in range(4)]
+    assert [r.get(timeout=30)["result"] for r in after] == [7] * 4
