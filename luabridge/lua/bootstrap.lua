@@ -284,27 +284,34 @@ return function(host)
       local text = line_text(framed)
       if text and sfind(text, word) then return framed end
     end
-    local sites, best, best_n = {}, {}, -1
-    local pos = 1
-    while true do
+    local sites, best, best_n = 0, {}, -1
+    local pos, line, counted = 1, 1, 1
+    -- At most 200 call sites are looked at, and newlines are counted once, from the last site
+    -- on: a script that names the action many times costs linear time here, not quadratic.
+    while sites < 200 do
       local s, e = sfind(script_source, word, pos)
       if not s then break end
       pos = e + 1
       local rest = ssub(script_source, e + 1, e + 400)
       local open = smatch(rest, "^%s*([%({\"'%[])")
       if open then
+        local _, newlines = sgsub(ssub(script_source, counted, s), "\n", "")
+        line, counted = line + newlines, s + 1
         local args = smatch(rest, "^%s*(%b())") or smatch(rest, "^%s*(%b{})") or ssub(rest, 1, 200)
-        local _, newlines = sgsub(ssub(script_source, 1, s), "\n", "")
-        local line = newlines + 1
         local n = 0
         for _, key in ipairs(keys or {}) do
-          if sfind(args, "%f[%w_]" .. key .. "%s*=") or sfind(args, "%[%s*[\"']" .. key .. "[\"']%s*%]") then n = n + 1 end
+          if smatch(key, "^[%a_][%w_]*$") and (sfind(args, "%f[%w_]" .. key .. "%s*=")
+              or sfind(args, "%[%s*[\"']" .. key .. "[\"']%s*%]")) then
+            n = n + 1
+          end
         end
-        sites[#sites + 1] = line
-        if n > best_n then best, best_n = {line}, n elseif n == best_n then best[#best + 1] = line end
+        sites = sites + 1
+        if n > best_n then best, best_n = {line}, n
+        elseif n == best_n and best[#best] ~= line then best[#best + 1] = line end
       end
     end
-    if #sites == 0 then return framed end
+    -- Past the cap the failing call may be one not looked at: no guess is better than a wrong one.
+    if sites == 0 or sites >= 200 then return framed end
     if #best == 1 then return best[1] end
     return nil, best
   end
@@ -319,7 +326,9 @@ return function(host)
     if line and line ~= framed then
       msg = sformat("script.lua:%d: %s", line, msg); level = -1
     elseif not line and candidates then
-      msg = sformat("script.lua: %s (the failing call is one of the %s calls on lines %s)", msg, name, tconcat(candidates, ", "))
+      local shown = tconcat(candidates, ", ", 1, #candidates > 10 and 10 or #candidates)
+      if #candidates > 10 then shown = shown .. sformat(" and %d more", #candidates - 10) end
+      msg = sformat("script.lua: %s (the failing call is one of the %s calls on lines %s)", msg, name, shown)
       level = -1
     end
     raised[msg] = kind
@@ -335,17 +344,21 @@ return function(host)
   local object_names
   local function find_object_names()
     local src = script_source or ""
+    -- The patterns run in C, where the hook cannot stop them: past 256 KB of source the plain
+    -- rule (an empty table is an array) holds, which keeps this under a tenth of a second.
+    if #src > 262144 then return {}, false end
     local counters, lists, maps, names = {}, {}, {}, {}
     -- Number-valued keys: numeric for loops, the index of ipairs, and `n = n + 1` counters.
     for v in sgmatch(src, "for%s+([%a_][%w_]*)%s*=") do counters[v] = true end
-    for v in sgmatch(src, "for%s+([%a_][%w_]*)%s*,[^\n]-in%s+ipairs") do counters[v] = true end
+    for v in sgmatch(src, "for%s+([%a_][%w_]*)%s*,%s*[%a_][%w_]*%s+in%s+ipairs") do counters[v] = true end
     for v, w in sgmatch(src, "([%a_][%w_]*)%s*=%s*([%a_][%w_]*)%s*%+") do
       if v == w then counters[v] = true end
     end
     for v in sgmatch(src, "table%.insert%s*%(%s*([%a_][%w_]*)") do lists[v] = true end
     for v in sgmatch(src, "([%a_][%w_]*)%s*%[%s*#") do lists[v] = true end
-    for v, key in sgmatch(src, "([%a_][%w_]*)%s*(%b[])%s*=[^=]") do
-      local k = ssub(key, 2, -2)
+    -- A key without brackets of its own, on one line: every match attempt ends at the next
+    -- bracket, so a hostile source costs linear time.
+    for v, k in sgmatch(src, "([%a_][%w_]*)%s*%[([^%[%]\n]*)%]%s*=[^=]") do
       if not smatch(k, "^%s*#") and not smatch(k, "^%s*[%d%.%-]") and not counters[smatch(k, "^%s*([%a_][%w_]*)%s*$") or ""] then
         maps[v] = true
       end

@@ -402,6 +402,22 @@ HOST_CONFUSION = {
         value(14),
         timeout=2.0,
     ),
+    "line_search_many_call_sites": Case(
+        "local L = app.integrations.loops\nlocal s = [["
+        + "find_contact({x = 1}) " * 45000
+        + "]]\nreturn L.find_contact({bogus = 1})",
+        REFUSED,
+    ),
+    "empty_shape_scan_hostile_source": Case(
+        # Under the 256 KB past which the scan is skipped.
+        "local s = [["
+        + "a[a[" * 20000
+        + "for a, " * 6000
+        + "x = x + " * 6000
+        + "a[b] = " * 6000
+        + "]]\nreturn {a = {}}",
+        value({"a": {}}),
+    ),
     "args_huge_key": Case(
         'return app.integrations.loops.find_contact({[string.rep("e", 9e5)] = 1})', REFUSED
     ),
