@@ -123,6 +123,7 @@ _COMMANDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("apply", ("apply",)),
     ("agents", ("mcp", "serve")),
     ("fleet", ("worker", "submit")),
+    ("runs", ("runs",)),
 )
 
 

@@ -47,6 +47,17 @@ __all__ = [
     help="The script's input (its first argument, `local input = ...`).",
 )
 @policy_options
+@click.option(
+    "--execution-id",
+    metavar="ID",
+    help="Name the execution; an id the run ledger already holds is resumed (recorded writes "
+    "are not sent again).",
+)
+@click.option(
+    "--force-resume",
+    is_flag=True,
+    help="Resume --execution-id even though the script or input differ from the recorded ones.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON envelope and nothing else.")
 def run(
     script: str,
@@ -59,12 +70,18 @@ def run(
     config: str | None,
     emulator: bool,
     isolation: str,
+    execution_id: str | None,
+    force_resume: bool,
     as_json: bool,
 ) -> None:
     """Run a Lua script (FILE, or - for standard input).
 
     With --dry-run the writes are planned, not sent, and kept as a plan (15 minutes):
     `luabridge apply PLAN_ID` sends exactly those writes (--json prints plan_id).
+
+    With --execution-id the run is recorded under that id in the run ledger; running the same
+    id again (after a crash, say) resumes it: writes that were done are replayed from the
+    record, sends of unknown outcome go again with the same idempotency key.
 
     \b
     Examples:
@@ -73,6 +90,8 @@ def run(
     """
     if script == "-" and input_ == "@-":
         fail("--input @- and a script read from - cannot both use standard input")
+    if force_resume and not execution_id:
+        fail("--force-resume needs --execution-id ID: the execution to resume")
     source = read_script(script)
     label = "<stdin>" if script == "-" else script
     value = json_value(input_, "'--input'")
@@ -90,7 +109,13 @@ def run(
                 assert plan.run is not None
                 result = plan.run
             else:
-                result = bridge.run(source, value, allow=effects)
+                result = bridge.run(
+                    source,
+                    value,
+                    allow=effects,
+                    execution_id=execution_id,
+                    resume="force" if force_resume else None,
+                )
     if as_json:
         envelope = result.to_dict()
         if plan is not None and plan.ok:

@@ -47,6 +47,8 @@ def call_line(record: CallRecord, width: int) -> str:
     if record.dry_run and record.effect != "read":
         tag = "PLAN"  # a dry-run write whose plan could not be made
     outcome = {"ok": "ok", "failed": "FAILED"}.get(record.outcome, record.outcome.upper())
+    if record.replayed:
+        outcome = "replayed"
     line = f"  {tag:<7}  {name:<{width}}  {outcome:<7} {record.duration_ms:>5.0f} ms"
     if record.outcome != "ok":
         detail = " ".join(str(p) for p in (record.code, record.status) if p is not None)
@@ -59,12 +61,23 @@ def summary(calls: Sequence[CallRecord]) -> list[str]:
     if not calls:
         return []
     sent = sum(
-        1 for c in calls if c.effect != "read" and not c.dry_run and c.outcome in ("ok", "failed")
+        1
+        for c in calls
+        if c.effect != "read"
+        and not c.dry_run
+        and not c.replayed
+        and c.outcome in ("ok", "failed", "unknown")
     )
     planned = sum(1 for c in calls if c.outcome == "dry_run")
+    replayed = sum(1 for c in calls if c.replayed)
+    unknown = sum(1 for c in calls if c.outcome == "unknown" and c.effect != "read")
     notes = []
     if sent:
         notes.append(f"{sent} write{'s' if sent != 1 else ''} sent")
+    if unknown:
+        notes.append(f"{unknown} of unknown outcome (see docs/ledger.md)")
+    if replayed:
+        notes.append(f"{replayed} replayed from the run ledger (not sent again)")
     if planned:
         notes.append(f"{planned} planned and not sent (dry run)")
     head = f"{len(calls)} call{'s' if len(calls) != 1 else ''}"

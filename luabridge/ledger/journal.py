@@ -28,7 +28,15 @@ from luabridge.ledger.base import (
     canonical_json,
 )
 
-__all__ = ["KEY_PREFIX", "Journal", "check_execution_id", "derive_key", "open_journal"]
+__all__ = [
+    "KEY_PREFIX",
+    "MAX_EXECUTION_ID",
+    "Journal",
+    "check_execution_id",
+    "derive_key",
+    "open_journal",
+    "shown_status",
+]
 
 #: The longest execution id accepted (it goes into logs, file names and task ids).
 MAX_EXECUTION_ID: Final = 200
@@ -74,6 +82,20 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def shown_status(record: ExecutionRecord) -> str:
+    """The status to show for ``record``: ``crashed`` for one still marked running by a process
+    of this host that no longer exists (it died without writing its end), else its own."""
+    if (
+        record.status == ExecutionStatus.RUNNING.value
+        and record.host == socket.gethostname()
+        and record.pid
+        and record.pid != os.getpid()
+        and not _alive(record.pid)
+    ):
+        return ExecutionStatus.CRASHED.value
+    return record.status
 
 
 def open_journal(
