@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from luabridge.ledger.base import (
+    TRANSITIONS,
     CallEntry,
     ExecutionRecord,
     Ledger,
@@ -205,6 +206,18 @@ class SQLiteLedger(Ledger):
         finally:
             self._give_back(db)
 
+    def _statement(self, sql: str, params: tuple[Any, ...]) -> int:
+        """Run one writing statement as its own transaction; the number of rows it changed."""
+        db = self._connection()
+        try:
+            return db.execute(sql, params).rowcount
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.Error as exc:
+            raise self._error(f"cannot write to the ledger {self.location!r}", exc) from exc
+        finally:
+            self._give_back(db)
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
@@ -330,37 +343,34 @@ class SQLiteLedger(Ledger):
     # -- calls ----------------------------------------------------------------------------------
 
     def append_call(self, execution_id: str, entry: CallEntry) -> None:
-        with self._transaction() as db:
-            known = db.execute(
-                "SELECT 1 FROM executions WHERE execution_id = ?", (execution_id,)
-            ).fetchone()
-            if known is None:
-                raise LedgerError(f"execution {execution_id!r} is not in the ledger")
-            try:
-                db.execute(
-                    f"INSERT INTO calls (execution_id, {_CALL_COLUMNS}) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        execution_id,
-                        entry.seq,
-                        entry.integration,
-                        entry.account,
-                        entry.action,
-                        entry.effect,
-                        _dumps(entry.params),
-                        entry.params_hash,
-                        entry.state,
-                        entry.idempotency_key,
-                        None if entry.result is None else _dumps(entry.result),
-                        entry.started_at or time.time(),
-                        entry.ended_at,
-                        entry.attempts,
-                    ),
-                )
-            except sqlite3.IntegrityError as exc:
-                raise LedgerError(
-                    f"execution {execution_id!r} already has a call {entry.seq}"
-                ) from exc
+        # One statement, so one implicit transaction: this runs before every request leaves.
+        try:
+            added = self._statement(
+                f"INSERT INTO calls (execution_id, {_CALL_COLUMNS}) "
+                "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
+                "WHERE EXISTS (SELECT 1 FROM executions WHERE execution_id = ?)",
+                (
+                    execution_id,
+                    entry.seq,
+                    entry.integration,
+                    entry.account,
+                    entry.action,
+                    entry.effect,
+                    _dumps(entry.params),
+                    entry.params_hash,
+                    entry.state,
+                    entry.idempotency_key,
+                    None if entry.result is None else _dumps(entry.result),
+                    entry.started_at or time.time(),
+                    entry.ended_at,
+                    entry.attempts,
+                    execution_id,
+                ),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise LedgerError(f"execution {execution_id!r} already has a call {entry.seq}") from exc
+        if not added:
+            raise LedgerError(f"execution {execution_id!r} is not in the ledger")
 
     def update_call(
         self,
@@ -373,28 +383,37 @@ class SQLiteLedger(Ledger):
         at: float | None = None,
     ) -> None:
         now = time.time() if at is None else at
-        with self._transaction() as db:
+        sources = sorted(old.value for old, new in TRANSITIONS.items() if state in new)
+        changes: dict[str, Any] = {"state": state}
+        if result is not None:
+            changes["result"] = _dumps(result)
+        if idempotency_key is not None:
+            changes["idempotency_key"] = idempotency_key
+        assignments = ", ".join(f"{name} = ?" for name in changes)
+        if state == "sending":
+            assignments += ", attempts = attempts + 1, started_at = ?, ended_at = NULL"
+        else:
+            assignments += ", ended_at = ?"
+        marks = ", ".join("?" for _ in sources) or "NULL"
+        # One statement, and the transition checked in it: the common case costs one commit.
+        changed = self._statement(
+            f"UPDATE calls SET {assignments} WHERE execution_id = ? AND seq = ? "
+            f"AND state IN ({marks})",
+            (*changes.values(), now, execution_id, seq, *sources),
+        )
+        if changed:
+            return
+        with self._transaction(write=False) as db:
             row = db.execute(
                 "SELECT state FROM calls WHERE execution_id = ? AND seq = ?",
                 (execution_id, seq),
             ).fetchone()
-            if row is None:
-                raise LedgerError(f"execution {execution_id!r} has no call {seq}")
-            check_transition(execution_id, seq, row[0], state)
-            changes: dict[str, Any] = {"state": state}
-            if result is not None:
-                changes["result"] = _dumps(result)
-            if idempotency_key is not None:
-                changes["idempotency_key"] = idempotency_key
-            assignments = ", ".join(f"{name} = ?" for name in changes)
-            if state == "sending":
-                assignments += ", attempts = attempts + 1, started_at = ?, ended_at = NULL"
-            else:
-                assignments += ", ended_at = ?"
-            db.execute(
-                f"UPDATE calls SET {assignments} WHERE execution_id = ? AND seq = ?",
-                (*changes.values(), now, execution_id, seq),
-            )
+        if row is None:
+            raise LedgerError(f"execution {execution_id!r} has no call {seq}")
+        check_transition(execution_id, seq, row[0], state)
+        raise LedgerError(  # pragma: no cover - another process changed it in between
+            f"call {seq} of execution {execution_id!r} changed while it was being updated"
+        )
 
     def get_calls(self, execution_id: str) -> list[CallEntry]:
         with self._transaction(write=False) as db:

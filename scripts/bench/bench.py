@@ -53,15 +53,22 @@ def progress(text: str) -> None:
 def workspace() -> Iterator[Path]:
     """A temporary folder that also holds the Loops contact directory of this run."""
     with tempfile.TemporaryDirectory(prefix="luabridge-bench-") as tmp:
-        old = os.environ.get("LUABRIDGE_LOOPS_DIRECTORY")
-        os.environ["LUABRIDGE_LOOPS_DIRECTORY"] = str(Path(tmp) / "contacts.sqlite3")
+        # The run ledger too: the benchmarks never write to the user's.
+        files = {
+            "LUABRIDGE_LOOPS_DIRECTORY": "contacts.sqlite3",
+            "LUABRIDGE_LEDGER": "ledger.sqlite3",
+        }
+        old = {name: os.environ.get(name) for name in files}
+        for name, file in files.items():
+            os.environ[name] = str(Path(tmp) / file)
         try:
             yield Path(tmp)
         finally:
-            if old is None:
-                os.environ.pop("LUABRIDGE_LOOPS_DIRECTORY", None)
-            else:
-                os.environ["LUABRIDGE_LOOPS_DIRECTORY"] = old
+            for name, value in old.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
 
 def emulator_bridge(
@@ -233,6 +240,46 @@ def bench_creates(tmp: Path, emulator: Emulator, scale: float) -> Row:
     http.close()
     admin.close()
     return Row("3", f"{n} create_contact via emulator", timing, 1.15)
+
+
+# -- l: the run ledger's cost per write call ------------------------------------------------------
+
+
+def bench_ledger(tmp: Path, emulator: Emulator, scale: float) -> Row:
+    """``n`` send_event calls in one run, journaled in a SQLite ledger (sending, then the
+    outcome: two transactions per call) against the same run with the ledger off."""
+    n = max(50, int(500 * scale))
+    script = """
+        local n = ...
+        local loops = app.integrations.loops
+        local sent = 0
+        for i = 1, n do
+          if loops.send_event({email = "ada@example.com", event_name = "e" .. i}).success then
+            sent = sent + 1
+          end
+        end
+        return sent
+    """
+    limits = {"calls": n + 10, "timeout": 120}
+    recorded = emulator_bridge(tmp, emulator, limits=limits, ledger=tmp / "bench-ledger.sqlite3")
+    plain = emulator_bridge(tmp, emulator, limits=limits, ledger=None)
+    admin = httpx.Client()
+    runs = iter(range(10**6))
+
+    def once(bridge: Bridge) -> None:
+        reset(admin, emulator)
+        # A new execution each time, so that every call is journaled (none replayed).
+        result = bridge.run(script, input=n, allow={"write"}, execution_id=f"bench-{next(runs)}")
+        if result.value != n:
+            raise SystemExit(f"l: expected {n} events sent, got {result.value} {result.error}")
+
+    timing = paired(lambda: once(recorded), lambda: once(plain), warmup=1, repeats=7)
+    per_call = (statistics.median(timing.subject) - statistics.median(timing.baseline)) / n
+    note(f"l: the ledger added {per_call * 1e6:.0f} µs per send_event (two commits each)")
+    recorded.close()
+    plain.close()
+    admin.close()
+    return Row("l", f"{n} send_event via emulator, ledger on vs off", timing, 1.10)
 
 
 # -- 4: converting a 10,000-contact result ------------------------------------------------------
@@ -517,7 +564,7 @@ def main() -> int:
         if wanted("6"):
             progress("6: the command line as a process")
             rows.append(bench_cli(tmp))
-        if wanted("3") or wanted("7") or wanted("e") or wanted("f"):
+        if wanted("3") or wanted("7") or wanted("e") or wanted("f") or wanted("l"):
             emulator = Emulator(KEY)
             try:
                 if wanted("3"):
@@ -533,6 +580,9 @@ def main() -> int:
                     from fleet import fleet_rows
 
                     rows.extend(fleet_rows(tmp, emulator, args.scale, note))
+                if wanted("l"):
+                    progress("l: the run ledger's cost per send_event")
+                    rows.append(bench_ledger(tmp, emulator, args.scale))
                 if wanted("e"):
                     progress("emulator capacity")
                     report_emulator(emulator, 2.0 * min(1.0, args.scale * 2))

@@ -90,8 +90,7 @@ class Host:
             "[loops.accounts.default]\n"
             f'base_url = "{emulator.base_url}"\n'
             'api_key_env = "LOOPS_TEST_KEY"\n'
-            f"timeout = {timeout}\n"
-            "rate_limit = 20\n",
+            f"timeout = {timeout}\n",
             encoding="utf-8",
         )
         (folder / "host.py").write_text(HOST, encoding="utf-8")
@@ -147,12 +146,12 @@ def kill_part_way(
 def check_exactly_once(
     emulator: EmulatorServer, host: Host, execution_id: str, action: str, envelope: dict[str, Any]
 ) -> None:
+    assert envelope["ok"] is True, envelope["error"]
+    assert envelope["result"]["failed"] == []
     got = delivered(emulator, action)
     expected = [f"step_{i}" for i in range(1, 51)] if action == "event" else list(range(1, 51))
     assert sorted(got, key=str) == sorted(expected, key=str), "a send is missing or doubled"
     assert len(got) == 50
-    assert envelope["ok"] is True, envelope["error"]
-    assert envelope["result"]["failed"] == []
     assert envelope["meta"]["resumed"] is True
     with SQLiteLedger(host.ledger) as ledger:
         entries = ledger.get_calls(execution_id)
