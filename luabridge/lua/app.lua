@@ -8,7 +8,7 @@
 
 local type, next, select, tostring, ipairs = type, next, select, tostring, ipairs
 local error, rawequal, setmetatable = error, rawequal, setmetatable
-local sformat = string.format
+local sformat, smatch = string.format, string.match
 local tconcat, tsort = table.concat, table.sort
 
 -- `protected` and `listings` are the run's registries (see bootstrap.lua): a read-only table is
@@ -53,12 +53,14 @@ return function(run)
   protected, listings = run.protected, run.listings
   local OK, LIMIT = "ok", "limit"
 
-  -- The string keys of a parameter table (raw), for finding the line of a failing call.
+  -- The names among the keys of a parameter table (raw), for finding the line of a failing
+  -- call: they go into patterns, so a key that is no name (or a huge one) is left out.
   local function keys_of(params)
     local keys = {}
     if type(params) == "table" then
       for k in next, params do
-        if type(k) == "string" and #keys < 20 then keys[#keys + 1] = k end
+        if #keys >= 20 then break end
+        if type(k) == "string" and #k <= 64 and smatch(k, "^[%a_][%w_]*$") then keys[#keys + 1] = k end
       end
     end
     return keys

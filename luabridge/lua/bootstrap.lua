@@ -19,12 +19,14 @@ local json_code, app_code = ...
 
 local jit = jit
 if jit then jit.off(); jit.flush() end
+local jit_on, jit_never = jit and jit.on or function() end, jit and jit.off or function() end
+local jit_flush = jit and jit.flush or function() end
 
 local type, next, pairs, ipairs, select, tostring, tonumber = type, next, pairs, ipairs, select, tostring, tonumber
 local error, pcall, xpcall, unpack = error, pcall, xpcall, unpack
 local rawget, rawset, rawequal, setmetatable, getmetatable = rawget, rawset, rawequal, setmetatable, getmetatable
 local loadstring, setfenv, collectgarbage = loadstring, setfenv, collectgarbage
-local sethook, getinfo, getregistry = debug.sethook, debug.getinfo, debug.getregistry
+local sethook, gethook, getinfo, getregistry = debug.sethook, debug.gethook, debug.getinfo, debug.getregistry
 local dgetmetatable, dsetmetatable = debug.getmetatable, debug.setmetatable
 local lib_bit = bit
 local sbyte, schar, sfind, sformat, sgsub, srep, ssub, smatch = string.byte, string.char, string.find, string.format, string.gsub, string.rep, string.sub, string.match
@@ -114,6 +116,10 @@ return function(host)
     error(tripped_msg, 0)
   end
 
+  local function timeout_message()
+    return sformat("time limit reached (%.3g s); raise the timeout or do less work per run", limits.timeout)
+  end
+
   local function hook()
     if tripped then
       local info = getinfo(2, "S")
@@ -127,7 +133,7 @@ return function(host)
     if hook_calls * STEP > max_instructions then
       kind, msg = "InstructionLimitError", sformat("instruction limit reached (%d instructions); raise limits.instructions or do less work per run", max_instructions)
     elseif clock() > deadline then
-      kind, msg = "TimeoutError", sformat("time limit reached (%.3g s); raise the timeout or do less work per run", limits.timeout)
+      kind, msg = "TimeoutError", timeout_message()
     end
     if kind then
       tripped, tripped_msg = kind, msg
@@ -137,6 +143,21 @@ return function(host)
   end
 
   local function is_memory_error(e) return e == MEMORY_MESSAGE end
+
+  -- Only the trusted encoder runs with the JIT on, and with the count hook paused (a hook call
+  -- while a trace is recorded aborts the trace); it bounds its own work (see json.lua). Turning
+  -- the JIT off discards every trace and puts the hook back, which checks the clock within its
+  -- next 1000 instructions; the runner checks it after encoding the result.
+  local hooked = false
+  local function encoder_enter()
+    hooked = gethook() ~= nil
+    if hooked then sethook() end
+    jit_on()
+  end
+  local function encoder_leave()
+    jit_never(); jit_flush()
+    if hooked then hooked = false; sethook(hook, "", STEP) end
+  end
 
   -- After any protected call: a tripped limit or a memory error ends the run.
   local function after_protected(r)
@@ -164,7 +185,7 @@ return function(host)
   local listings = {}
 
   local _, try_encode = make_encoder(null, protected, array_mt, object_mt, dgetmetatable, max_depth, is_memory_error,
-    function() return tripped, tripped_msg end)
+    function() return tripped, tripped_msg end, encoder_enter, encoder_leave)
 
 
   ---------------------------------------------------------------------------
@@ -494,13 +515,16 @@ return function(host)
     local chunk, cerr = loadstring(source, SCRIPT_SOURCE)
     if not chunk then return "error", "SyntaxError", syntax_message(source, cerr), "", usage() end
     script_source = source
+    -- The script's functions are never compiled, even while the encoder has the JIT on: a
+    -- trace that reached one would run it without the count hook.
+    jit_never(chunk, true)
     setfenv(chunk, env)
     sethook(hook, "", STEP)
     local r = pack(xpcall(chunk, function(e) return e end, input))
     -- A script that spent its time inside one C call (where the hook never runs) and then
     -- returned at once still ran out of time: the outcome is the time limit, not its value.
     if not tripped and clock() > deadline then
-      tripped, tripped_msg = "TimeoutError", sformat("time limit reached (%.3g s); raise the timeout or do less work per run", limits.timeout)
+      tripped, tripped_msg = "TimeoutError", timeout_message()
     end
     local ok, text, kind, msg
     if r[1] and not tripped then
@@ -508,6 +532,7 @@ return function(host)
       if not ok then kind = text end
     end
     sethook()
+    if not tripped and clock() > deadline then tripped, tripped_msg = "TimeoutError", timeout_message() end
     local output = tconcat(out)
     if tripped then return "error", tripped, tripped_msg, output, usage() end
     if not r[1] then

@@ -6,22 +6,30 @@
 -- error(ENCODE_FAIL) after setting the failure's kind and message, so callers go through the
 -- protected `try_encode`.
 
-local type, next, tostring, pcall, select = type, next, tostring, pcall, select
+local type, next, tostring, pcall = type, next, tostring, pcall
 local rawget, rawequal = rawget, rawequal
 local error = error
-local sbyte, schar, sfind, sformat, sgsub, smatch = string.byte, string.char, string.find, string.format, string.gsub, string.match
+local sbyte, schar, sfind, sformat, sgsub, smatch, ssub = string.byte, string.char, string.find, string.format, string.gsub, string.match, string.sub
 local tconcat = table.concat
 local mfloor, mhuge = math.floor, math.huge
-
-local function pack(...) return {n = select("#", ...), ...} end
 
 -- `null`: the run's app.null; `protected`: the run's read-only tables (app and its namespaces),
 -- by name, which never convert; `array_mt` / `object_mt`: the shape markers' metatables;
 -- `raw_getmetatable`: debug.getmetatable (a script's __metatable field cannot fake a marker);
 -- `max_depth`: the nesting cap; `is_memory_error(e)`: whether an error value is the heap's;
--- `limit_state()`: the tripped limit's kind and message, if any.
+-- `limit_state()`: the tripped limit's kind and message, if any; `enter()` / `leave()` turn the
+-- JIT compiler on for the encoder alone (and pause the count hook) and off again (which also
+-- discards every trace, and puts the hook back).
 -- Returns encode(value, what, budget) and try_encode(value, what, budget).
-return function(null, protected, array_mt, object_mt, raw_getmetatable, max_depth, is_memory_error, limit_state)
+--
+-- The encoder runs with the JIT on: interpreted, it took most of the time of a large result.
+-- A compiled trace never fires the count hook, so the encoder bounds its own work instead:
+-- every string it writes is charged to the byte budget before it is scanned or escaped, a
+-- table's entries are charged as soon as one pass of `next` has counted them (the memory limit
+-- bounds that pass), and nesting stops at `max_depth`. It calls no script code, so no script code
+-- runs while the JIT is on; the script's chunk is also marked never to be compiled.
+return function(null, protected, array_mt, object_mt, raw_getmetatable, max_depth, is_memory_error, limit_state,
+    enter, leave)
   local ENCODE_FAIL = {}
   local fail_kind, fail_msg
   local ESC = {['"'] = '\\"', ['\\'] = '\\\\', ['\b'] = '\\b', ['\f'] = '\\f', ['\n'] = '\\n', ['\r'] = '\\r', ['\t'] = '\\t'}
@@ -69,6 +77,7 @@ return function(null, protected, array_mt, object_mt, raw_getmetatable, max_dept
         if n > 12 and i > 6 and i <= n - 4 then goto continue end
         local k = path[i]
         if type(k) == "number" then parts[#parts + 1] = sformat("[%d]", k)
+        elseif #k > 40 then parts[#parts + 1] = sformat(".%s... (a %d-byte key)", ssub(k, 1, 24), #k)
         else parts[#parts + 1] = "." .. k end
         ::continue::
       end
@@ -78,18 +87,19 @@ return function(null, protected, array_mt, object_mt, raw_getmetatable, max_dept
       fail_kind, fail_msg = kind, msg .. " (at " .. where() .. ")"
       error(ENCODE_FAIL, 0)
     end
+    local function too_large()
+      fail(what == "result" and "ResultLimitError" or "ValidationError",
+        sformat("%s is larger than the limit of %d bytes", what, budget))
+    end
     local function emit(s)
       size = size + #s
-      if size > budget then
-        fail(what == "result" and "ResultLimitError" or "ValidationError",
-          sformat("%s is larger than the limit of %d bytes", what, budget))
-      end
+      if size > budget then too_large() end
       nbuf = nbuf + 1; buf[nbuf] = s
     end
     local function str(s)
       -- The size check comes first: validating a 50 MB string would take seconds of trusted
       -- code, where the hook does not raise.
-      if size + #s + 2 > budget then emit(s) end
+      if size + #s + 2 > budget then too_large() end
       if not utf8_ok(s) then fail("ValidationError", "string is not valid UTF-8") end
       if sfind(s, '[%c"\\\127]') then s = sgsub(s, '[%c"\\\127]', ESC) end
       emit('"'); emit(s); emit('"')
@@ -99,9 +109,15 @@ return function(null, protected, array_mt, object_mt, raw_getmetatable, max_dept
     -- tells, and they need neither UTF-8 validation nor escaping, only one budget check.
     -- `close` is what follows the closing quote (a key's colon). False means: use str().
     local function plain(s, close)
-      if sfind(s, '[%z\1-\31"\\\127-\255]') then return false end
       local grown = size + #s + 1 + #close
       if grown > budget then return false end
+      -- Printable ASCII but the quote and the backslash. A loop over the bytes, which the JIT
+      -- compiles, costs a tenth of a string.find with a set: Lua's matcher starts afresh at
+      -- every position.
+      for i = 1, #s do
+        local c = sbyte(s, i)
+        if c < 32 or c > 126 or c == 34 or c == 92 then return false end
+      end
       size = grown
       local n = nbuf
       buf[n + 1] = '"'; buf[n + 2] = s; buf[n + 3] = close
@@ -144,6 +160,9 @@ return function(null, protected, array_mt, object_mt, raw_getmetatable, max_dept
           elseif kt == "number" and k >= 1 and k == mfloor(k) then if k > n then n = k end
           else has_other = k end
         end
+        -- Every entry writes at least one byte: charge them now, so that a table met again and
+        -- again (a DAG) costs its budget, not only the counting pass.
+        if size + count > budget then too_large() end
         if has_other ~= nil then
           fail("ValidationError", sformat("table has a %s key; keys must be strings (objects) or 1..n (arrays)", type(has_other)))
         end
@@ -195,13 +214,17 @@ return function(null, protected, array_mt, object_mt, raw_getmetatable, max_dept
   end
 
   local function try_encode(v, what, budget, empty_object)
-    local r = pack(pcall(encode, v, what, budget, empty_object))
+    -- Nothing between enter() and leave() can raise past them: pcall catches every error of
+    -- the encoder (a full heap too), its two results need no allocation, and no hook runs.
+    enter()
+    local ok, r = pcall(encode, v, what, budget, empty_object)
+    leave()
     local tripped, tripped_msg = limit_state()
     if tripped then return false, tripped, tripped_msg end
-    if r[1] then return true, r[2] end
-    if r[2] == ENCODE_FAIL then return false, fail_kind, fail_msg end
-    if is_memory_error(r[2]) then return false, "MemoryError", "memory limit reached while converting " .. what end
-    return false, "RuntimeError", tostring(r[2])
+    if ok then return true, r end
+    if r == ENCODE_FAIL then return false, fail_kind, fail_msg end
+    if is_memory_error(r) then return false, "MemoryError", "memory limit reached while converting " .. what end
+    return false, "RuntimeError", tostring(r)
   end
 
   return encode, try_encode

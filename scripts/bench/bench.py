@@ -348,7 +348,7 @@ def bench_convert(scale: float) -> Row:
         json.loads(json.dumps(data))
 
     timing = paired(subject, baseline, warmup=1, repeats=7)
-    return Row("4", f"{n}-contact result Python->Lua->Python", timing, 3.0)
+    return Row("4", f"{n}-contact result Python->Lua->Python", timing, 2.5)
 
 
 # -- 5: process isolation -----------------------------------------------------------------------

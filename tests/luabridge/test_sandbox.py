@@ -181,6 +181,14 @@ def test_limit_trips_with_own_error_then_bridge_recovers(
     assert after.ok and after.value == "PROBE-OK"
 
 
+def test_timeout_from_the_hook_says_which_limit(bridge: Bridge) -> None:
+    """The hook's own TimeoutError (not the worker kill's), before and after an encode."""
+    for src in ("while true do end", "local s = app.json.encode({1, 2, 3}) while true do end"):
+        result = bridge.run(src, limits={"timeout": 0.3, "instructions": 10**12})
+        assert result.error is not None and result.error.type == "TimeoutError", result.error
+        assert result.error.message.startswith("time limit reached (0.3 s)"), result.error
+
+
 @pytest.mark.parametrize(
     "src",
     [

@@ -494,6 +494,56 @@ LEAKS = {
     ),
 }
 
+# The encoder runs with the JIT on and the count hook paused (docs/threat-model.md, layer 6):
+# it must bound its own work, and nothing compiled may outlive it.
+_WIDE = "local t = {} for i = 1, 5e3 do t[i] = {id = i, name = 'n' .. i, score = i / 7} end\n"
+ENCODER = {
+    "dag_result": Case(
+        'local d = {"x"} for i = 1, 60 do d = {a = d, b = d} end return d', {"ResultLimitError"}
+    ),
+    "dag_params": Case(
+        'local d = {"x"} for i = 1, 60 do d = {a = d, b = d} end\n'
+        "return app.integrations.loops.find_contact({email = d})",
+        REFUSED,
+    ),
+    "dag_json_encode": Case(
+        'local d = {"x"} for i = 1, 60 do d = {a = d, b = d} end return app.json.encode(d)',
+        REFUSED,
+    ),
+    "wide_table_result": Case(
+        "local t = {} for i = 1, 2e6 do t[i] = 1 end return t", {"ResultLimitError"}
+    ),
+    "wide_empty_tables": Case(
+        "local t = {} for i = 1, 4e5 do t[i] = {} end return t", {"ResultLimitError"}
+    ),
+    "huge_string_result": Case('return {s = string.rep("x", 2e7)}', {"ResultLimitError"}),
+    "huge_key_params": Case(
+        'return app.integrations.loops.find_contact({[string.rep("k", 2e7)] = 1})', REFUSED
+    ),
+    "huge_string_positional": Case(
+        'return app.integrations.loops.find_contact(string.rep("x", 2e7))', REFUSED
+    ),
+    "cycle_wide": Case(_WIDE + "t[#t + 1] = t return t", REFUSED),
+    "deep_wide": Case(
+        _WIDE + "local d = {} for i = 1, 1e5 do d = {d} end t[#t + 1] = d return t", REFUSED
+    ),
+    "invalid_utf8_late": Case(_WIDE + 't[#t].name = "\\255" return t', REFUSED),
+    "escapes_everywhere": Case(
+        _WIDE + 'for i = 1, #t, 3 do t[i].name = "q\\"b\\\\n\\1\\127" end\n'
+        "local back = app.json.decode(app.json.encode(t))\n"
+        "return back[1].name == t[1].name and back[2].name == t[2].name",
+        value(True),
+    ),
+    "metatable_traps_wide": Case(
+        "local function spin() while true do end end\n"
+        "local trap = {__index = spin, __len = spin, __tostring = spin, __pairs = spin}\n"
+        "local t = {} for i = 1, 2e4 do t[i] = setmetatable({id = i}, trap) end\n"
+        "return #app.json.encode(t)",
+        value(len(",".join(f'{{"id":{i}}}' for i in range(1, 20001))) + 2),
+    ),
+}
+
+
 ALL = {
     **{f"escape-{k}": v for k, v in ESCAPES.items()},
     **{f"metatable-{k}": v for k, v in METATABLES.items()},
@@ -501,6 +551,7 @@ ALL = {
     **{f"output-{k}": v for k, v in OUTPUT.items()},
     **{f"host-{k}": v for k, v in HOST_CONFUSION.items()},
     **{f"leak-{k}": v for k, v in LEAKS.items()},
+    **{f"encoder-{k}": v for k, v in ENCODER.items()},
 }
 
 
@@ -561,6 +612,39 @@ def test_attack_limit_cannot_be_swallowed_and_returned(shared_bridge: Bridge) ->
     """
     r = shared_bridge.run(src, limits={"timeout": 1})
     assert r.error is not None and r.error.type in CPU
+
+
+# What follows each encode is a loop the JIT would compile: with a small instruction limit it
+# must end in InstructionLimitError, raised by the count hook. Had a trace or the JIT outlived
+# the encoder, the hook would not fire and only the worker kill would end the run (TimeoutError).
+AFTER_ENCODE = {
+    "json_encode": _WIDE + "local s = app.json.encode(t)\n",
+    "binding_params": _WIDE
+    + "pcall(app.integrations.loops.find_contact, {email = 0/0, rows = t})\n",
+    "failed_encode": _WIDE + "t[#t + 1] = t pcall(app.json.encode, t)\n",
+    "coroutine": _WIDE + "coroutine.wrap(function() app.json.encode(t) end)()\n",
+    "over_budget": _WIDE + 'pcall(app.json.encode, {t, string.rep("x", 2e6)})\n',
+}
+_HOT = "local x = 0 for i = 1, 1e15 do x = x + i % 7 end\nlocal function f(n) return n + 1 end\n"
+
+
+@pytest.mark.parametrize("name", list(AFTER_ENCODE))
+def test_attack_hook_counts_again_after_encoding(
+    shared_bridge: Bridge, name: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    for loop in (
+        _HOT,
+        "local function f(n) return n + 1 end local n = 0 while true do n = f(n) end\n",
+    ):
+        done = attack(
+            shared_bridge,
+            AFTER_ENCODE[name] + loop,
+            capfd,
+            timeout=2.0,
+            limits={"instructions": 20_000_000},
+        )
+        error = done.result.error
+        assert error is not None and error.type == "InstructionLimitError", error
 
 
 # -- concurrency under attack ------------------------------------------------------------------
