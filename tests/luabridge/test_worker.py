@@ -256,10 +256,25 @@ try:
     Bridge.from_config(sys.argv[1], integrations=[], workers=2, prestart=True)
 except ConfigError as exc:
     print("ConfigError:", exc, flush=True)
+def unkilled():
+    # A worker the pool has killed may still show as running for a while on a loaded
+    # machine (a SIGKILL takes effect when the process next leaves the kernel); it counts as
+    # stopped once the signal is pending.
+    left = set()
+    for pid in worker_children():
+        try:
+            status = open(f"/proc/{pid}/status").read()
+        except OSError:
+            continue
+        pending = [int(line.split()[1], 16) for line in status.splitlines()
+                   if line.startswith(("SigPnd:", "ShdPnd:"))]
+        if not any(mask & (1 << 8) for mask in pending):
+            left.add(pid)
+    return left
 end = time.monotonic() + 20
-while worker_children() and time.monotonic() < end:
+while unkilled() and time.monotonic() < end:
     time.sleep(0.05)
-print("left:", sorted(worker_children()), flush=True)
+print("left:", sorted(unkilled()), flush=True)
 """
 
 
