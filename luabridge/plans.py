@@ -17,7 +17,8 @@ Rules a user can rely on:
 - URLs are compared relative to the account's base URL, and a plan applies only to the same
   base URL (or to an emulator when it was made against one), so a plan never goes to a host
   that nobody saw;
-- headers are not compared: the idempotency key a call makes for itself is new each run.
+- headers are not compared: a derived idempotency key comes from the execution id, and the
+  apply is another execution than its dry run.
 
 Stores: :class:`LedgerPlanStore` keeps plans in the run ledger when one is configured (the
 default of ``Bridge.from_config``, so that ``luabridge apply`` in a later process finds what

@@ -8,7 +8,10 @@ before sending.
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -84,6 +87,10 @@ class PostIn(ActionInput):
     to: str = Field(description="recipient")
 
 
+class WaitIn(ActionInput):
+    seconds: float = Field(description="how long the service takes to answer")
+
+
 class Sent(ActionResult):
     key: str | None = Field(None, description="the key sent")
     deduplicated: bool | None = Field(None, description="already carried out")
@@ -97,6 +104,12 @@ def _send(ctx: CallContext, p: SendIn) -> dict[str, Any]:
 
 def _post(ctx: CallContext, p: PostIn) -> dict[str, Any]:
     ctx.client.deliver({"to": p.to}, None)
+    return {"n": len(ctx.client.delivered)}
+
+
+def _wait(ctx: CallContext, p: WaitIn) -> dict[str, Any]:
+    ctx.client.deliver({"waited": p.seconds}, None)
+    time.sleep(p.seconds)
     return {"n": len(ctx.client.delivered)}
 
 
@@ -135,6 +148,16 @@ OUTBOX = Integration(
             handler=_post,
             plan=_plan,
             examples=(Example('app.integrations.outbox.post({to = "a"})'),),
+        ),
+        Action(
+            name="wait",
+            summary="A write whose answer takes a while.",
+            input=WaitIn,
+            output=Sent,
+            effect="write",
+            handler=_wait,
+            plan=_plan,
+            examples=(Example("app.integrations.outbox.wait({seconds = 1})"),),
         ),
         Action(
             name="peek",
@@ -472,3 +495,52 @@ def test_ledger_path_opened_lazily(tmp_path: Path) -> None:
     with SQLiteLedger(path) as reader:
         record = reader.get_execution("j")
         assert record is not None and record.status == "succeeded"
+
+
+def _process_bridge(ledger: SQLiteLedger) -> Bridge:
+    accounts = {"outbox": {"default": AccountSettings(name="default", api_key=SECRET, base_url="")}}
+    return Bridge(
+        integrations=[OUTBOX],
+        accounts=accounts,
+        isolation="process",
+        workers=1,
+        ledger=SQLiteLedger(ledger.path),
+    )
+
+
+def test_call_in_progress_at_time_limit_is_in_calls(ledger: SQLiteLedger) -> None:
+    """The run's time limit strikes while a write waits for its answer: the call is in
+    result.calls as unknown, and the ledger gets its outcome once the answer comes."""
+    source = "app.integrations.outbox.post({to = 'a'}); app.integrations.outbox.wait({seconds = 2})"
+    with _process_bridge(ledger) as b:
+        result = b.run(source, allow="write", execution_id="slow-1", limits={"timeout": 0.5})
+        assert result.error is not None and result.error.type == "TimeoutError"
+        assert [(c.action, c.outcome) for c in result.calls] == [
+            ("post", "ok"),
+            ("wait", "unknown"),
+        ]
+        assert "in progress" in (result.calls[1].error or "")
+        assert ledger.get_calls("slow-1")[1].state == "sending"
+        time.sleep(2.5)
+        assert ledger.get_calls("slow-1")[1].state == "succeeded"
+        record = ledger.get_execution("slow-1")
+        assert record is not None and record.status == "failed"
+
+
+def test_call_in_progress_when_worker_dies_is_in_calls(ledger: SQLiteLedger) -> None:
+    """The worker is killed while the bridge serves its call: the call still finishes in the
+    host, and the crashed run reports it with its outcome."""
+    source = "app.integrations.outbox.wait({seconds = 1.5}); return 1"
+    with _process_bridge(ledger) as b:
+        pool = b._worker_pool()
+        killer = threading.Timer(
+            0.7, lambda: [os.kill(pid, signal.SIGKILL) for pid in pool.pids(busy=True)]
+        )
+        killer.start()
+        result = b.run(source, allow="write", execution_id="died-1", limits={"timeout": 10})
+        killer.join()
+        assert result.error is not None and result.error.type == "WorkerCrashError"
+        assert [(c.action, c.outcome) for c in result.calls] == [("wait", "ok")]
+        assert ledger.get_calls("died-1")[0].state == "succeeded"
+        record = ledger.get_execution("died-1")
+        assert record is not None and record.status == "crashed"
