@@ -259,7 +259,13 @@ class LoopsApi:
         with self.state.lock:
             fault = self.state.faults.take(method, path)
         kind = fault.kind if fault is not None else None
+        slot: tuple[bool, int] | None = None
         if fault is not None and kind is FaultKind.SLOW:
+            # A slow answer still counts against the rate limit when the request arrives, as
+            # a server counts it, not when the delayed answer is made.
+            with self.state.lock:
+                team = self.state.team_for_key(_bearer(headers))
+                slot = team.take_rate_slot() if team is not None else None
             await asyncio.sleep(fault.delay)
 
         host = headers.get("host") or "{}:{}".format(*scope.get("server") or ("127.0.0.1", 80))
@@ -277,14 +283,16 @@ class LoopsApi:
             self._log(scope, request, None, None, kind, started)
             await self._cut(scope, receive, send, None)
             return
-        answer = self._answer(request, kind)
+        answer = self._answer(request, kind, slot)
         self._log(scope, request, answer, answer.team, kind, started)
         if kind is FaultKind.CUT_AFTER:
             await self._cut(scope, receive, send, answer)
             return
         await _send_json(send, answer.status, answer.body, answer.headers, answer.content_type)
 
-    def _answer(self, request: ApiRequest, fault: FaultKind | None) -> _Answer:
+    def _answer(
+        self, request: ApiRequest, fault: FaultKind | None, slot: tuple[bool, int] | None = None
+    ) -> _Answer:
         with self.state.lock:
             team = self.state.team_for_key(_bearer(request.headers))
             # Planned 429s and 500s hit before authentication, like a proxy in front of Loops.
@@ -295,7 +303,7 @@ class LoopsApi:
                 return _Answer(500, _SERVER_ERROR, [], team)
             if team is None:
                 return _Answer(401, _INVALID_KEY, [], None, _JSON_PLAIN)
-            admitted, remaining = team.take_rate_slot()
+            admitted, remaining = team.take_rate_slot() if slot is None else slot
             # With limiting off there is no limit to report, so we send no rate-limit headers.
             limits = _rate_headers(team.rate_limit, remaining) if team.rate_limit > 0 else []
             if not admitted:

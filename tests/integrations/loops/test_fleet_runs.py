@@ -141,12 +141,17 @@ return r
 
 
 def test_fleet_node_killed_mid_run_every_task_done_once(
-    nodes: list[WorkerNode], fleet_app: Any, emulator: EmulatorServer
+    nodes: list[WorkerNode], fleet_app: Any, emulator: EmulatorServer, redis_url: str
 ) -> None:
-    """40 sends across two nodes; one node is SIGKILLed while tasks run. Its tasks are
-    redelivered and resumed: all 40 succeed, the emulator holds exactly 40 events, no 429."""
+    """40 sends across two nodes; one node is SIGKILLed while its two processes each have a
+    send in flight (the emulator holds the first four sends for 2 s, then carries them out).
+    Its tasks are redelivered and resume from the Redis ledger: all 40 succeed, the emulator
+    holds exactly 40 events (the two sends in flight at the kill are not repeated, Loops'
+    idempotency answers for them), and it answered no 429."""
+    from luabridge.ledger import RedisLedger
     from luabridge.tasks import submit
 
+    emulator.add_fault("slow", count=4, delay=2.0, path="/events/send")
     results = [
         submit(SEND, {"email": f"user{n}@example.com"}, allow="write", app=fleet_app)
         for n in range(40)
@@ -156,20 +161,36 @@ def test_fleet_node_killed_mid_run_every_task_done_once(
     def sent() -> int:
         return sum(1 for e in team.snapshot("events") if e["eventName"] == "fleet_signup")
 
-    deadline = time.monotonic() + 30
-    while sent() < 10 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert sent() >= 10
+    def in_flight(ledger: RedisLedger) -> int:
+        return sum(
+            1
+            for r in results
+            for call in ledger.get_calls(r.id)
+            if call.action == "send_event" and call.state == "sending"
+        )
+
+    with RedisLedger(redis_url) as ledger:
+        deadline = time.monotonic() + 30
+        while in_flight(ledger) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert in_flight(ledger) == 4 and sent() == 0
+    # "sending" is written before the wait for a rate-limit slot: give the four requests the
+    # 0.4 s their slots take to reach the emulator, where they wait out the fault.
+    time.sleep(0.8)
+    assert sent() == 0
     nodes[0].kill()
     killed = time.monotonic()
     envelopes = [r.get(timeout=120) for r in results]
     failed = [e for e in envelopes if not e["ok"]]
     assert failed == []
-    # The dead node's two tasks came back only once their visibility timeout (18 s for a 5 s
-    # fleet) had passed; the 30 or so others would have taken 3-4 s.
-    assert time.monotonic() - killed >= 8
     assert sent() == 40
     assert 429 not in {e["status"] for _, e in arrivals(emulator)}
+    # The dead node's two sends had reached Loops; their resumed runs sent them again with the
+    # same key, and Loops' answer (409, key already used) counts as delivered.
+    deduplicated = [e for e in envelopes if e["result"].get("deduplicated")]
+    assert len(deduplicated) == 2
+    # Those tasks came back only once their visibility timeout (18 s for a 5 s fleet) passed.
+    assert time.monotonic() - killed >= 8
 
 
 def test_cli_submit_wait_prints_the_run_envelope(
