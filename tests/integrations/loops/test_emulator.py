@@ -1573,3 +1573,23 @@ def test_exports_sorted_and_complete() -> None:
         if not name.startswith("_") and not isinstance(value, type(emulator_package))
     } - {"annotations"}
     assert public == set(exported)
+
+
+def test_fault_slow_counts_against_the_rate_limit_on_arrival(
+    emulator: EmulatorServer, admin: httpx.Client
+) -> None:
+    """A slow answer's request takes its place in the rate window when it arrives: with a
+    limit of 2, a slow request then two quick ones leave the second quick one refused."""
+    emulator.state.set_rate_limit(2)
+    admin.post("/faults", json={"kind": "slow", "delay": 0.5})
+    statuses: list[int] = []
+    with httpx.Client(base_url=emulator.base_url, headers=bearer(KEY)) as client:
+        slow = threading.Thread(target=lambda: statuses.append(client.get("/api-key").status_code))
+        slow.start()
+        deadline = time.monotonic() + 2
+        while len(emulator.state.faults) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        quick = [client.get("/api-key").status_code for _ in range(2)]
+        slow.join()
+    assert statuses == [200]
+    assert quick == [200, 429]
