@@ -4,7 +4,8 @@
 embedded default, :class:`RedisLedger` the one a fleet shares (selected by the fleet's Redis
 URL). :func:`ledger_path` decides where the default file lives, from the
 environment and ``luabridge.toml``; ``luabridge.config.load_settings`` calls it, so every front
-door finds the same ledger.
+door finds the same ledger. What runs write to it (keys, replay, resume) is
+:mod:`luabridge.ledger.journal`.
 """
 
 from __future__ import annotations

@@ -118,18 +118,27 @@ class SQLiteLedger(Ledger):
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise self._error(f"cannot create the folder {str(self.path.parent)!r}", exc) from exc
+        # A file that already has the schema is only read: opening it takes no write lock.
+        with self._transaction(write=False) as db:
+            version = self._check_version(db)
+        if version == _SCHEMA_VERSION:
+            return
         with self._transaction() as db:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > _SCHEMA_VERSION:
-                raise LedgerError(
-                    f"the ledger {self.location!r} was written by a newer luabridge (schema "
-                    f"{version}, this one reads {_SCHEMA_VERSION}); upgrade luabridge or point "
-                    "LUABRIDGE_LEDGER at another file"
-                )
+            self._check_version(db)
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
             db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+
+    def _check_version(self, db: sqlite3.Connection) -> int:
+        version: int = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > _SCHEMA_VERSION:
+            raise LedgerError(
+                f"the ledger {self.location!r} was written by a newer luabridge (schema "
+                f"{version}, this one reads {_SCHEMA_VERSION}); upgrade luabridge or point "
+                "LUABRIDGE_LEDGER at another file"
+            )
+        return version
 
     def __repr__(self) -> str:
         return f"SQLiteLedger({self.location!r})"
