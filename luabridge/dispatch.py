@@ -8,6 +8,7 @@ It never raises into Lua: each answer is a :data:`luabridge.sandbox.Reply`.
 
 from __future__ import annotations
 
+import copy
 import enum
 import functools
 import json
@@ -103,8 +104,12 @@ class RunPolicy:
     execution_id: str
 
 
+@functools.lru_cache(maxsize=256)
 def accepted_names(model: type[BaseModel]) -> dict[str, str]:
-    """Every parameter name a model accepts, mapped to its canonical (field) name."""
+    """Every parameter name a model accepts, mapped to its canonical (field) name.
+
+    Worked out once per model (the result is shared: do not change it); walking the fields
+    cost about a twentieth of a call's time on the bridge's side."""
     names: dict[str, str] = {}
     for fname, info in model.model_fields.items():
         names[fname] = fname
@@ -469,7 +474,9 @@ class Dispatcher:
                         "unknown",
                     )
                 else:
-                    record = replace(record)
+                    # copy.copy, not dataclasses.replace: a run's result copies every record,
+                    # and replace (which goes through __init__) took 5-10 us a record.
+                    record = copy.copy(record)
                 out.append(record)
             return out
 
@@ -558,10 +565,16 @@ class Dispatcher:
             self._position += 1
             position = self._position
         key_param = action.idempotency_param
-        canonical = model.model_dump(
-            mode="json", exclude={key_param} if key_param else None, exclude_none=True
+        # Only a ledger needs the hash, and only it and a keyed action the canonical form: a
+        # call without either skips both (a tenth of the bridge's own time per call).
+        canonical = (
+            model.model_dump(
+                mode="json", exclude={key_param} if key_param else None, exclude_none=True
+            )
+            if self.journal is not None or key_param
+            else {}
         )
-        params_hash = digest(canonical)
+        params_hash = digest(canonical) if self.journal is not None else ""
         seq, prior = position, None
         if self.journal is not None:
             try:
