@@ -280,3 +280,47 @@ def test_answer_past_deadline_is_delivery_unknown(emulator: EmulatorServer, tmp_
         del os.environ["LUABRIDGE_LOOPS_DIRECTORY"]
     assert again.ok and again.value["deduplicated"] is True, again.value
     assert delivered(emulator, "event") == ["late"]
+
+
+@pytest.mark.parametrize("action", ["event", "email"])
+def test_cut_after_processing_until_retries_run_out_is_delivery_unknown(
+    emulator: EmulatorServer, tmp_path: Path, action: str
+) -> None:
+    """Every attempt is stored and its answer cut: the script gets success = false with
+    delivered = "unknown" and the key (never "failed" or "check base_url"), the ledger says
+    unknown, and resuming delivers nothing more."""
+    path = STORES[action][1]
+    host = Host(tmp_path, emulator, timeout=5)
+    emulator.add_fault("cut_after", count=4, path=path, method="POST")
+    from luabridge import Bridge
+
+    env = {"LOOPS_TEST_KEY": DEMO_KEYS["default"]}
+    task = {"action": action, "n": 1, "template": WELCOME_TEMPLATE_ID}
+    os.environ["LUABRIDGE_LOOPS_DIRECTORY"] = str(tmp_path / "contacts.sqlite3")
+    try:
+        with Bridge.from_config(
+            host.config, environ=env, isolation="inprocess", ledger=host.ledger
+        ) as bridge:
+            probe = "local input = ...\n" + (
+                "return app.integrations.loops.send_event({email = 'ada@example.com', "
+                "event_name = 'step_1'})"
+                if action == "event"
+                else "return app.integrations.loops.send_transactional_email({transactional_id "
+                "= input.template, email = 'ada@example.com', data_variables = {step = 1}})"
+            )
+            first = bridge.run(probe, task, allow="write", execution_id="cut-1")
+            assert first.ok, first.error
+            value, call = first.value, first.calls[0]
+            assert (value["success"], value["delivered"]) == (False, "unknown"), value
+            assert value["code"] == "loops.connection_error"
+            assert value["idempotency_key"] == call.idempotency_key
+            assert "same idempotency_key" in value["error"] and "base_url" not in value["error"]
+            assert call.outcome == "unknown"
+            with SQLiteLedger(host.ledger) as ledger:
+                assert ledger.get_calls("cut-1")[0].state == "unknown"
+            assert len(delivered(emulator, action)) == 1
+            again = bridge.run(probe, task, allow="write", execution_id="cut-1")
+    finally:
+        del os.environ["LUABRIDGE_LOOPS_DIRECTORY"]
+    assert again.value["success"] is True and again.value["deduplicated"] is True
+    assert len(delivered(emulator, action)) == 1
