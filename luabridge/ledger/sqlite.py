@@ -118,6 +118,14 @@ class SQLiteLedger(Ledger):
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise self._error(f"cannot create the folder {str(self.path.parent)!r}", exc) from exc
+        # The record names people (emails, ids) even with every secret redacted: a new file
+        # is readable by its owner only, and SQLite gives its -wal/-shm files the same mode.
+        try:
+            os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise self._error(f"cannot create the ledger {self.location!r}", exc) from exc
         # A file that already has the schema is only read: opening it takes no write lock.
         with self._transaction(write=False) as db:
             version = self._check_version(db)

@@ -133,3 +133,25 @@ def test_ledger_path_from_file(tmp_path: Path) -> None:
 def test_ledger_path_bad_value(value: object) -> None:
     with pytest.raises(ConfigError, match=r"ledger must be false .* got"):
         ledger_path({"ledger": value}, config_name="conf.toml", environ={})
+
+
+def test_sqlite_ledger_new_file_owner_only(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    with SQLiteLedger(path) as ledger:
+        ledger.create_execution(record("a"))
+        modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    assert modes["ledger.sqlite3"] == 0o600
+    assert modes.get("ledger.sqlite3-wal", 0o600) == 0o600
+
+
+def test_sqlite_ledger_existing_file_mode_kept(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    SQLiteLedger(path).close()
+    path.chmod(0o640)
+    SQLiteLedger(path).close()
+    assert path.stat().st_mode & 0o777 == 0o640
+
+
+def test_sqlite_ledger_file_cannot_be_made(tmp_path: Path) -> None:
+    with pytest.raises(LedgerError, match=r"cannot create the ledger .*writable folder"):
+        SQLiteLedger(tmp_path / ("x" * 300 + ".sqlite3"))  # a name too long for the filesystem
