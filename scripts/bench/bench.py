@@ -432,7 +432,7 @@ local loops = app.integrations.loops
 local email = input.email
 local made = loops.create_contact{email = email, first_name = input.name, source = "signup"}
 local found = loops.find_contact{email = email}
-loops.update_contact{email = email, user_group = "trial", properties = {plan = "trial"}}
+loops.update_contact{email = email, user_group = "trial", properties = {notes = "trial"}}
 loops.send_event{email = email, event_name = "signed_up", event_properties = {plan = "trial"}}
 local check = loops.check_contact_suppression{email = email}
 return {id = made.id, found = #found.contacts, suppressed = check.is_suppressed}
