@@ -119,9 +119,9 @@ def fleet_timings(limits: Limits) -> FleetTimings:
     )
 
 
-# Each app remembers the settings it was made from (submit checks limits against them; a
-# worker process builds its bridge from them).
-_SETTINGS: dict[int, Settings] = {}
+# Each app carries the settings it was made from (submit checks limits against them; a worker
+# process builds its bridge from them), under this attribute.
+_SETTINGS_ATTR: Final = "luabridge_settings"
 
 
 def create_app(settings: Settings | None = None) -> celery.Celery:
@@ -173,7 +173,7 @@ def create_app(settings: Settings | None = None) -> celery.Celery:
         result_extended=True,
     )
     app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)(_run_task)
-    _SETTINGS[id(app)] = settings
+    setattr(app, _SETTINGS_ATTR, settings)
     return app
 
 
@@ -191,8 +191,8 @@ def default_app() -> celery.Celery:
 
 def app_settings(app: celery.Celery) -> Settings:
     """The settings ``app`` was made from (by :func:`create_app`)."""
-    settings = _SETTINGS.get(id(app))
-    if settings is None:
+    settings = getattr(app, _SETTINGS_ATTR, None)
+    if not isinstance(settings, Settings):
         raise ConfigError("this Celery app was not made by luabridge.tasks.create_app")
     return settings
 
