@@ -128,8 +128,9 @@ class RedisRateLimiter:
     Requests are paced evenly, one every ``(1 + slack) / rate`` seconds (108 ms at 10/s), so
     no one-second window anywhere sees more than ``rate`` of them, whichever process sent
     them: eleven requests in a row span 1.08 s, which leaves 80 ms for the network, the
-    scheduling of busy machines and the server to bunch them up. The schedule lives in one Redis key (see ``KEY_PREFIX``) and is advanced by one
-    atomic script per request, on the Redis server's clock.
+    scheduling of busy machines and the server to bunch them up. The schedule lives in one
+    Redis key (see ``KEY_PREFIX``) and is advanced by one atomic script per request, on the
+    Redis server's clock.
 
     - ``url``: the Redis URL (``redis://host:port/db``)
     - ``key``: the budget's name; clients of the same key share it
