@@ -593,16 +593,20 @@ class Dispatcher:
             model = model.model_copy(update={key_param: key})
 
         if self.policy.dry_run and action.effect != "read":
-            planned = functools.partial(record, seq=seq, idempotency_key=key)
+            planned = functools.partial(record, seq=seq, idempotency_key=self._shown(key))
             return self._plan(action, integration, account, model, planned)
         if self.write_guard is not None and action.effect != "read":
-            guarded = functools.partial(record, seq=seq, idempotency_key=key)
+            guarded = functools.partial(record, seq=seq, idempotency_key=self._shown(key))
             stopped = self._guard(action, integration, account, params, model, guarded)
             if stopped is not None:
                 return stopped
         return self._send(
             action, integration, account, model, params, started, seq, prior, key, params_hash
         )
+
+    def _shown(self, key: str | None) -> str | None:
+        """A key as records show it: a script's own key could hold a secret."""
+        return None if key is None else self.redactor.text(key)
 
     def _ledger_failure(self, label: str, exc: LuabridgeError) -> dict[str, Any]:
         """The result of a call not sent because the ledger could not record it."""
@@ -642,7 +646,7 @@ class Dispatcher:
             duration_ms=0.0,
             dry_run=self.policy.dry_run,
             seq=seq,
-            idempotency_key=key,
+            idempotency_key=self._shown(key),
         )
         # In the list from the start, so a run that ends while it is in progress (a killed
         # worker, the time limit) still reports it.
@@ -681,7 +685,7 @@ class Dispatcher:
                     effect=action.effect,
                     params=record.params,
                     params_hash=params_hash,
-                    idempotency_key=key,
+                    idempotency_key=record.idempotency_key,
                 )
             except LuabridgeError as exc:
                 failure = self._ledger_failure(label, exc)
@@ -741,7 +745,7 @@ class Dispatcher:
                     state = CallState.UNKNOWN.value
                     result["delivered"] = "unknown"
                     if key:
-                        result["idempotency_key"] = key
+                        result["idempotency_key"] = self._shown(key)
         if journal is not None:
             try:
                 journal.finish(seq, state, result)

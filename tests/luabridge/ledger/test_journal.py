@@ -240,6 +240,16 @@ def test_run_ledger_holds_no_secret(bridge: Bridge, ledger: SQLiteLedger) -> Non
     assert SECRET.encode() not in raw
 
 
+def test_caller_key_holding_a_secret_redacted(bridge: Bridge, ledger: SQLiteLedger) -> None:
+    source = "local input = ...; return app.integrations.outbox.send({to = 'a', key = input.k})"
+    result = run(bridge, source, input={"k": f"k-{SECRET}"}, execution_id="job-k")
+    assert result.calls[0].idempotency_key == "k-[REDACTED]"
+    assert ledger.get_calls("job-k")[0].idempotency_key == "k-[REDACTED]"
+    raw = ledger.path.read_bytes() + Path(f"{ledger.path}-wal").read_bytes()
+    assert SECRET.encode() not in raw
+    assert outbox(bridge).keys == {f"k-{SECRET}"}  # the service got the script's real key
+
+
 def test_keys_derived_from_execution_place_and_params(bridge: Bridge) -> None:
     first = run(bridge, execution_id="job-1")
     keys = [c.idempotency_key for c in first.calls]
