@@ -55,11 +55,18 @@ class _Ledger:
                 "LUABRIDGE_LEDGER=off), so no run is recorded; turn it on to list runs"
             )
         self.path = settings.ledger
+        self.where = str(settings.ledger)
         self.redactor: Redactor = Redactor(
             a.api_key for accs in settings.accounts.values() for a in accs.values()
         )
         self.ledger: Ledger | None = None
-        if self.path.exists():
+        if settings.redis_url is not None:
+            # A fleet's runs are recorded in its Redis (see Bridge.from_settings).
+            from luabridge.ledger.redisstore import RedisLedger
+
+            self.ledger = RedisLedger(settings.redis_url)
+            self.where = self.ledger.location
+        elif self.path.exists():
             from luabridge.ledger.sqlite import SQLiteLedger
 
             with guard():
@@ -117,7 +124,7 @@ def runs(ctx: click.Context, limit: int, config: str | None, as_json: bool) -> N
         click.echo(json.dumps(rows, ensure_ascii=False))
         return
     if not rows:
-        click.echo(f"no runs recorded in {opened.path}", err=True)
+        click.echo(f"no runs recorded in {opened.where}", err=True)
         return
     width = max(len("EXECUTION"), *(len(r["execution_id"]) for r in rows))
     click.echo(
@@ -153,7 +160,7 @@ def show(ctx: click.Context, execution_id: str, config: str | None, as_json: boo
         opened.close()
     if record is None:
         raise UsageProblem(
-            f"no execution {execution_id!r} in the run ledger at {opened.path}; "
+            f"no execution {execution_id!r} in the run ledger at {opened.where}; "
             "luabridge runs lists the recent ones"
         )
     execution = {**record.to_dict(), "status": shown_status(record)}

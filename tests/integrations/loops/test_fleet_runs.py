@@ -219,6 +219,12 @@ def test_cli_submit_wait_prints_the_run_envelope(
         env=env,
     )
     assert named.exit_code == 0 and '"success": true' in named.stdout
+    # The fleet's runs are in its Redis ledger, which luabridge runs reads.
+    shown = runner.invoke(cli, ["runs", "show", "cli-1", "--json", "--config", config], env=env)
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.stdout)["execution"]["execution_id"] == "cli-1"
+    missing = runner.invoke(cli, ["runs", "show", "nope", "--config", config], env=env)
+    assert missing.exit_code == 2 and "redis://127.0.0.1:" in missing.output
     failing = fleet_folder / "fail.lua"
     failing.write_text("error('no luck')\n")
     failed = runner.invoke(cli, ["submit", str(failing), "--wait", *args], env=env)
