@@ -31,9 +31,9 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 
 from luabridge.cli.options import CHUNK_PREFIX
-from luabridge.errors import ConfigError, LuabridgeError, PlanError
+from luabridge.errors import ConfigError, LuabridgeError, PlanError, error_envelope
 from luabridge.plans import iso_time, render_mismatch
-from luabridge.search import DocIndex, build_index
+from luabridge.search import MAX_QUERY, DocIndex, build_index
 
 if TYPE_CHECKING:
     from luabridge.bridge import Bridge
@@ -47,6 +47,9 @@ RESULT_LIMIT = 24 * 1024
 GUIDES = {"guide": "guides/scripts.md"}
 
 _EFFECT_ORDER = ("read", "write", "destructive")
+
+#: Most sections one ``lua_search_docs`` call returns.
+_MAX_HITS = 20
 
 #: What to do about each kind of failure, after its message.
 _FIXES = {
@@ -190,7 +193,7 @@ def _tool_result(lead: str, envelope: dict[str, Any], *, error: bool) -> CallToo
 
 
 def _failure(error_type: str, message: str, fix: str = "") -> CallToolResult:
-    envelope = {"ok": False, "error": {"type": error_type, "message": message, "line": None}}
+    envelope = error_envelope(error_type, message)
     lead = f"{error_type}: {message}" + (f"\nFix: {fix}" if fix else "")
     return _tool_result(lead, envelope, error=True)
 
@@ -305,26 +308,50 @@ def build_server(bridge: Bridge, policy: ServerPolicy | None = None) -> MCPServe
         }
         return _tool_result("\n".join(lines), data, error=False)
 
+    # The bounds are in the schema for the client, and checked here rather than by the SDK,
+    # so that a value out of range gets the usual envelope with a Fix line.
     def lua_search_docs(
         query: Annotated[
-            str, Field(description="what you are looking for, in words: 'send an email'")
+            str,
+            Field(
+                description="what you are looking for, in words: 'send an email'",
+                json_schema_extra={"maxLength": MAX_QUERY},
+            ),
         ],
-        limit: Annotated[int, Field(ge=1, le=20, description="most sections to return")] = 5,
+        limit: Annotated[
+            int,
+            Field(
+                description="most sections to return",
+                json_schema_extra={"minimum": 1, "maximum": _MAX_HITS},
+            ),
+        ] = 5,
     ) -> CallToolResult:
         """Search the Lua API reference and the guide: ranked matches over action names,
         summaries, parameter names and descriptions. Returns the best sections (the top 3
         in full), not whole pages; read any other with lua_read_doc(topic)."""
+        if len(query) > MAX_QUERY:
+            return _failure(
+                "ValidationError",
+                f"query is {len(query)} characters; at most {MAX_QUERY} are searched",
+                "ask in a few words, for example 'send an email' or an action's name",
+            )
+        if not 1 <= limit <= _MAX_HITS:
+            return _failure(
+                "ValidationError",
+                f"limit must be between 1 and {_MAX_HITS} (got {limit})",
+                f"give a limit from 1 to {_MAX_HITS}, or leave it out for 5",
+            )
         hits = doc_index().search(query, limit)
         if not hits:
             topics = ", ".join(bridge.integrations)
             return _tool_result(
-                f"no section matches {query!r}; try other words, or lua_list_docs to see "
-                f"every action ({topics})",
+                f"no section matches {_cut_text(query, 80, '...')!r}; try other words, or "
+                f"lua_list_docs to see every action ({topics})",
                 {"query": query, "hits": []},
                 error=False,
             )
         found = [h.to_dict(with_text=i < 3) for i, h in enumerate(hits)]
-        lines = [f"{len(hits)} section(s) for {query!r}, best first:"]
+        lines = [f"{len(hits)} section(s) for {_cut_text(query, 80, '...')!r}, best first:"]
         for i, hit in enumerate(hits):
             lines.append(f"{i + 1}. {hit.section.topic}: {hit.section.summary}")
         lines.append("")

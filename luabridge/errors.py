@@ -72,6 +72,7 @@ __all__ = [
     "ValidationError",
     "WorkerCrashError",
     "error_class",
+    "error_envelope",
 ]
 
 #: Every value ``RunResult.error.type`` can take, with what it means.
@@ -323,3 +324,16 @@ def error_class(error_type: str) -> type[LuabridgeError]:
     if error_type == "UsageError":
         return ConfigError
     return _BY_TYPE.get(error_type, ScriptError)
+
+
+def error_envelope(error_type: str, message: str) -> dict[str, Any]:
+    """The run envelope of a failure before any script ran (usage, unknown plan or run, bad
+    tool argument): the same keys as ``RunResult.to_dict()``, so one parser reads them all."""
+    return {
+        "ok": False,
+        "result": None,
+        "error": {"type": error_type, "message": message, "line": None},
+        "output": "",
+        "calls": [],
+        "meta": {"executionId": None, "resumed": False, "durationMs": None},
+    }

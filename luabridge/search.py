@@ -22,9 +22,15 @@ from typing import Any
 from luabridge.action import Integration, built
 from luabridge.docs import render_markdown, render_section
 
-__all__ = ["DocIndex", "Hit", "Section", "build_index", "tokens"]
+__all__ = ["MAX_QUERY", "DocIndex", "Hit", "Section", "build_index", "tokens"]
+
+#: Characters of a search query; a longer one is refused (a question fits in far fewer).
+MAX_QUERY = 1000
 
 _WORD = re.compile(r"[a-z0-9]+")
+_CAMEL = re.compile(r"([a-z0-9])([A-Z])")
+_NAME_RUN = re.compile(r"[a-z0-9_]+")
+_UNDERSCORES = re.compile(r"__+")
 _STOP = frozenset(
     "a an and are as at be by for from how i in is it of on or the this to what when with "
     "does do can my me".split()
@@ -34,14 +40,22 @@ _B = 0.75
 
 
 def tokens(text: str) -> list[str]:
-    """Lower-case words of ``text``; snake_case and camelCase names give their parts too."""
-    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", text).lower()
+    """Lower-case words of ``text``; snake_case and camelCase names give their parts too.
+
+    Every pattern here is a single character class, so the time is linear in ``text`` (a
+    pattern with nested repeats backtracks quadratically on a long word).
+    """
+    spaced = _CAMEL.sub(r"\1 \2", text).lower()
     out = []
     for word in _WORD.findall(spaced.replace("_", " ")):
         if word not in _STOP:
             out.append(word)
-    for name in re.findall(r"[a-z0-9]+(?:_[a-z0-9]+)+", text.lower()):
-        out.append(name)
+    # Whole snake_case names too: runs of words joined by single underscores.
+    for run in _NAME_RUN.findall(text.lower()):
+        for name in _UNDERSCORES.split(run):
+            name = name.strip("_")
+            if "_" in name:
+                out.append(name)
     return out
 
 

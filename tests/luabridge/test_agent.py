@@ -20,6 +20,7 @@ from mcp.types import CallToolResult, TextContent
 from integrations.loops.emulator import ADA_EMAIL, DEMO_KEYS, EmulatorServer
 from luabridge import Bridge
 from luabridge.agent import RESULT_LIMIT, ServerPolicy, build_server, cut_envelope
+from luabridge.search import MAX_QUERY, tokens
 
 TOOLS = {
     "lua_list_docs",
@@ -177,6 +178,59 @@ def test_agent_search_docs_ranks_sections(make_bridge: Callable[..., Bridge]) ->
         assert "no section matches" in text(nothing)
 
     session(make_bridge())(body)
+
+
+@pytest.mark.timeout(60)
+def test_agent_search_docs_bounds_the_query_and_limit(make_bridge: Callable[..., Bridge]) -> None:
+    async def body(client: Client) -> None:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+        props = tools["lua_search_docs"].input_schema["properties"]
+        assert props["query"]["maxLength"] == MAX_QUERY
+        assert (props["limit"]["minimum"], props["limit"]["maximum"]) == (1, 20)
+        # A long query is refused with the usual envelope, without echoing it back.
+        huge = await client.call_tool("lua_search_docs", {"query": "x" * 100_000})
+        assert huge.is_error and huge.structured_content is not None
+        assert huge.structured_content["error"]["type"] == "ValidationError"
+        assert huge.structured_content["meta"] == {
+            "executionId": None,
+            "resumed": False,
+            "durationMs": None,
+        }
+        assert text(huge).startswith(
+            f"ValidationError: query is 100000 characters; at most {MAX_QUERY} are searched"
+        )
+        assert "\nFix: ask in a few words" in text(huge) and "x" * 200 not in text(huge)
+        # The longest query allowed is searched, and its echo is short.
+        longest = await client.call_tool("lua_search_docs", {"query": "x" * MAX_QUERY})
+        lead = text(longest).split("\n")[0]
+        assert not longest.is_error and lead.startswith("no section matches 'xxx")
+        assert "x" * 100 not in lead
+        for bad in (0, 100):
+            refused = await client.call_tool("lua_search_docs", {"query": "email", "limit": bad})
+            assert refused.is_error and refused.structured_content is not None
+            assert text(refused).startswith(
+                f"ValidationError: limit must be between 1 and 20 (got {bad})"
+            )
+            assert "Fix: give a limit from 1 to 20" in text(refused)
+            assert "pydantic" not in text(refused)
+
+    session(make_bridge())(body)
+
+
+@pytest.mark.timeout(30)
+def test_tokens_of_a_long_word_take_linear_time() -> None:
+    # The snake_case pattern once backtracked quadratically: 40,000 characters took 47 s.
+    assert tokens("x" * 400_000) == ["x" * 400_000]
+    assert tokens("send_event a__b_c sendEmail") == [
+        "send",
+        "event",
+        "b",
+        "c",
+        "send",
+        "email",
+        "send_event",
+        "b_c",
+    ]
 
 
 def test_agent_read_doc(make_bridge: Callable[..., Bridge]) -> None:
