@@ -241,3 +241,13 @@ def test_runs_shows_abandoned_run_as_crashed(ledger_file: Path) -> None:
         )
     rows = json.loads(invoke("runs", "--json").stdout)
     assert rows[0]["status"] == "crashed"
+
+
+def test_run_corrupt_ledger_usage_error(ledger_file: Path) -> None:
+    ledger_file.write_bytes(b"not a database at all " * 50)
+    result, envelope = run("--execution-id", "order-1")
+    assert result.exit_code == 2
+    assert "not a luabridge ledger" in envelope["error"]["message"]
+    assert "move it aside" in envelope["error"]["message"]
+    result = invoke("runs", "--json")
+    assert result.exit_code == 2 and "not a luabridge ledger" in result.stdout
