@@ -19,6 +19,7 @@ get less.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -47,6 +48,9 @@ RESULT_LIMIT = 24 * 1024
 GUIDES = {"guide": "guides/scripts.md"}
 
 _EFFECT_ORDER = ("read", "write", "destructive")
+
+#: Writes a dry run's text lists one per line; the others are counted by action.
+_WRITE_LINES = 10
 
 #: Most sections one ``lua_search_docs`` call returns.
 _MAX_HITS = 20
@@ -120,43 +124,118 @@ def _cut_text(text: str, limit: int, marker: str) -> str:
     return data[:limit].decode("utf-8", errors="ignore") + marker
 
 
-def cut_envelope(envelope: dict[str, Any], limit: int = RESULT_LIMIT) -> dict[str, Any]:
-    """``envelope`` with ``output`` and ``result`` cut to ``limit`` bytes each, with markers.
+def _size(value: Any) -> int:
+    """Bytes ``value`` takes in a tool's text (the envelope is shown with ``indent=1``)."""
+    return len(json.dumps(value, ensure_ascii=False, indent=1).encode("utf-8"))
 
-    A cut result becomes a string: the start of its JSON and the marker. ``truncated`` lists
-    what was cut and its full size.
+
+#: Bytes of one request body kept in ``calls`` or ``plan.writes`` once those are cut.
+_BODY_LIMIT = 300
+
+
+def _slim_records(records: list[Any], budget: int, what: str) -> tuple[list[Any], bool]:
+    """``records`` (call records or planned writes) in at most ``budget`` bytes: without
+    ``params``, with long request bodies replaced by a marker, then only the first ones."""
+    if _size(records) <= budget:
+        return records, False
+    slim: list[Any] = []
+    for record in records:
+        item = {k: v for k, v in record.items() if k != "params"}
+        request = item.get("request")
+        if isinstance(request, dict) and request.get("json") is not None:
+            body = _size(request["json"])
+            if body > _BODY_LIMIT:
+                item["request"] = {
+                    **request,
+                    "json": f"[luabridge: body cut, {body} bytes; make fewer or smaller "
+                    f"{what} per run to see each in full]",
+                }
+        slim.append(item)
+    kept: list[Any] = []
+    used = 2
+    for item in slim:
+        used += _size(item) + 2
+        if used > budget:
+            break
+        kept.append(item)
+    return kept, True
+
+
+def cut_envelope(envelope: dict[str, Any], limit: int = RESULT_LIMIT) -> dict[str, Any]:
+    """``envelope`` in about ``limit`` bytes in all, each cut part with a marker.
+
+    ``calls`` and a dry run's ``plan.writes`` get an eighth of ``limit`` each: over it they
+    lose ``params`` and long request bodies, then the records past what fits. ``output`` and
+    ``result`` share the rest (a small one leaves more to the other). A cut result becomes a
+    string: the start of its JSON and the marker. ``truncated`` lists what was cut: the full
+    size in bytes of ``output`` and ``result``, the number of ``calls`` and ``plan_writes``.
     """
     out = dict(envelope)
     truncated: dict[str, int] = {}
+    calls = list(out.get("calls") or [])
+    kept, cut = _slim_records(calls, limit // 8, "calls")
+    if cut:
+        truncated["calls"] = len(calls)
+        out["calls"] = kept
+    plan = out.get("plan")
+    if isinstance(plan, dict) and isinstance(plan.get("writes"), list):
+        writes = plan["writes"]
+        kept, cut = _slim_records(writes, limit // 8, "writes")
+        if cut:
+            truncated["plan_writes"] = len(writes)
+            out["plan"] = {**plan, "writes": kept}
+    rest = max(limit - _size({k: v for k, v in out.items() if k not in ("output", "result")}), 0)
     output = str(out.get("output") or "")
-    size = len(output.encode("utf-8"))
-    if size > limit:
-        truncated["output"] = size
+    output_size = len(output.encode("utf-8"))
+    result_text = (
+        None if out.get("result") is None else json.dumps(out["result"], ensure_ascii=False)
+    )
+    result_size = 0 if result_text is None else len(result_text.encode("utf-8"))
+    output_share = max(rest - result_size, rest // 2)
+    result_share = max(rest - output_size, rest // 2)
+    if output_size > output_share:
+        truncated["output"] = output_size
         out["output"] = _cut_text(
             output,
-            limit,
-            f"\n[luabridge: output cut at {limit} of {size} bytes; print less, for example a "
-            "count or the first few rows, and return the rest only if it is needed]",
+            output_share,
+            f"\n[luabridge: output cut at {output_share} of {output_size} bytes; print less, "
+            "for example a count or the first few rows, and return the rest only if it is "
+            "needed]",
         )
-    if out.get("result") is not None:
-        text = json.dumps(out["result"], ensure_ascii=False)
-        size = len(text.encode("utf-8"))
-        if size > limit:
-            truncated["result"] = size
-            out["result"] = _cut_text(
-                text,
-                limit,
-                f" [luabridge: result cut at {limit} of {size} bytes of JSON; return only the "
-                "fields or rows you need (for example the first 20 items and a count), or page "
-                "through the data over several runs]",
-            )
-    calls = out.get("calls") or []
-    if len(json.dumps(calls, ensure_ascii=False).encode("utf-8")) > limit:
-        truncated["calls"] = len(calls)
-        out["calls"] = [{k: v for k, v in c.items() if k != "params"} for c in calls]
+    if result_text is not None and result_size > result_share:
+        truncated["result"] = result_size
+        out["result"] = _cut_text(
+            result_text,
+            result_share,
+            f" [luabridge: result cut at {result_share} of {result_size} bytes of JSON; return "
+            "only the fields or rows you need (for example the first 20 items and a count), or "
+            "page through the data over several runs]",
+        )
     if truncated:
         out["truncated"] = truncated
     return out
+
+
+def _cut_line(envelope: Mapping[str, Any]) -> str:
+    """The lead's line saying what of the envelope was cut (empty when nothing was)."""
+    truncated = envelope.get("truncated") or {}
+    parts = []
+    if "output" in truncated:
+        parts.append(f"output cut ({truncated['output']:,} bytes)")
+    if "result" in truncated:
+        parts.append(
+            f"result cut ({truncated['result']:,} bytes of JSON; it is now a string holding "
+            "the start)"
+        )
+    if "calls" in truncated:
+        shown = len(envelope.get("calls") or [])
+        parts.append(f"calls shown without params, {shown} of {truncated['calls']}")
+    if "plan_writes" in truncated:
+        shown = len((envelope.get("plan") or {}).get("writes") or [])
+        parts.append(f"plan writes shown {shown} of {truncated['plan_writes']}")
+    if not parts:
+        return ""
+    return "Cut to fit: " + "; ".join(parts) + ". The markers say how to get less."
 
 
 def _lead(envelope: Mapping[str, Any], allow: list[str]) -> str:
@@ -167,7 +246,9 @@ def _lead(envelope: Mapping[str, Any], allow: list[str]) -> str:
         message = CHUNK_PREFIX.sub("", str(error.get("message", "")))
         fix = _FIXES.get(str(error.get("type")), "").format(allow=", ".join(allow))
         text = f"{error.get('type')}{line}: {message}"
-        return text + (f"\nFix: {fix}" if fix else "")
+        text += f"\nFix: {fix}" if fix else ""
+        cut = _cut_line(envelope)
+        return text + (f"\n{cut}" if cut else "")
     calls = envelope.get("calls") or []
     sent = sum(1 for c in calls if c.get("effect") != "read" and c.get("outcome") == "ok")
     failed = [c for c in calls if c.get("outcome") == "failed"]
@@ -180,7 +261,8 @@ def _lead(envelope: Mapping[str, Any], allow: list[str]) -> str:
             + "; ".join(f"{c['integration']}.{c['action']}: {c.get('code')}" for c in failed[:3])
             + ")"
         )
-    return ", ".join(parts)
+    cut = _cut_line(envelope)
+    return ", ".join(parts) + (f"\n{cut}" if cut else "")
 
 
 def _tool_result(lead: str, envelope: dict[str, Any], *, error: bool) -> CallToolResult:
@@ -445,17 +527,29 @@ def build_server(bridge: Bridge, policy: ServerPolicy | None = None) -> MCPServe
                     limits=dict(policy.limits),
                 )
                 assert plan.run is not None
-                envelope = cut_envelope(plan.run.to_dict())
                 if not plan.ok:
+                    envelope = cut_envelope(plan.run.to_dict())
                     return _tool_result(_lead(envelope, allow), envelope, error=True)
-                envelope["plan_id"] = plan.plan_id
-                envelope["plan"] = plan.summary()
+                envelope = cut_envelope(
+                    {**plan.run.to_dict(), "plan_id": plan.plan_id, "plan": plan.summary()}
+                )
                 count = len(plan.writes)
                 lines = [
                     f"dry run: {count} write{'s' if count != 1 else ''} planned, nothing sent. "
                     f"plan_id: {plan.plan_id} (valid until {iso_time(plan.expires_at)})."
                 ]
-                lines += [_write_line(i + 1, w) for i, w in enumerate(plan.writes)]
+                lines += [_write_line(i + 1, w) for i, w in enumerate(plan.writes[:_WRITE_LINES])]
+                if count > _WRITE_LINES:
+                    rest = Counter(
+                        f"{w['integration']}.{w['action']}" for w in plan.writes[_WRITE_LINES:]
+                    )
+                    lines.append(
+                        f"  ... and {count - _WRITE_LINES} more: "
+                        + ", ".join(f"{n} x {name}" for name, n in rest.most_common())
+                    )
+                cut = _cut_line(envelope)
+                if cut:
+                    lines.append(cut)
                 if count:
                     lines.append(
                         "Show these to the person; once they approve, call apply_plan with "

@@ -19,7 +19,7 @@ from mcp.types import CallToolResult, TextContent
 
 from integrations.loops.emulator import ADA_EMAIL, DEMO_KEYS, EmulatorServer
 from luabridge import Bridge
-from luabridge.agent import RESULT_LIMIT, ServerPolicy, build_server, cut_envelope
+from luabridge.agent import RESULT_LIMIT, ServerPolicy, build_server
 from luabridge.search import MAX_QUERY, tokens
 
 TOOLS = {
@@ -472,24 +472,57 @@ def test_agent_huge_output_and_result_are_cut(make_bridge: Callable[..., Bridge]
         assert data is not None and data["ok"] is True
         assert data["truncated"] == {"output": 100001, "result": 90002}
         assert data["output"].startswith("x" * 1000)
-        assert (
-            f"[luabridge: output cut at {RESULT_LIMIT} of 100001 bytes; print less"
-            in (data["output"])
-        )
+        assert "of 100001 bytes; print less" in data["output"]
         assert "return only the fields or rows you need" in data["result"]
-        assert len(text(result)) < 3 * RESULT_LIMIT
+        # The lead says so up front, and the whole text stays near the limit.
+        lead = text(result).split("\n")
+        assert lead[0] == "ok: 0 action calls"
+        assert lead[1].startswith(
+            "Cut to fit: output cut (100,001 bytes); result cut (90,002 bytes of JSON"
+        )
+        assert len(text(result).encode()) < RESULT_LIMIT + 4096
 
     session(make_bridge())(body)
 
 
-def test_cut_envelope_keeps_small_ones_and_cuts_big_calls() -> None:
-    small = {"ok": True, "result": {"a": 1}, "output": "hi", "calls": []}
-    assert cut_envelope(small) == small
-    calls = [{"action": "x", "params": {"blob": "z" * 1000}} for _ in range(40)]
-    cut = cut_envelope({"ok": True, "result": None, "output": "", "calls": calls})
-    assert cut["truncated"] == {"calls": 40} and cut["calls"][0] == {"action": "x"}
-    multibyte = cut_envelope({"output": "é" * 20000, "result": None}, limit=101)
-    assert multibyte["output"].startswith("é" * 50) and "cut at 101" in multibyte["output"]
+def test_agent_dry_run_of_many_big_writes_fits_the_limit(
+    make_bridge: Callable[..., Bridge], emulator: EmulatorServer
+) -> None:
+    code = """
+    local loops = app.integrations.loops
+    local notes = {}
+    for k = 1, 10 do notes["note" .. k] = string.rep("n", 400) end
+    for i = 1, 30 do
+      loops.send_event({email = "ada@example.com", event_name = "note", properties = notes})
+    end
+    return "done"
+    """
+
+    async def body(client: Client) -> None:
+        result = await client.call_tool("execute_lua", {"code": code, "dry_run": True})
+        data = result.structured_content
+        assert data is not None and data["ok"] is True, text(result)
+        assert data["truncated"] == {"calls": 30, "plan_writes": 30}
+        whole = text(result)
+        # 90 such writes once gave 850 KB: one full line and one full body per write.
+        assert len(whole.encode()) < RESULT_LIMIT + 8192
+        assert len(json.dumps(data).encode()) < RESULT_LIMIT + 4096
+        assert 0 < len(data["plan"]["writes"]) < 30 and 0 < len(data["calls"]) < 30
+        first = data["plan"]["writes"][0]["request"]["json"]
+        assert first.startswith("[luabridge: body cut, ") and "make fewer or smaller" in first
+        assert all("params" not in c for c in data["calls"])
+        lines = whole.split("\n")
+        assert lines[0].startswith("dry run: 30 writes planned, nothing sent.")
+        assert lines[11] == "  ... and 20 more: 20 x loops.send_event"
+        assert lines[12].startswith("Cut to fit: calls shown without params, ")
+        assert "plan writes shown " in lines[12] and " of 30" in lines[12]
+        # The plan itself is whole: applying it sends all 30 writes.
+        applied = await client.call_tool("apply_plan", {"plan_id": data["plan_id"]})
+        assert text(applied).startswith(f"applied plan {data['plan_id']}: 30 of 30")
+
+    session(make_bridge(limits={"timeout": 60}), WRITE)(body)
+    sent = [r for r in emulator.requests() if r["method"] == "POST" and r["status"] == 200]
+    assert len(sent) == 30  # (the emulator's rate limit answers some with 429 first)
 
 
 def test_agent_resources(make_bridge: Callable[..., Bridge]) -> None:
