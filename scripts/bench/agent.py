@@ -18,12 +18,26 @@ from collections.abc import Callable
 from pathlib import Path
 
 from anyio.from_thread import start_blocking_portal
-from harness import Row, paired
+from harness import Row, paired, peak_rss_kib
 from mcp import Client, StdioServerParameters
 
 from luabridge import Bridge
 
 __all__ = ["agent_rows"]
+
+
+def _children(parent: int, pattern: bytes) -> list[int]:
+    """Pids of ``parent``'s children whose command line contains ``pattern``."""
+    pids = []
+    for task in Path(f"/proc/{parent}/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue
+            if pattern in cmdline:
+                pids.append(int(pid))
+    return pids
 
 
 def agent_rows(tmp: Path, scale: float, note: Callable[[str], None]) -> list[Row]:
@@ -67,6 +81,15 @@ def agent_rows(tmp: Path, scale: float, note: Callable[[str], None]) -> list[Row
                 return go
 
             vs_bridge = paired(through_server(calls), in_process(calls), warmup=1, repeats=7)
+        server = _children(os.getpid(), b"luabridge mcp")
+        for pid in server:
+            workers = _children(pid, b"luabridge")
+            sizes = ", ".join(f"{peak_rss_kib(w) / 1024:.1f}" for w in workers) or "none"
+            note(
+                f"memory: peak RSS of the `luabridge mcp` server process "
+                f"{peak_rss_kib(pid) / 1024:.1f} MiB after the tool calls above (warm pool); "
+                f"its worker processes: {sizes} MiB"
+            )
     per_call = sorted(vs_bridge.subject)[len(vs_bridge.subject) // 2] / calls * 1000
     per_run = sorted(vs_bridge.baseline)[len(vs_bridge.baseline) // 2] / calls * 1000
     note(
