@@ -49,6 +49,12 @@ def progress(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] (peak RSS {rss:.0f} MiB) {text}", file=sys.stderr)
 
 
+#: Rows 1, 5 and 8 time the sandbox and the pool, so their bridges run without the run ledger
+#: (on by default, a few SQLite statements per run); row 1's notes give its cost per run, row
+#: l its cost per write call.
+NO_LEDGER: dict[str, Any] = {"ledger": None}
+
+
 @contextmanager
 def workspace() -> Iterator[Path]:
     """A temporary folder that also holds the Loops contact directory of this run."""
@@ -105,7 +111,7 @@ def check_ok(result: Any) -> None:
 def bench_trivial(scale: float) -> list[Row]:
     """Row 1 against the runtime the sandbox needs; row 1a against a default LuaRuntime()."""
     n = max(20, int(200 * scale))
-    bridge = Bridge.from_config(environ={}, isolation="inprocess")
+    bridge = Bridge.from_config(environ={}, isolation="inprocess", **NO_LEDGER)
     check_ok(bridge.run("return 1"))
 
     def subject() -> None:
@@ -124,6 +130,21 @@ def bench_trivial(scale: float) -> list[Row]:
     old_base = paired(subject, default, warmup=1, repeats=5)
     per_run = statistics.median(timing.subject) / n * 1e6
     note(f"1: bridge.run('return 1') in-process takes {per_run:.0f} us per run")
+    # The same runs journaled in the run ledger (the workspace's SQLite file), as from_config
+    # does by default.
+    with Bridge.from_config(environ={}, isolation="inprocess") as journaled:
+        check_ok(journaled.run("return 1"))
+
+        def with_ledger() -> None:
+            for _ in range(n):
+                journaled.run("return 1")
+
+        ledgered = paired(with_ledger, subject, warmup=1, repeats=5)
+    extra = (statistics.median(ledgered.subject) - statistics.median(ledgered.baseline)) / n
+    note(
+        f"1: with the run ledger on (the default of from_config) a trivial run costs "
+        f"{extra * 1e6:.0f} us more ({ledgered.ratio:.2f}x); rows 1, 5 and 8 run with it off"
+    )
     bridge.close()
     return [
         Row("1", f'bridge.run("return 1") in-process vs a minimal LuaRuntime, x{n}', timing, 1.5),
@@ -370,8 +391,8 @@ def _children(pattern: str) -> list[int]:
 
 def bench_process(scale: float) -> Row:
     n = max(50, int(500 * scale))
-    pooled = Bridge.from_config(environ={}, isolation="process", workers=2)
-    local = Bridge.from_config(environ={}, isolation="inprocess")
+    pooled = Bridge.from_config(environ={}, isolation="process", workers=2, **NO_LEDGER)
+    local = Bridge.from_config(environ={}, isolation="inprocess", **NO_LEDGER)
     for _ in range(4):  # wait until both workers are up and have served a run
         check_ok(pooled.run("return 1"))
 
@@ -498,7 +519,7 @@ def bench_automations(tmp: Path, emulator: Emulator, scale: float, isolation: st
 
 
 def report_memory() -> None:
-    bridge = Bridge.from_config(environ={}, isolation="inprocess")
+    bridge = Bridge.from_config(environ={}, isolation="inprocess", **NO_LEDGER)
     bridge.run("return 1")
     tracemalloc.start()
     result = bridge.run("local t = {} for i = 1, 1000 do t[i] = i end return #t")
