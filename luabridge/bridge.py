@@ -757,9 +757,16 @@ class Bridge:
             for acc, then in accs.items():
                 now = targets.get(name, {}).get(acc)
                 if now is None:
+                    where = (
+                        "it was planned against an emulator: apply it with one (CLI: add "
+                        "--emulator, and the --config it was planned with if any)"
+                        if then.get("emulated")
+                        else "apply it with the configuration it was planned with (CLI: the "
+                        "same --config)"
+                    )
                     raise PlanError(
                         f"plan {plan.plan_id} uses {name} account '{acc}', which this bridge "
-                        "does not have; apply it where it was planned"
+                        f"does not have; {where}"
                     )
                 if now["base_url"] != then["base_url"] and not (
                     now["emulated"] and then["emulated"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -139,12 +140,22 @@ def run(
             "ledger on (see luabridge.toml's ledger setting) to apply plans from the CLI",
             err=True,
         )
+    elif plan is not None and plan.ok and not plan.writes:
+        click.echo(
+            f"plan {plan.plan_id}: no writes planned, so there is nothing to apply", err=True
+        )
     elif plan is not None and plan.ok:
         count = len(plan.writes)
+        # The apply needs the same accounts: the same --config, and --emulator if planned there.
+        command = ["luabridge", "apply", plan.plan_id]
+        if config:
+            command += ["--config", config]
+        if emulator:
+            command.append("--emulator")
         click.echo(
             f"plan {plan.plan_id}: {count} write{'s' if count != 1 else ''} planned, valid "
             f"until {plan.summary()['expires_at']}; send exactly "
-            f"{'these' if count != 1 else 'this'} with: luabridge apply {plan.plan_id}",
+            f"{'these' if count != 1 else 'this'} with: {shlex.join(command)}",
             err=True,
         )
     sys.exit(EXIT_OK if result.ok else EXIT_FAILED)

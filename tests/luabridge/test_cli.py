@@ -327,6 +327,48 @@ def test_run_dry_run_prints_how_to_apply(loops_env: EmulatorServer) -> None:
     assert "2 writes planned" in result.stderr and "luabridge apply plan_" in result.stderr
 
 
+def test_run_dry_run_on_the_emulator_prints_an_apply_that_works(tmp_path: Path) -> None:
+    config = write(tmp_path / "c.toml", "[limits]\ntimeout = 10\n")
+    source = 'app.integrations.loops.send_event({email = "a@example.com", event_name = "x"})'
+    planned = invoke(
+        "run",
+        "-",
+        "--emulator",
+        "--config",
+        config,
+        "--allow",
+        "write",
+        "--dry-run",
+        "--isolation",
+        "inprocess",
+        stdin=source,
+    )
+    assert planned.exit_code == 0, planned.stderr
+    hint = planned.stderr.strip().splitlines()[-1]
+    assert "1 write planned" in hint
+    command = hint.split("send exactly this with: ")[1].split()
+    assert command[:2] == ["luabridge", "apply"] and command[3:] == [
+        "--config",
+        config,
+        "--emulator",
+    ]
+    # Without --emulator the apply is refused, and the error says what to add.
+    bare = invoke("apply", command[2], "--isolation", "inprocess")
+    assert bare.exit_code == 2
+    assert "it was planned against an emulator: apply it with one (CLI: add --emulator" in (
+        bare.stderr
+    )
+    applied = invoke(*command[1:], "--isolation", "inprocess")
+    assert applied.exit_code == 0, applied.stderr
+
+
+def test_run_dry_run_with_no_writes_has_nothing_to_apply(loops_env: EmulatorServer) -> None:
+    result = invoke("run", "-", "--dry-run", "--isolation", "inprocess", stdin="return 1")
+    assert result.exit_code == 0
+    assert "no writes planned, so there is nothing to apply" in result.stderr
+    assert "send exactly" not in result.stderr
+
+
 def test_run_dry_run_without_a_ledger_says_the_plan_is_not_kept(
     loops_env: EmulatorServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
