@@ -68,6 +68,9 @@ __all__ = ["Bridge", "Isolation", "RunError", "RunResult", "discover_integration
 
 Isolation = Literal["process", "inprocess"]
 
+#: Seconds close() waits for runs in flight to record their end before closing the ledger.
+_CLOSE_WAIT = 30.0
+
 _CLOSED = "this Bridge was closed; create a new one to run more scripts"
 _log = logging.getLogger(__name__)
 
@@ -267,6 +270,10 @@ class Bridge:
         self._clients: dict[tuple[str, str], SupportsClose] = {}
         self._lock = threading.Lock()
         self._state = _State.OPEN
+        # Runs between opening their ledger record and writing its end: close() waits for
+        # them, so the ledger is not closed under a run that still has to record how it ended.
+        self._recording = 0
+        self._recorded = threading.Condition()
         self._redactor = Redactor(
             a.api_key for accs in self.accounts.values() for a in accs.values()
         )
@@ -351,10 +358,14 @@ class Bridge:
             if ledger is None and not isinstance(self._ledger_source, str | os.PathLike):
                 ledger = self._ledger_source
             self._ledger_source = None
-        for client in clients:
-            client.close()
         if pool is not None:
             pool.close()
+        with self._recorded:
+            # A run is bounded by its time limit; the wait is bounded too, so a stuck run
+            # cannot hang close() (its record then stays ``running``, shown as abandoned).
+            self._recorded.wait_for(lambda: self._recording == 0, timeout=_CLOSE_WAIT)
+        for client in clients:
+            client.close()
         if ledger is not None:
             ledger.close()
         close_plans = getattr(self.plans, "close", None)
@@ -525,8 +536,14 @@ class Bridge:
             # Before a worker is taken: a 50 MB script is refused without being sent anywhere.
             refused = RunOutcome(False, error=bad_source, usage={"wall_ms": 0.0})
             return self._result(refused, dispatcher, execution_id)
-        ledger = None if dry_run else self._ledger()
-        if ledger is not None:
+        if dry_run:
+            return self._record_run(source, input_copy, dispatcher, run_limits, started)
+        with self._recorded:
+            self._recording += 1
+        try:
+            ledger = self._ledger()
+            if ledger is None:
+                return self._record_run(source, input_copy, dispatcher, run_limits, started)
             dispatcher.journal = open_journal(
                 ledger,
                 execution_id,
@@ -543,9 +560,31 @@ class Bridge:
             # Opening the execution does not count against the run's time limit.
             started = time.monotonic()
             dispatcher.restart_clock(started)
+            return self._record_run(source, input_copy, dispatcher, run_limits, started)
+        finally:
+            with self._recorded:
+                self._recording -= 1
+                self._recorded.notify_all()
+
+    def _record_run(
+        self,
+        source: str,
+        input_copy: Any,
+        dispatcher: Dispatcher,
+        run_limits: Limits,
+        started: float,
+    ) -> RunResult:
+        """Execute the run and write its end to its ledger record, if it has one."""
+        execution_id = dispatcher.policy.execution_id
         try:
             outcome = self._execute(source, input_copy, dispatcher, run_limits, started)
             result = self._result(outcome, dispatcher, execution_id)
+        except ClosedError as exc:
+            # Refused by close() before it ran: recorded as that, not as a crash.
+            if dispatcher.journal is not None:
+                refused: dict[str, Any] = {"type": "ClosedError", "message": str(exc), "line": None}
+                _close_journal(dispatcher.journal, "failed", {}, refused)
+            raise
         except BaseException:
             if dispatcher.journal is not None:
                 _close_journal(dispatcher.journal, "crashed", {}, None)

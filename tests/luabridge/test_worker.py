@@ -885,6 +885,36 @@ def test_close_with_runs_queued_raises_closed_error() -> None:
         b.run("return 1")
 
 
+def test_close_lets_runs_record_their_end_in_the_ledger(tmp_path: Path) -> None:
+    """The ledger closes after the runs in flight wrote their end: the one that was running
+    is ``succeeded``, the ones close refused are ``failed`` with ClosedError, none ``crashed``."""
+    from luabridge import ClosedError
+    from luabridge.ledger.sqlite import SQLiteLedger
+
+    path = tmp_path / "ledger.sqlite3"
+    b = make_bridge(isolation="process", workers=1, ledger=path)
+    pool = pool_of(b)
+    wait_for_idle(pool, 1)
+    spin = "local t = os.clock() while os.clock() - t < 1 do end return 'done'"
+    with ThreadPoolExecutor(3) as ex:
+        first = ex.submit(b.run, spin, execution_id="close-first")
+        wait_for_busy(pool)
+        queued = [ex.submit(b.run, "return 1", execution_id=f"close-q{i}") for i in range(2)]
+        time.sleep(0.2)
+        b.close()
+        assert first.result(10).ok
+        for future in queued:
+            with pytest.raises(ClosedError):
+                future.result(10)
+    with SQLiteLedger(path) as ledger:
+        done = ledger.get_execution("close-first")
+        assert done is not None and done.status == "succeeded"
+        for i in range(2):
+            refused = ledger.get_execution(f"close-q{i}")
+            assert refused is not None and refused.status == "failed"
+            assert refused.error is not None and refused.error["type"] == "ClosedError"
+
+
 # -- workers never outlive their host ----------------------------------------------------------
 
 _HOST = """
