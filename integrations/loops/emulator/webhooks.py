@@ -1,7 +1,7 @@
 """Signed Loops webhooks sent by the emulator: the contact events a team's changes cause.
 
 A team given a URL and a signing secret (``EmulatorServer.set_webhook``, or ``PATCH
-/_emulator/teams/<team>`` with ``webhookUrl`` and ``webhookSecret``) posts each event as Loops
+/__emulator/teams/<team>`` with ``webhookUrl`` and ``webhookSecret``) posts each event as Loops
 does: the body of reference section 11 (``eventName``, ``eventTime``,
 ``webhookSchemaVersion``, ``contactIdentity`` ...) with the Standard Webhooks headers, signed
 with the ``standardwebhooks`` library. Deliveries leave in order from one background thread per

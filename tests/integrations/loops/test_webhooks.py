@@ -339,6 +339,13 @@ def test_emulator_webhook_configured_through_the_admin_api(
         assert team.webhooks is not None and team.webhooks.flush()
     [delivery] = received
     assert delivery["body"]["eventName"] == "contact.created"
+    # The README and the module's docstring give the path this test used.
+    import integrations.loops.emulator.webhooks as module
+
+    assert admin.endswith("/__emulator")
+    readme = (Path(__file__).parents[3] / "README.md").read_text(encoding="utf-8")
+    assert "PATCH /__emulator/teams/<team>" in readme and "/_emulator/" not in readme
+    assert module.__doc__ is not None and "/__emulator/teams/<team>" in module.__doc__
     headers = {k.decode(): v.decode() for k, v in delivery["headers"].items()}
     Webhook(SECRET).verify(json.dumps(delivery["body"]), headers)
 
