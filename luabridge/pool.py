@@ -237,6 +237,7 @@ class WorkerPool:
             # Whatever went wrong (no start, a dead or garbled worker), the block below gives
             # the slot back, so that _acquire can start another worker.
             pass
+        doomed: _Worker | None = None
         with self._cond:
             if spawned is not None:
                 self._starting.discard(spawned)
@@ -245,9 +246,13 @@ class WorkerPool:
                 self._idle.append(spawned)
             else:
                 self._count -= 1
-                if spawned is not None:
-                    spawned.kill()
+                doomed = spawned
             self._cond.notify()
+        if doomed is not None:
+            # Outside the lock: reaping waits for the process to die, and a worker killed
+            # mid-exec on a loaded machine can take seconds to; holding the lock meanwhile
+            # kept the pool's other starter from killing its own worker.
+            doomed.kill()
 
     def _acquire(self, deadline: float) -> _Worker:
         """A live idle worker, waiting for one until ``deadline`` (then ``_QueueTimeout``)."""
@@ -289,11 +294,12 @@ class WorkerPool:
                 self._start_async()
             return
         with self._cond:
-            if self._closed:
-                worker.stop()
-            else:
+            closed = self._closed
+            if not closed:
                 self._idle.append(worker)
                 self._cond.notify()
+        if closed:
+            worker.stop()  # outside the lock: it waits for the process to exit
 
     def _discard(self, worker: _Worker) -> None:
         """Kill ``worker`` (if it still runs) and start its replacement."""
