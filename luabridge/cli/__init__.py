@@ -9,6 +9,7 @@ output; everything meant for people (errors, hints) goes to standard error.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,7 +22,7 @@ from luabridge.cli.options import (
     EXIT_USAGE,
     UsageProblem,
 )
-from luabridge.cli.render import dumps
+from luabridge.errors import error_envelope
 
 __all__ = [
     "EXIT_FAILED",
@@ -34,20 +35,11 @@ __all__ = [
 
 
 def _usage_envelope(command: str | None, message: str) -> dict[str, Any]:
-    """What ``--json`` prints for a usage error, shaped like the command's normal output."""
-    error = {"type": "UsageError", "message": message}
+    """What ``--json`` prints for a usage error: ``call``'s own shape, else the run envelope."""
     if command == "call":
+        error = {"type": "UsageError", "message": message}
         return {"data": None, "meta": {"executionId": None}, "error": error}
-    if command == "run":
-        return {
-            "ok": False,
-            "result": None,
-            "error": {**error, "line": None},
-            "output": "",
-            "calls": [],
-            "meta": {"executionId": None, "durationMs": None},
-        }
-    return {"ok": False, "error": error}
+    return error_envelope("UsageError", message)
 
 
 class _Group(click.Group):
@@ -66,7 +58,11 @@ class _Group(click.Group):
         except click.ClickException as exc:
             command = next((a for a in raw if not a.startswith("-")), None)
             if exc.exit_code == EXIT_USAGE and ("--json" in raw or command == "call"):
-                click.echo(dumps(_usage_envelope(command, exc.format_message())))
+                message = exc.format_message()
+                click.echo(json.dumps(_usage_envelope(command, message), ensure_ascii=False))
+                # The message alone on standard error: click's usage block is for people.
+                click.echo(f"Error: {message}", err=True)
+                raise click.exceptions.Exit(exc.exit_code) from exc
             raise
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:

@@ -369,6 +369,28 @@ def test_run_dry_run_with_no_writes_has_nothing_to_apply(loops_env: EmulatorServ
     assert "send exactly" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("apply", "bogus", "--json"), "unknown plan id 'bogus'"),
+        (("runs", "show", "nosuch", "--json"), "no execution 'nosuch'"),
+        (("run", "-", "--timeout", "1e10", "--json"), "Invalid value for '--timeout'"),
+        (("run", "-", "--no-such-flag", "--json"), "No such option"),
+    ],
+)
+def test_json_errors_are_the_run_envelope(args: tuple[str, ...], says: str) -> None:
+    result = invoke(*args, stdin="return 1")
+    assert result.exit_code == 2
+    [line] = result.stdout.splitlines()  # one compact document
+    envelope = json.loads(line)
+    assert list(envelope) == ["ok", "result", "error", "output", "calls", "meta"]
+    assert envelope["ok"] is False and envelope["error"]["type"] == "UsageError"
+    assert says in envelope["error"]["message"] and envelope["error"]["line"] is None
+    assert envelope["meta"] == {"executionId": None, "resumed": False, "durationMs": None}
+    assert "Usage:" not in result.stderr and "Try " not in result.stderr
+    assert result.stderr.startswith("Error: ") and says in result.stderr
+
+
 def test_run_dry_run_without_a_ledger_says_the_plan_is_not_kept(
     loops_env: EmulatorServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
