@@ -245,6 +245,9 @@ def _lead(envelope: Mapping[str, Any], allow: list[str]) -> str:
         line = f" at line {error['line']}" if error.get("line") else ""
         message = CHUNK_PREFIX.sub("", str(error.get("message", "")))
         fix = _FIXES.get(str(error.get("type")), "").format(allow=", ".join(allow))
+        if error.get("type") == "ValidationError" and message.startswith("input"):
+            # The tool's own input argument, not an action's parameter.
+            fix = "the input argument does not fit: pass plain JSON, less deeply nested"
         text = f"{error.get('type')}{line}: {message}"
         text += f"\nFix: {fix}" if fix else ""
         cut = _cut_line(envelope)
@@ -589,7 +592,16 @@ def build_server(bridge: Bridge, policy: ServerPolicy | None = None) -> MCPServe
             applied = bridge.apply(plan_id, allow=policy.allow, accounts=granted)
         except PlanError as exc:
             kind = type(exc).__name__
-            return _failure(kind, str(exc), "dry-run the script again to get a fresh plan")
+            if exc.beyond_policy:
+                # A new dry run here would be refused too: only the operator can widen this.
+                fix = (
+                    f"this server allows only: {', '.join(allow)}, and the plan needs more. "
+                    "The operator sets that (luabridge mcp --allow ..., --account ...); ask the "
+                    "person to allow it, or to apply the plan where it was made"
+                )
+            else:
+                fix = "dry-run the script again to get a fresh plan"
+            return _failure(kind, str(exc), fix)
         except LuabridgeError as exc:
             return _failure("ConfigError", str(exc))
         envelope = cut_envelope(applied.to_dict())

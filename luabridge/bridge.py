@@ -425,12 +425,21 @@ class Bridge:
                 )
             wanted_list = [wanted] if isinstance(wanted, str) else list(wanted)
             configured = self.accounts[name]
+            integ = self.integrations[name]
             for acc in wanted_list:
                 if acc not in configured:
+                    # How to configure it: its key variable (or the config file), the emulator.
+                    how = (
+                        f"set {integ.key_variable(acc)}"
+                        if integ.needs_key
+                        else f"name it in luabridge.toml under [{name}.accounts.{acc}]"
+                    )
+                    if integ.emulator is not None:
+                        how += " or use --emulator"
                     raise ConfigError(
                         f"accounts: {name} account '{acc}' is not configured"
                         f"{suggest(acc, configured)}; configured: "
-                        f"{', '.join(sorted(configured)) or 'none'}"
+                        f"{', '.join(sorted(configured)) or 'none'}; to configure it, {how}"
                     )
             granted[name] = sorted(set(wanted_list))
         for name in self.integrations:
@@ -777,19 +786,23 @@ class Bridge:
     ) -> None:
         if allow is not None and not set(plan.allow) <= allow:
             extra = ", ".join(sorted(set(plan.allow) - allow))
-            raise PlanError(
+            refused = PlanError(
                 f"plan {plan.plan_id} was made allowing {extra}, which this apply does not "
                 f"allow (only {', '.join(sorted(allow))}); apply it where that is allowed"
             )
+            refused.beyond_policy = True
+            raise refused
         if granted is None:
             return
         for name, accs in plan.accounts.items():
             beyond = sorted(set(accs) - set(granted.get(name, [])))
             if beyond:
-                raise PlanError(
+                refused = PlanError(
                     f"plan {plan.plan_id} may use {name} account(s) {', '.join(beyond)}, which "
                     "this apply does not grant; apply it where they are granted"
                 )
+                refused.beyond_policy = True
+                raise refused
 
     def _check_targets(self, plan: Plan, targets: Mapping[str, Mapping[str, Any]]) -> None:
         for name, accs in plan.targets.items():

@@ -533,7 +533,7 @@ class Dispatcher:
                 f"{label} is a {action.effect} action and this run allows only: {allowed}; "
                 f"allow it with allow={{..., '{action.effect}'}} (CLI: --allow {action.effect})"
                 + (
-                    "; to plan it without sending, allow it and add dry_run=True"
+                    "; to plan it without sending, allow it and add dry_run=True (CLI: --dry-run)"
                     if not self.policy.dry_run
                     else ""
                 )

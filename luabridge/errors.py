@@ -213,7 +213,12 @@ class InternalError(ScriptError):
 
 class PlanError(LuabridgeError):
     """A plan that cannot be applied: already applied, made by a failed dry run, or for other
-    accounts than this bridge has. The message says which and what to do."""
+    accounts than this bridge has. The message says which and what to do.
+
+    ``beyond_policy`` is true when the plan needs more (effects or accounts) than the apply
+    allows: a new dry run would not help, whoever sets the policy has to allow it."""
+
+    beyond_policy: bool = False
 
 
 class UnknownPlanError(PlanError, LookupError):

@@ -14,6 +14,7 @@ port 0 works (the first line printed on standard error names the address).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hmac
 import socket
 import sys
@@ -157,10 +158,12 @@ def serve(app: Any, host: str, port: int) -> None:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise ConfigError(
-            f"cannot listen on {host}:{port}: {exc.strerror or exc}; pick another --port "
-            "(0 picks a free one)"
-        ) from exc
+        if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+            # The address, not the port, is wrong.
+            fix = "give --host an address of this machine (127.0.0.1, or 0.0.0.0 for all)"
+        else:
+            fix = "pick another --port (0 picks a free one)"
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; {fix}") from exc
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     print(

@@ -274,7 +274,7 @@ def test_grant_unconfigured_account_is_config_error(bridge: Bridge) -> None:
         bridge.run("return 1", accounts={"notes": ["wrok"]})
     assert str(info.value) == (
         "accounts: notes account 'wrok' is not configured (did you mean 'work'?); "
-        "configured: default, work"
+        "configured: default, work; to configure it, set NOTES_API_KEY_WROK"
     )
 
 

@@ -434,6 +434,22 @@ def test_agent_apply_unknown_and_expired_plans(
     assert writes(emulator) == []
 
 
+def test_agent_input_too_deep_gets_a_fix_about_the_input(
+    make_bridge: Callable[..., Bridge],
+) -> None:
+    nested: Any = 1
+    for _ in range(70):
+        nested = [nested]
+
+    async def body(client: Client) -> None:
+        result = await client.call_tool("execute_lua", {"code": "return 1", "input": nested})
+        assert result.is_error and text(result).startswith("ValidationError: input")
+        assert "Fix: the input argument does not fit" in text(result)
+        assert "a value does not fit the action" not in text(result)
+
+    session(make_bridge())(body)
+
+
 def test_agent_dry_run_that_fails_returns_no_plan(make_bridge: Callable[..., Bridge]) -> None:
     async def body(client: Client) -> None:
         result = await client.call_tool("execute_lua", {"code": "error('no')", "dry_run": True})
@@ -578,6 +594,9 @@ def test_agent_apply_refuses_a_plan_beyond_its_policy(
     async def body(client: Client) -> None:
         result = await client.call_tool("apply_plan", {"plan_id": plan.plan_id})
         assert result.is_error and "which this apply does not allow" in text(result)
+        # A new dry run would be refused too: the fix is the operator's, not another plan.
+        assert "Fix: this server allows only: read, and the plan needs more" in text(result)
+        assert "dry-run the script again" not in text(result)
 
     session(bridge)(body)
     assert writes(emulator) == []

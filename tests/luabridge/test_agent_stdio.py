@@ -164,6 +164,19 @@ def test_mcp_refuses_unknown_accounts_and_bad_flags() -> None:
     assert result.exit_code == 2 and "account 'nope' is not configured" in result.stderr
 
 
+def test_mcp_account_without_a_key_says_how_to_configure_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for var in list(os.environ):
+        if var.startswith("LOOPS_"):
+            monkeypatch.delenv(var)
+    result = CliRunner().invoke(cli, ["mcp", "--account", "loops=default"])
+    assert result.exit_code == 2
+    assert "loops account 'default' is not configured; configured: none" in result.stderr
+    assert "to configure it, set LOOPS_API_KEY or use --emulator" in result.stderr
+
+
 # -- serve ------------------------------------------------------------------------------------
 
 
@@ -257,6 +270,18 @@ def test_serve_busy_port(emulator: EmulatorServer, monkeypatch: pytest.MonkeyPat
         cli, ["serve", "--emulator", "--isolation", "inprocess", "--port", str(port)]
     )
     assert result.exit_code == 2 and "cannot listen on 127.0.0.1" in result.stderr
+    assert "pick another --port" in result.stderr
+
+
+@pytest.mark.parametrize("host", ["999.1.1.1", "192.0.2.1"])
+def test_serve_bad_host_names_the_host(host: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(TOKEN_VARIABLE, TOKEN)
+    result = CliRunner().invoke(
+        cli, ["serve", "--emulator", "--isolation", "inprocess", "--host", host]
+    )
+    assert result.exit_code == 2 and f"cannot listen on {host}:" in result.stderr
+    assert "give --host an address of this machine" in result.stderr
+    assert "--port" not in result.stderr
 
 
 # -- webhook mounts ---------------------------------------------------------------------------

@@ -88,7 +88,10 @@ def test_policy_refusal_hint_is_accurate(bridge: Bridge) -> None:
     """Following the hint works: allowing the write with a dry run plans it."""
     refused = bridge.run(CREATE)
     assert refused.error is not None
-    assert "to plan it without sending, allow it and add dry_run=True" in refused.error.message
+    assert (
+        "to plan it without sending, allow it and add dry_run=True (CLI: --dry-run)"
+        in refused.error.message
+    )
     planned = bridge.run(CREATE, allow={"write"}, dry_run=True)
     assert planned.ok and planned.value["dry_run"] is True
 
