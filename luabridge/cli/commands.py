@@ -22,7 +22,7 @@ from luabridge.cli.options import (
     policy_options,
     read_script,
 )
-from luabridge.cli.render import dumps, report_error, summary
+from luabridge.cli.render import dumps, name_chunk, report_error, summary
 
 if TYPE_CHECKING:
     pass
@@ -119,6 +119,8 @@ def run(
                 )
     if as_json:
         envelope = result.to_dict()
+        if envelope["error"] is not None:
+            envelope["error"]["message"] = name_chunk(envelope["error"]["message"], label)
         if plan is not None and plan.ok:
             envelope["plan_id"] = plan.plan_id
             envelope["plan"] = plan.summary()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +21,7 @@ __all__ = [
     "call_line",
     "dumps",
     "lua_path",
+    "name_chunk",
     "report_error",
     "summary",
 ]
@@ -86,12 +89,27 @@ def summary(calls: Sequence[CallRecord]) -> list[str]:
     return ["", head, *(call_line(c, width) for c in calls)]
 
 
+#: Where a run's messages name its chunk (``script.lua:3: ...``).
+_CHUNK = re.compile(r"(?<![\w./-])script\.lua(?=:)")
+#: A file name safe to show in its place: no directories, no control or odd characters.
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def name_chunk(message: str, label: str) -> str:
+    """``message`` with the run's chunk name ``script.lua`` replaced by the file's own name
+    (its last path part, when that is a plain file name); ``<stdin>`` keeps ``script.lua``."""
+    name = os.path.basename(label)
+    if label == "<stdin>" or not _SAFE_NAME.fullmatch(name):
+        return message
+    return _CHUNK.sub(name, message)
+
+
 def report_error(result: RunResult, source: str | None, label: str) -> None:
     """``TypeName: message`` on stderr, then the script line it points at."""
     error = result.error
     if error is None:
         return
-    click.echo(f"{error.type}: {error.message}", err=True)
+    click.echo(f"{error.type}: {name_chunk(error.message, label)}", err=True)
     if error.line is not None and source is not None:
         lines = source.splitlines()
         if 0 < error.line <= len(lines):

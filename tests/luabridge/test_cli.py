@@ -391,6 +391,22 @@ def test_json_errors_are_the_run_envelope(args: tuple[str, ...], says: str) -> N
     assert result.stderr.startswith("Error: ") and says in result.stderr
 
 
+def test_run_errors_name_the_file_that_was_run(tmp_path: Path) -> None:
+    syntax = write(tmp_path / "syn.lua", "local x = 1\nreturn x +\n")
+    result = invoke("run", syntax, "--isolation", "inprocess")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("SyntaxError: syn.lua:3: ")
+    runtime = write(tmp_path / "rt.lua", 'local x = 1\nerror("boom")\n')
+    result, envelope = run_json(runtime)
+    assert envelope["error"]["message"] == "rt.lua:2: boom"
+    # Standard input keeps the chunk's own name, and so does a name unsafe to show.
+    result, envelope = run_json("-", stdin='error("boom")')
+    assert envelope["error"]["message"] == "script.lua:1: boom"
+    odd = write(tmp_path / "a b\x1b.lua", 'error("boom")')
+    result, envelope = run_json(odd)
+    assert envelope["error"]["message"] == "script.lua:1: boom"
+
+
 def test_run_dry_run_without_a_ledger_says_the_plan_is_not_kept(
     loops_env: EmulatorServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
