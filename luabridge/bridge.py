@@ -733,10 +733,11 @@ class Bridge:
                     "is applied once: dry-run the script again for a new plan"
                 )
             if now >= plan.expires_at:
-                minutes = (plan.expires_at - plan.created_at) / 60
+                span = plan.expires_at - plan.created_at
+                after = f"{span:.3g} seconds" if span < 120 else f"{span / 60:.3g} minutes"
                 raise ExpiredPlanError(
-                    f"plan {plan_id} expired at {iso_time(plan.expires_at)} ({minutes:g} "
-                    "minutes after its dry run); dry-run the script again for a new plan"
+                    f"plan {plan_id} expired at {iso_time(plan.expires_at)} ({after} after "
+                    "its dry run); dry-run the script again for a new plan"
                 )
             if not plan.ok:
                 error = plan.result.get("error") or {}

@@ -186,6 +186,15 @@ def docs(topic: str | None, fmt: str, config: str | None) -> None:
     """
     with command_bridge(config) as bridge, guard():
         text = bridge.docs(topic, format=fmt)
+    if topic is None and fmt == "markdown":
+        # The overview is app.help()'s; its first line speaks to scripts, this one to the shell.
+        first, _, rest = text.partition("\n")
+        if first.startswith("luabridge: call app.help("):
+            text = (
+                "luabridge: the whole reference of one integration is `luabridge docs "
+                "<integration>`, one action `luabridge docs <integration>.<action>`.\n"
+                + rest.replace("; accounts in this run: ", "; accounts configured: ")
+            )
     click.echo(text, nl=not text.endswith("\n"))
 
 

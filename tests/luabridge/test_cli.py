@@ -561,6 +561,11 @@ def test_docs_overview_without_topic() -> None:
     assert result.exit_code == 0
     assert "- loops: Loops" in result.stdout
     assert "loops.delete_contact [destructive]" in result.stdout
+    # It speaks to the shell, not to a script.
+    assert result.stdout.startswith(
+        "luabridge: the whole reference of one integration is `luabridge docs <integration>`"
+    )
+    assert "app.help" not in result.stdout and "accounts in this run" not in result.stdout
 
 
 @pytest.mark.parametrize(

@@ -136,7 +136,9 @@ def test_apply_unknown_plan_id(bridge: Bridge) -> None:
 def test_apply_expired_plan(bridge: Bridge) -> None:
     plan = bridge.plan(TWO_WRITES, {}, allow="write", ttl=0.05)
     time.sleep(0.1)
-    with pytest.raises(ExpiredPlanError, match=r"expired at .* dry-run the script again"):
+    with pytest.raises(
+        ExpiredPlanError, match=r"expired at .* \(0\.05 seconds after its dry run\); dry-run the"
+    ):
         bridge.apply(plan.plan_id)
     assert titles(bridge) == []
 
