@@ -47,9 +47,10 @@ __all__ = [
 
 DEFAULT_BASE_URL: Final = "https://app.loops.so/api/v1"
 
-#: Methods that can be repeated without changing the outcome. Repeating a POST is still safe
-#: for Loops (a repeated create gives 409, a repeated delete 404, and the two sending endpoints
-#: carry an Idempotency-Key), so this set only decides how we describe a doubtful retry.
+#: Methods that can be repeated without changing the outcome. Any other request (a POST) is
+#: retried after an attempt that may have reached Loops only when it carries an
+#: Idempotency-Key: a repeated create would otherwise come back as a 409 for a contact the
+#: first attempt made.
 _IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 #: Methods that only read: a doubtful attempt of one of these changed nothing.
 _READ_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -462,7 +463,10 @@ class LoopsClient:
         """Send one logical request and return its parsed JSON body.
 
         Connection errors, 429 and 5xx are retried (``max_retries`` times at most) with capped
-        exponential backoff and jitter, honouring ``Retry-After``. ``idempotency_key`` goes out
+        exponential backoff and jitter, honouring ``Retry-After``. A write without
+        ``idempotency_key`` (a POST) is not retried once an attempt may have reached Loops (a
+        connection lost after sending, a read timeout, a 5xx): it fails with
+        ``delivered="unknown"``. ``idempotency_key`` goes out
         as ``Idempotency-Key`` on every attempt, and a 409 on it means Loops has already carried
         out that key (an earlier attempt, or an earlier run of the same execution): the result
         is ``{"success": True, "deduplicated": True}``. ``deadline`` is a ``time.monotonic()``
@@ -488,6 +492,9 @@ class LoopsClient:
                     f"at most {_MAX_IDEMPOTENCY_KEY}"
                 )
             headers["Idempotency-Key"] = idempotency_key
+        # A write with no Idempotency-Key is sent again only while no attempt can have reached
+        # Loops (a refused connection, a 429); after that, a retry could apply it twice.
+        keyless_write = not idempotency_key and method not in _IDEMPOTENT_METHODS
         attempts = 0
         maybe_delivered = False  # an earlier attempt may have been carried out by Loops
         while True:
@@ -514,7 +521,8 @@ class LoopsClient:
             except httpx.RequestError as exc:
                 # A refused or never-opened connection carried nothing to Loops.
                 maybe_delivered = maybe_delivered or not isinstance(exc, _UNSENT)
-                delay = self._next_delay(attempts, None)
+                doubtful_write = maybe_delivered and keyless_write
+                delay = None if doubtful_write else self._next_delay(attempts, None)
                 if delay is None or not self._fits(delay, deadline):
                     error = map_error(exc, secret=self._api_key, attempts=attempts, timeout=timeout)
                     if maybe_delivered:
@@ -529,19 +537,14 @@ class LoopsClient:
                 # Loops answers 409 only to a key it has already carried out: by an earlier
                 # attempt of ours, or by an earlier run that sent the same logical request.
                 return {"success": True, "deduplicated": True}
-            retry = status == 429 or status >= 500
+            # A keyless write answered 5xx may have been carried out: sending it again could
+            # apply it twice, so it is not retried.
+            retry = status == 429 or (status >= 500 and not keyless_write)
             delay = self._next_delay(attempts, response) if retry else None
             if delay is None or not self._fits(delay, deadline):
                 failure = map_error(response, secret=self._api_key, attempts=attempts)
                 if status >= 500 or (status == 429 and maybe_delivered):
                     _uncertain(failure, method, delivered="unknown", key=idempotency_key)
-                doubtful = maybe_delivered and method not in _IDEMPOTENT_METHODS
-                if doubtful and not idempotency_key and status in {404, 409}:
-                    failure.message += (
-                        " An earlier attempt of this request failed after it may have reached "
-                        "Loops, so this answer may be the result of that attempt."
-                    )
-                    failure.args = (failure.message,)
                 raise failure
             maybe_delivered = maybe_delivered or status >= 500
             time.sleep(delay)

@@ -377,12 +377,32 @@ def test_client_read_timeout_loops_timeout() -> None:
     assert "2.5 s" in error.message
 
 
-def test_client_doubtful_retry_explained() -> None:
-    handler, _ = replies(httpx.ReadError("reset"), httpx.Response(409, json={"message": "Dup."}))
+@pytest.mark.parametrize(
+    "first",
+    [httpx.ReadError("reset"), httpx.ReadTimeout("timed out"), httpx.Response(502)],
+    ids=["lost-after-send", "read-timeout", "5xx"],
+)
+def test_client_keyless_write_not_retried_once_it_may_have_arrived(first: object) -> None:
+    """A create has no Idempotency-Key: a second attempt could apply it twice (or answer 409
+    for the contact the first one made), so the client stops and says delivery is unknown."""
+    handler, seen = replies(first, httpx.Response(409, json={"message": "Dup."}))
     with make_client(handler) as client:
         error = fail(client, "POST", "/contacts/create", json={"email": "a@b.co"})
-    assert error.code == "loops.conflict"
-    assert "may be the result of that attempt" in error.message
+    assert error.delivered == "unknown"
+    assert error.code != "loops.conflict"
+    assert "check in Loops before repeating it" in error.message
+    assert len(seen) == 1
+
+
+def test_client_keyless_write_retried_when_nothing_arrived() -> None:
+    """A refused connection or a 429 carried nothing to Loops: retrying a create is safe."""
+    handler, seen = replies(
+        httpx.ConnectError("refused"), httpx.Response(429), httpx.Response(200, json={"id": "c1"})
+    )
+    with make_client(handler) as client:
+        result = client.request("POST", "/contacts/create", json={"email": "a@b.co"})
+    assert result == {"id": "c1"}
+    assert len(seen) == 3
 
 
 # --- bodies and statuses --------------------------------------------------------------------
@@ -656,6 +676,19 @@ def test_emulator_cut_after_event_delivered_once(
     log = emulator.requests()
     assert [entry["status"] for entry in log][-1] == 409
     assert {entry["headers"].get("idempotency-key") for entry in log} == {"evt-0001"}
+
+
+def test_emulator_cut_after_keyless_create_not_retried(
+    emulator: EmulatorServer, emulated: LoopsClient
+) -> None:
+    """The contact is created, the answer is lost: no second create, delivery unknown."""
+    emulator.add_fault("cut_after", count=10, path="/api/v1/contacts/create")
+    error = fail(emulated, "POST", "/contacts/create", json={"email": "cut@example.com"})
+    assert (error.code, error.delivered) == ("loops.connection_error", "unknown")
+    emails = [c["email"] for c in emulator.team("default").snapshot("contacts")]
+    assert emails.count("cut@example.com") == 1
+    creates = [e for e in emulator.requests() if e["path"].endswith("/contacts/create")]
+    assert len(creates) == 1
 
 
 def test_emulator_cut_before_handling_retried_once(

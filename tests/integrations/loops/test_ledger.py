@@ -324,3 +324,33 @@ def test_cut_after_processing_until_retries_run_out_is_delivery_unknown(
         del os.environ["LUABRIDGE_LOOPS_DIRECTORY"]
     assert again.value["success"] is True and again.value["deduplicated"] is True
     assert len(delivered(emulator, action)) == 1
+
+
+def test_cut_after_keyless_create_is_unknown_not_failed(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """A create (no Idempotency-Key) reaches Loops and its answer is cut: it is sent once,
+    reported delivered = "unknown" (not a loops.conflict failure), and the ledger says unknown,
+    so a resume never sends it again as a "failed" write."""
+    host = Host(tmp_path, emulator, timeout=5)
+    emulator.add_fault("cut_after", count=1, path="/api/v1/contacts/create")
+    from luabridge import Bridge
+
+    env = {"LOOPS_TEST_KEY": DEMO_KEYS["default"]}
+    os.environ["LUABRIDGE_LOOPS_DIRECTORY"] = str(tmp_path / "contacts.sqlite3")
+    try:
+        with Bridge.from_config(
+            host.config, environ=env, isolation="inprocess", ledger=host.ledger
+        ) as bridge:
+            probe = "return app.integrations.loops.create_contact({email = 'cf1@example.com'})"
+            first = bridge.run(probe, {}, allow="write", execution_id="cf1")
+            assert first.ok, first.error
+            assert (first.value["success"], first.value["delivered"]) == (False, "unknown")
+            assert first.value["code"] != "loops.conflict"
+            assert first.calls[0].outcome == "unknown"
+            with SQLiteLedger(host.ledger) as ledger:
+                assert ledger.get_calls("cf1")[0].state == "unknown"
+    finally:
+        del os.environ["LUABRIDGE_LOOPS_DIRECTORY"]
+    creates = [e for e in emulator.requests() if e["path"].endswith("/contacts/create")]
+    assert [e["status"] for e in creates] == [200]
