@@ -760,7 +760,7 @@ class Bridge:
             limits=plan.limits,
             write_guard=guard,
         )
-        unsent = [] if guard.mismatch is not None else plan.writes[guard.sent :]
+        unsent = plan.writes[guard.sent :]
         return ApplyResult(
             plan=plan, result=result, sent=guard.sent, mismatch=guard.mismatch, unsent=unsent
         )

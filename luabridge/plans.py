@@ -225,6 +225,8 @@ class ApplyResult:
     - ``plan``: the plan that was applied; ``result``: the run's :class:`RunResult`
     - ``sent``: how many planned writes were sent; ``planned``: how many the plan has
     - ``mismatch``: the write that stopped the run, beside the planned one (None when none)
+    - ``unsent``: the planned writes that were not sent (from a mismatch on, or those the
+      script ended before)
     - ``ok``: the run ended normally (a mismatch always ends it in error)
     - ``complete``: every planned write was sent and nothing differed
     """

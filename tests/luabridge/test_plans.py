@@ -78,6 +78,8 @@ def test_apply_stops_before_the_first_write_that_differs(bridge: Bridge) -> None
     assert titles(bridge) == ["first"]  # the differing write was never sent
     assert applied.sent == 1 and applied.mismatch is not None
     assert applied.mismatch["differs"] == ["json"]
+    # The planned write that differed was not sent, and unsent says so.
+    assert len(applied.unsent) == 1 and len(applied.to_dict()["plan"]["unsent"]) == 1
     assert [c.outcome for c in applied.result.calls] == ["ok", "ok", "stopped"]
     table = render_mismatch(applied.mismatch)
     assert "write 2: differs from the plan" in table
