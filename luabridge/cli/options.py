@@ -210,7 +210,8 @@ def _policy_option_list() -> list[tuple[str, Callable[[F], F]]]:
             "timeout",
             click.option(
                 "--timeout",
-                type=click.FloatRange(min=0, min_open=True),
+                # Ranges are checked by limits_option, in the same words as the config's.
+                type=float,
                 metavar="S",
                 help="Wall-clock limit in seconds (default 5).",
             ),
@@ -219,7 +220,7 @@ def _policy_option_list() -> list[tuple[str, Callable[[F], F]]]:
             "memory",
             click.option(
                 "--memory",
-                type=click.IntRange(min=1),
+                type=int,
                 metavar="MB",
                 help="Lua heap limit in MiB (default 64).",
             ),
@@ -228,7 +229,7 @@ def _policy_option_list() -> list[tuple[str, Callable[[F], F]]]:
             "max-calls",
             click.option(
                 "--max-calls",
-                type=click.IntRange(min=1),
+                type=int,
                 metavar="N",
                 help="Most action calls the run may make (default 100).",
             ),

@@ -407,6 +407,20 @@ def test_run_errors_name_the_file_that_was_run(tmp_path: Path) -> None:
     assert envelope["error"]["message"] == "script.lua:1: boom"
 
 
+@pytest.mark.parametrize(
+    ("flag", "value", "says"),
+    [
+        ("--timeout", "-1", "must be a number of seconds over 0 and at most 86400, got -1.0"),
+        ("--memory", "0", "must be a whole number of MiB from 1 to "),
+        ("--max-calls", "-3", "must be a whole number from 1 to "),
+    ],
+)
+def test_run_limit_flags_out_of_range_use_one_wording(flag: str, value: str, says: str) -> None:
+    result, envelope = run_json("-", flag, value, stdin="return 1")
+    assert result.exit_code == 2 and says in envelope["error"]["message"]
+    assert "is not in the range" not in result.stderr
+
+
 def test_run_dry_run_without_a_ledger_says_the_plan_is_not_kept(
     loops_env: EmulatorServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
