@@ -34,7 +34,7 @@ import threading
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 try:
     import celery
@@ -172,7 +172,15 @@ def create_app(settings: Settings | None = None) -> celery.Celery:
         worker_redirect_stdouts=False,
         result_extended=True,
     )
-    app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)(_run_task)
+    # A refused run (ConfigError: bad options, a resume refused) is the submitter's mistake,
+    # logged in one line rather than as an unexpected error with a traceback.
+    app.task(
+        name=TASK_NAME,
+        bind=True,
+        acks_late=True,
+        reject_on_worker_lost=True,
+        throws=(ConfigError,),
+    )(_run_task)
     setattr(app, _SETTINGS_ATTR, settings)
     return app
 
@@ -206,14 +214,18 @@ def submit(
     accounts: Mapping[str, Iterable[str]] | None = None,
     limits: Limits | Mapping[str, Any] | None = None,
     execution_id: str | None = None,
+    resume: Literal["force"] | None = None,
     app: celery.Celery | None = None,
 ) -> AsyncResult:
     """Queue a run on the fleet and return its Celery result (``.id`` is the execution id).
 
     The options are those of ``Bridge.run``; ``execution_id`` names the execution (default: a
     new ``exec_<hex>``), and submitting an id again resumes that execution where the ledger
-    left it. ``result.get()`` is the same envelope as ``luabridge run --json``
-    (``RunResult.to_dict()``). ``app`` defaults to :func:`default_app`.
+    left it (``resume="force"``: even though its script or input changed, as in
+    ``Bridge.run``). Each submission waits for its own run: the result an earlier run of the
+    same id left in Redis is forgotten before the new one is queued. ``result.get()`` is the
+    same envelope as ``luabridge run --json`` (``RunResult.to_dict()``). ``app`` defaults to
+    :func:`default_app`.
 
     Raises ``ConfigError`` for bad options, checked here rather than on a worker: an unknown
     effect or limit, input that is not JSON, or a timeout longer than the fleet allows; and
@@ -252,6 +264,10 @@ def submit(
         "accounts": granted,
         "limits": overrides or None,
     }
+    if resume not in (None, "force"):
+        raise ConfigError(f'resume must be None or "force" (got {resume!r})')
+    if resume is not None:
+        kwargs["resume"] = resume
     try:
         json.dumps(kwargs, allow_nan=False)
     except (TypeError, ValueError) as exc:
@@ -259,11 +275,16 @@ def submit(
     assert settings.redis_url is not None
     _check_reachable(settings.redis_url)
     soft, hard = _task_limits(run_limits.timeout)
+    task_id = execution_id or "exec_" + uuid.uuid4().hex
+    if execution_id is not None:
+        # The task id is the execution id, so an earlier run of it has left its result under
+        # the same key: without this, waiting on the new run would read the old one's.
+        app.AsyncResult(task_id).forget()
     return app.send_task(
         TASK_NAME,
         args=[source],
         kwargs=kwargs,
-        task_id=execution_id or "exec_" + uuid.uuid4().hex,
+        task_id=task_id,
         soft_time_limit=soft,
         time_limit=hard,
     )
@@ -344,6 +365,7 @@ def _run_task(
     dry_run: bool = False,
     accounts: dict[str, list[str]] | None = None,
     limits: dict[str, Any] | None = None,
+    resume: Literal["force"] | None = None,
 ) -> dict[str, Any]:
     """Run one script on this process's bridge; the result is ``RunResult.to_dict()``."""
     result = _process_bridge().run(
@@ -353,6 +375,7 @@ def _run_task(
         dry_run=dry_run,
         accounts=accounts,
         limits=limits,
+        resume=resume,
         execution_id=task.request.id,
     )
     return result.to_dict()

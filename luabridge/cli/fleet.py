@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 
 from luabridge.cli.options import (
     EXIT_FAILED,
     EXIT_OK,
+    EXIT_USAGE,
     allow_option,
     fail,
     guard,
@@ -108,6 +109,11 @@ def _task_envelope(result: Any, wait_timeout: float) -> dict[str, Any]:
 @click.option("--memory", type=click.IntRange(min=1), metavar="MB", help="Lua heap limit in MiB.")
 @click.option("--max-calls", type=click.IntRange(min=1), metavar="N", help="Most action calls.")
 @click.option("--execution-id", metavar="ID", help="Name the execution (resumes a known one).")
+@click.option(
+    "--force-resume",
+    is_flag=True,
+    help="Resume --execution-id even though its script or input changed.",
+)
 @click.option("--config", type=click.Path(dir_okay=False), metavar="FILE", help=_CONFIG_HELP)
 @click.option("--wait", is_flag=True, help="Wait for the run and print its result.")
 @click.option(
@@ -126,6 +132,7 @@ def submit(
     memory: int | None,
     max_calls: int | None,
     execution_id: str | None,
+    force_resume: bool,
     config: str | None,
     wait: bool,
     wait_timeout: float | None,
@@ -153,11 +160,13 @@ def submit(
     value = json_value(input_, "'--input'")
     effects = allow_option(allow)
     limits = limits_option(timeout, memory, max_calls)
+    if force_resume and execution_id is None:
+        fail("--force-resume needs --execution-id ID (the execution to resume)")
     app = _fleet_app(config)
+    resume: Literal["force"] | None = "force" if force_resume else None
+    run_id = (execution_id, resume)
     try:
-        _submit(
-            app, source, value, effects, dry_run, limits, execution_id, wait, wait_timeout, as_json
-        )
+        _submit(app, source, value, effects, dry_run, limits, run_id, wait, wait_timeout, as_json)
     finally:
         close_app(app)
 
@@ -169,7 +178,7 @@ def _submit(
     effects: frozenset[str],
     dry_run: bool,
     limits: dict[str, Any],
-    execution_id: str | None,
+    run_id: tuple[str | None, Literal["force"] | None],
     wait: bool,
     wait_timeout: float | None,
     as_json: bool,
@@ -183,7 +192,8 @@ def _submit(
             allow=effects,
             dry_run=dry_run,
             limits=limits,
-            execution_id=execution_id,
+            execution_id=run_id[0],
+            resume=run_id[1],
             app=app,
         )
     if not wait:
@@ -213,4 +223,7 @@ def _submit(
     error = envelope.get("error")
     if error:
         click.echo(f"{error['type']}: {error['message']}", err=True)
+    if error and error.get("type") == "UsageError":
+        # The worker refused the run's options (a resume of a changed script, say).
+        sys.exit(EXIT_USAGE)
     sys.exit(EXIT_OK if envelope.get("ok") else EXIT_FAILED)

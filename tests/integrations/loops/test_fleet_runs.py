@@ -302,3 +302,57 @@ def test_fleet_task_time_limit_stops_a_task_and_the_worker_goes_on(
     assert stuck.state == "FAILURE"
     after = [submit("return 7", app=fleet_app) for _ in range(4)]
     assert [r.get(timeout=30)["result"] for r in after] == [7] * 4
+
+
+def test_cli_submit_wait_sees_its_own_run_of_a_known_execution_id(
+    redis_url: str, emulator: EmulatorServer, fleet_folder: Path
+) -> None:
+    """Submitting a known execution id again waits for the new run (resumed, or refused as a
+    usage error), never reads the result the earlier run left in Redis; --force-resume
+    resumes a changed script."""
+    from click.testing import CliRunner
+
+    from luabridge.cli import cli
+
+    env = fleet_env(redis_url, emulator, fleet_folder)
+    first = fleet_folder / "first.lua"
+    first.write_text(
+        "app.integrations.loops.send_event({email = 'w@example.com', event_name = 'one'})\n"
+        "return 'first'\n"
+    )
+    second = fleet_folder / "second.lua"
+    second.write_text("return 'second'\n")
+    args = ["--execution-id", "fl1", "--allow", "write", "--wait", "--json"]
+    args += ["--config", str(fleet_folder / "luabridge.toml")]
+    runner = CliRunner()
+
+    def submit(script: Path, *extra: str) -> tuple[int, dict[str, Any]]:
+        done = runner.invoke(cli, ["submit", str(script), *args, *extra], env=env)
+        return done.exit_code, json.loads(done.stdout)
+
+    node = WorkerNode(fleet_folder, env, 1, "w").start()
+    try:
+        code, ran = submit(first)
+        assert (code, ran["result"], ran["meta"]["resumed"]) == (0, "first", False), ran
+        code, refused = submit(second)
+        assert code == 2, refused
+        assert refused["ok"] is False and refused["error"]["type"] == "UsageError"
+        assert "different script" in refused["error"]["message"]
+        code, again = submit(first)
+        assert (code, again["result"], again["meta"]["resumed"]) == (0, "first", True), again
+        code, forced = submit(second, "--force-resume")
+        assert (code, forced["result"], forced["meta"]["resumed"]) == (0, "second", True)
+    finally:
+        node.stop()
+    events = emulator.team(TEAM).snapshot("events")
+    assert [e["eventName"] for e in events] == ["one"]
+    no_id = runner.invoke(cli, ["submit", str(first), "--force-resume"], env=env)
+    assert no_id.exit_code == 2 and "needs --execution-id" in no_id.output
+
+
+def test_submit_resume_takes_only_force(fleet_app: Any) -> None:
+    from luabridge.errors import ConfigError
+    from luabridge.tasks import submit
+
+    with pytest.raises(ConfigError, match='resume must be None or "force"'):
+        submit("return 1", execution_id="r1", resume="always", app=fleet_app)  # type: ignore[arg-type]
