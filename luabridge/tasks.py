@@ -170,7 +170,10 @@ def create_app(settings: Settings | None = None) -> celery.Celery:
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,
-        result_extended=True,
+        # The stored result is the run's envelope only (redacted by value like every output):
+        # an extended result would keep the task's arguments, that is the script's source and
+        # its input, with any secret in them, in celery-task-meta-<id>.
+        result_extended=False,
     )
     # A refused run (ConfigError: bad options, a resume refused) is the submitter's mistake,
     # logged in one line rather than as an unexpected error with a traceback.

@@ -356,3 +356,30 @@ def test_submit_resume_takes_only_force(fleet_app: Any) -> None:
 
     with pytest.raises(ConfigError, match='resume must be None or "force"'):
         submit("return 1", execution_id="r1", resume="always", app=fleet_app)  # type: ignore[arg-type]
+
+
+def test_fleet_result_in_redis_holds_no_script_or_input(
+    redis_url: str, emulator: EmulatorServer, fleet_folder: Path, fleet_app: Any
+) -> None:
+    """The result Celery keeps in Redis is the redacted envelope, never the task's arguments:
+    a key written into the script or passed in the input is not in celery-task-meta-<id>."""
+    import redis
+
+    from luabridge.tasks import release_result, submit
+
+    secret = DEMO_KEYS[TEAM]
+    source = f"local k = '{secret}'\nlocal input = ...\nreturn #k + #input.token\n"
+    env = fleet_env(redis_url, emulator, fleet_folder)
+    node = WorkerNode(fleet_folder, env, 1, "s").start()
+    try:
+        result = submit(source, {"token": secret}, execution_id="secfl", app=fleet_app)
+        envelope = result.get(timeout=30)
+        release_result(result)
+    finally:
+        node.stop()
+    assert envelope["ok"] is True and envelope["result"] == 2 * len(secret)
+    stored = redis.Redis.from_url(redis_url).get("celery-task-meta-secfl")
+    assert stored is not None
+    text = stored.decode()
+    assert secret not in text
+    assert "local k" not in text and '"args"' not in text and '"kwargs"' not in text
