@@ -456,17 +456,32 @@ return function(host)
   ---------------------------------------------------------------------------
   -- The script environment: an allow-list. Reading a name that is not defined raises.
   local env = {}
+  -- Both raise through `raise`, which names the script's line also when the script tail-calls
+  -- them (`return rawset(...)`), where Lua's own position would be missing.
   local function s_rawset(t, k, v)
     local name = type(t) == "table" and protected[t]
-    if name then error(sformat("rawset: %s is read-only (cannot set '%s')", name, tostring(k)), 2) end
-    if rawequal(t, env) and k == "app" then error("global 'app' is read-only", 2) end
+    if name then raise("RuntimeError", sformat("rawset: %s is read-only (cannot set '%s')", name, tostring(k)), 2, "rawset") end
+    if rawequal(t, env) and k == "app" then raise("RuntimeError", "global 'app' is read-only", 2, "rawset") end
     return rawset(t, k, v)
+  end
+  local function s_setmetatable(t, mt)
+    local msg
+    if type(t) ~= "table" then
+      msg = sformat("bad argument #1 to 'setmetatable' (table expected, got %s)", type(t))
+    elseif mt ~= nil and type(mt) ~= "table" then
+      msg = sformat("bad argument #2 to 'setmetatable' (nil or table expected, got %s)", type(mt))
+    else
+      local m = dgetmetatable(t)
+      if m == nil or rawget(m, "__metatable") == nil then return setmetatable(t, mt) end
+      msg = "cannot change a protected metatable"
+    end
+    raise("RuntimeError", msg, 2, "setmetatable")
   end
   local base = {
     assert = assert, error = error, ipairs = ipairs, next = s_next, pairs = s_pairs, pcall = s_pcall,
     select = select, tonumber = tonumber, tostring = tostring, type = type, unpack = unpack,
     xpcall = s_xpcall, print = s_print,
-    setmetatable = setmetatable, getmetatable = getmetatable, rawget = rawget, rawset = s_rawset,
+    setmetatable = s_setmetatable, getmetatable = getmetatable, rawget = rawget, rawset = s_rawset,
     rawequal = rawequal,
     string = s_string, table = s_table, math = s_math, os = s_os, coroutine = s_coroutine, bit = s_bit,
     app = app, _VERSION = _VERSION,

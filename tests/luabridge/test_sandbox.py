@@ -340,6 +340,48 @@ def test_sandbox_pairs_lists_app_and_its_namespaces(bridge: Bridge) -> None:
     ]
 
 
+def test_sandbox_next_walks_a_namespace_as_pairs_does(bridge: Bridge) -> None:
+    """`next(t) == nil` is the usual emptiness test: on a namespace it sees what pairs lists."""
+    src = """
+    local ns = app.integrations.notes
+    local by_pairs, by_next = {}, {}
+    for k in pairs(ns) do by_pairs[#by_pairs + 1] = k end
+    local k = next(ns)
+    while k ~= nil do by_next[#by_next + 1] = k; k = next(ns, k) end
+    table.sort(by_pairs); table.sort(by_next)
+    return {next(ns) ~= nil, table.concat(by_pairs, " "), table.concat(by_next, " ")}
+    """
+    result = bridge.run(src)
+    assert result.ok, result.error
+    empty, listed, walked = result.value
+    assert empty is True and listed and listed == walked
+
+
+@pytest.mark.parametrize(
+    ("src", "message"),
+    [
+        (
+            'local x = 1\nreturn rawset(app.integrations.notes, "x", 1)',
+            "read-only (cannot set 'x')",
+        ),
+        ("local x = 1\nreturn setmetatable(app, {})", "cannot change a protected metatable"),
+        ('local x = 1\nreturn rawset(_G, "app", 1)', "global 'app' is read-only"),
+        ('local x = 1\nreturn setmetatable("s", {})', "bad argument #1 to 'setmetatable'"),
+        ("local x = 1\nlocal t = setmetatable({}, 5)", "bad argument #2 to 'setmetatable'"),
+    ],
+    ids=["rawset", "setmetatable", "rawset-global", "arg1", "arg2"],
+)
+def test_sandbox_rawset_setmetatable_errors_name_the_line(
+    bridge: Bridge, src: str, message: str
+) -> None:
+    """Also when tail-called (`return rawset(...)`), where Lua itself gives no position."""
+    result = bridge.run(src)
+    assert result.error is not None and result.error.type == "RuntimeError"
+    assert message in result.error.message
+    assert result.error.line == 2, result.error
+    assert ":2: " in result.error.message and "<python>" not in result.error.message
+
+
 def test_sandbox_namespace_cannot_be_returned(bridge: Bridge) -> None:
     result = bridge.run("return {ns = app.integrations}")
     assert result.error is not None and result.error.type == "ValidationError"
