@@ -91,6 +91,8 @@ def run(
     """
     if script == "-" and input_ == "@-":
         fail("--input @- and a script read from - cannot both use standard input")
+    if execution_id is not None and not execution_id:
+        fail("--execution-id needs a non-empty ID, for example --execution-id order-1001")
     if force_resume and not execution_id:
         fail("--force-resume needs --execution-id ID: the execution to resume")
     source = read_script(script)
@@ -103,6 +105,13 @@ def run(
     plan = None
     kept = True
     with command_bridge(config, isolation=isolation, emulator=emulator, limits=limits) as bridge:
+        if execution_id and not dry_run and isinstance(bridge.plans, MemoryPlanStore):
+            click.echo(
+                f"note: the run ledger is off, so execution {execution_id!r} is not recorded "
+                "and cannot be resumed (its sends still carry idempotency keys derived from "
+                "the id); turn the ledger on (see luabridge.toml's ledger setting) to resume runs",
+                err=True,
+            )
         with guard():
             if dry_run:
                 plan = bridge.plan(source, value, allow=effects)

@@ -160,6 +160,8 @@ def submit(
     value = json_value(input_, "'--input'")
     effects = allow_option(allow)
     limits = limits_option(timeout, memory, max_calls)
+    if execution_id is not None and not execution_id:
+        fail("--execution-id needs a non-empty ID, for example --execution-id order-1001")
     if force_resume and execution_id is None:
         fail("--force-resume needs --execution-id ID (the execution to resume)")
     app = _fleet_app(config)

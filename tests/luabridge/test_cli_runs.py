@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -214,6 +215,17 @@ def test_run_ledger_off_records_nothing(
     keys = [c["idempotency_key"] for c in first["calls"]]
     assert keys == [c["idempotency_key"] for c in again["calls"]]
     assert not ledger_file.exists()
+    # The id cannot be resumed, and the run says so (on stderr: the envelope stays alone).
+    assert "the run ledger is off, so execution 'order-1' is not recorded" in result.stderr
+    assert "cannot be resumed" in result.stderr
+
+
+def test_run_and_submit_empty_execution_id_name_the_flag() -> None:
+    for command in ("run", "submit"):
+        result = invoke(command, "s.lua", "--execution-id", "")
+        assert result.exit_code == 2, result.output
+        assert "--execution-id needs a non-empty ID" in result.stderr
+        assert "execution_id=" not in result.output
 
 
 def test_runs_shows_abandoned_run_as_crashed(ledger_file: Path) -> None:
