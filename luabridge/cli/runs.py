@@ -166,6 +166,10 @@ def show(ctx: click.Context, execution_id: str, config: str | None, as_json: boo
     execution = {**record.to_dict(), "status": shown_status(record)}
     data = opened.redactor.data({"execution": execution, "calls": [e.to_dict() for e in entries]})
     if as_json:
+        # Times in the format of luabridge runs --json (ISO 8601, UTC), null when not set.
+        for item in (data["execution"], *data["calls"]):
+            for field in ("started_at", "ended_at"):
+                item[field] = _when(item[field]) if item.get(field) else None
         click.echo(json.dumps(data, ensure_ascii=False))
         return
     ex = data["execution"]

@@ -141,6 +141,12 @@ def test_runs_show_execution_with_calls() -> None:
         (3, "send_event", "succeeded"),
     ]
     assert data["calls"][0]["idempotency_key"].startswith("lb1-")
+    # The same time format as luabridge runs --json.
+    listed = json.loads(invoke("runs", "--json").stdout)[0]
+    assert data["execution"]["started_at"] == listed["started_at"]
+    iso = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$"
+    assert re.match(iso, data["execution"]["ended_at"]) and re.match(iso, listed["started_at"])
+    assert all(re.match(iso, c["started_at"]) for c in data["calls"])
     text = invoke("runs", "show", "order-1").stdout
     assert "execution order-1: succeeded" in text
     assert "loops.default.send_event" in text and "key lb1-" in text
