@@ -168,9 +168,18 @@ def import_contacts(file: Path, account: str, config: str | None, as_json: bool)
     if account not in accounts:
         known = ", ".join(sorted(accounts)) or "none (set LOOPS_API_KEY)"
         raise click.UsageError(f"unknown Loops account {account!r}; configured: {known}")
+    raw = file.read_bytes()
     try:
-        parsed = read_audience(file.read_text(encoding="utf-8-sig"))
-    except (ValueError, UnicodeDecodeError, csv.Error) as exc:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise click.UsageError(
+            f"{file}: line {line} is not UTF-8 (byte 0x{raw[exc.start]:02x}); save the file "
+            "as UTF-8 (in a spreadsheet: CSV UTF-8) and import it again"
+        ) from exc
+    try:
+        parsed = read_audience(text)
+    except (ValueError, csv.Error) as exc:
         raise click.UsageError(f"{file}: {exc}") from exc
     try:
         handle = open_account(accounts[account])

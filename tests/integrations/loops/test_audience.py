@@ -113,6 +113,14 @@ def test_import_contacts_without_email_column_is_a_usage_error(env: Path) -> Non
     assert result.exit_code == 2 and "no email column" in result.output
 
 
+def test_import_contacts_not_utf8_says_how_to_save_it(env: Path) -> None:
+    (env / "latin.csv").write_bytes("Email,Name\na@b.co,Ada\nz@b.co,Jos\xe9\n".encode("latin-1"))
+    result = invoke("latin.csv")
+    assert result.exit_code == 2
+    assert "line 3 is not UTF-8 (byte 0xe9)" in result.output
+    assert "save the file as UTF-8" in result.output and "codec" not in result.output
+
+
 def test_read_audience_maps_keys_and_labels() -> None:
     parsed = read_audience("email,firstName,User Id,subscribed,vip\nA@b.co,A,u1,no,true\n")
     assert parsed.rows == [
