@@ -3,7 +3,8 @@
 A Loops audience export (or any CSV with the columns of Loops' CSV upload) is read row by row.
 A header maps to a contact key by the key itself (``firstName``) or its label (``First Name``),
 case and spaces aside; any other header that is a property key (letters and digits, as Loops
-keys are) becomes a custom property, and the rest are reported as not imported. Every good row
+keys are) becomes a custom property, the columns Loops sets itself (``Created At``) are left out,
+and the rest are reported as not imported. Every good row
 is laid over the account's directory rows in one transaction (importing the same file again
 changes nothing); a bad row is rejected with its line and the reason. The command is the pack's
 ``Integration.commands`` entry and reads accounts with the runtime's settings loader.
@@ -39,6 +40,9 @@ _STANDARD_COLUMNS: Final = {
     "userid": "userId",
     "optinstatus": "optInStatus",
 }
+#: Columns of a Loops export that Loops sets itself (a contact's creation time): not contact
+#: data to import, and reported apart from the unknown columns.
+_LOOPS_SET_COLUMNS: Final = frozenset({"createdat", "updatedat"})
 _PROPERTY_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _INT = re.compile(r"^-?\d{1,15}$")
@@ -54,6 +58,7 @@ class AudienceFile:
     rows: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     rejected: list[dict[str, Any]] = field(default_factory=list)
     unmapped: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
 
 
 def _normal(header: str) -> str:
@@ -90,6 +95,10 @@ def read_audience(text: str) -> AudienceFile:
         raise ValueError("the file is empty; an audience export starts with a header row") from exc
     columns: list[str | None] = []
     for name in header:
+        if _normal(name) in _LOOPS_SET_COLUMNS:
+            out.skipped.append(name)
+            columns.append(None)
+            continue
         key = _STANDARD_COLUMNS.get(_normal(name))
         if key is None and _PROPERTY_KEY.match(name.strip()):
             key = name.strip()
@@ -205,6 +214,7 @@ def import_contacts(file: Path, account: str, config: str | None, as_json: bool)
         **counts,
         "rejected": parsed.rejected,
         "unmapped_columns": parsed.unmapped,
+        "skipped_columns": parsed.skipped,
     }
     if as_json:
         click.echo(json.dumps(report))
@@ -222,5 +232,7 @@ def import_contacts(file: Path, account: str, config: str | None, as_json: bool)
                 + ", ".join(parsed.unmapped)
                 + " (name a custom property by its key, for example favouriteColour)"
             )
+        if parsed.skipped:
+            click.echo("Columns Loops sets itself, left out: " + ", ".join(parsed.skipped))
     if parsed.rejected:
         sys.exit(1)

@@ -121,6 +121,18 @@ def test_import_contacts_not_utf8_says_how_to_save_it(env: Path) -> None:
     assert "save the file as UTF-8" in result.output and "codec" not in result.output
 
 
+def test_import_contacts_created_at_is_left_out_not_called_unknown(env: Path) -> None:
+    (env / "export.csv").write_text(
+        "Email,First Name,Created At\nc@b.co,Cy,2026-01-02T03:04:05Z\n", encoding="utf-8"
+    )
+    result = invoke("export.csv")
+    assert result.exit_code == 0, result.output
+    assert "Columns Loops sets itself, left out: Created At" in result.output
+    assert "Columns not imported" not in result.output
+    parsed = read_audience("Email,createdAt\nc@b.co,2026-01-02\n")
+    assert parsed.rows == [(2, {"email": "c@b.co"})] and parsed.skipped == ["createdAt"]
+
+
 def test_read_audience_maps_keys_and_labels() -> None:
     parsed = read_audience("email,firstName,User Id,subscribed,vip\nA@b.co,A,u1,no,true\n")
     assert parsed.rows == [
