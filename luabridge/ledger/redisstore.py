@@ -9,9 +9,15 @@ one wrote. It relies on ``redis`` (the ``fleet`` extra). Keys, under ``luabridge
 - ``by-start``: a sorted set of execution ids scored by start time, for ``list_executions``;
 - ``plan:<id>``: a saved plan as JSON, expiring with the plan.
 
-Each change is one Redis transaction (``WATCH`` then ``MULTI``/``EXEC``: a read-check-write
-that is retried when another process changed the same key meanwhile). How durable it is depends
-on the Redis server's persistence: run it with ``appendonly yes`` (see docs/fleet.md).
+Each change is one atomic server-side script (``EVALSHA``), so a change costs one round trip
+and has been applied by Redis when the method returns (a call's ``sending`` is in Redis before
+its request leaves). A change that reads before it writes (a call's new state, an execution's
+new fields) is a compare-and-set: the handle computes the new JSON from the value it last wrote
+or read, and the script stores it only if that value is still the one in Redis; otherwise it
+answers with the current value, which the handle checks again (the transition rules included)
+and retries from. The scripts never parse the JSON, so what is stored is exactly what the
+handle wrote. How durable a change is depends on the Redis server's persistence: run it with
+``appendonly yes`` (see docs/fleet.md).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -34,7 +41,6 @@ from luabridge.ledger.base import (
 
 if TYPE_CHECKING:
     import redis
-    from redis.client import Pipeline
 
 __all__ = ["KEY_PREFIX", "RedisLedger"]
 
@@ -42,11 +48,68 @@ __all__ = ["KEY_PREFIX", "RedisLedger"]
 KEY_PREFIX: Final = "luabridge:ledger:"
 _COUNTED: Final = ("calls", "writes")
 
+#: Executions whose last known records a handle keeps, to skip the read of a compare-and-set.
+_CACHED: Final = 256
+
 T = TypeVar("T")
+# A stored value as redis-py answers it (bytes: the ledger's clients do not decode).
+_Raw = bytes | str
+
+# A new execution: refused (0) when the id is held.
+_CREATE: Final = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+return 1
+"""
+
+# A new call: -1 when the execution is unknown, 0 when the sequence number is taken.
+_APPEND: Final = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return -1
+end
+return redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2])
+"""
+
+# Compare-and-set of one hash field (a call): 1 when stored; else the current value (nil when
+# there is none), for the caller to check and retry from.
+_SET_CALL: Final = """
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if current ~= ARGV[2] then
+  return current
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1
+"""
+
+# Compare-and-set of an execution record, and its start time in the index when ARGV[3] is set.
+_SET_EXECUTION: Final = """
+local current = redis.call('GET', KEYS[1])
+if current ~= ARGV[1] then
+  return current
+end
+redis.call('SET', KEYS[1], ARGV[2])
+if ARGV[3] ~= '' then
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+end
+return 1
+"""
 
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+class _Known:
+    """What a handle last saw of one execution: its record and its calls, raw and parsed."""
+
+    __slots__ = ("calls", "execution")
+
+    def __init__(self) -> None:
+        self.execution: tuple[_Raw, Any] | None = None
+        self.calls: dict[int, tuple[_Raw, Any]] = {}
 
 
 class RedisLedger(Ledger):
@@ -73,8 +136,16 @@ class RedisLedger(Ledger):
             self._redis: redis.Redis = redis_client(url, timeout=timeout)
         except ConfigError as exc:
             raise LedgerError(str(exc)) from exc
+        self._create = self._redis.register_script(_CREATE)
+        self._append = self._redis.register_script(_APPEND)
+        self._set_call = self._redis.register_script(_SET_CALL)
+        self._set_execution = self._redis.register_script(_SET_EXECUTION)
         self._lock = threading.Lock()
         self._closed = False
+        # The records this handle last wrote or read, as stored (the raw JSON) and parsed, per
+        # execution: the expected value of the next compare-and-set. Only a hint: a stale one
+        # costs one more round trip, never a wrong write.
+        self._known: OrderedDict[str, _Known] = OrderedDict()
 
     def __repr__(self) -> str:
         return f"RedisLedger({self.location!r})"
@@ -99,28 +170,85 @@ class RedisLedger(Ledger):
                 f"{exc}); check that Redis is running and that LUABRIDGE_REDIS_URL points at it"
             ) from exc
 
-    def _transaction(self, what: str, keys: list[str], body: Callable[[Pipeline], None]) -> None:
-        """``body`` as one optimistic transaction over ``keys``: it reads after ``WATCH``,
-        then queues its writes after ``pipe.multi()``; retried if a key changed meanwhile."""
-        self._run(what, lambda r: r.transaction(body, *keys))
+    def _known_of(self, execution_id: str) -> _Known:
+        """This handle's records of ``execution_id`` (made empty when there are none)."""
+        with self._lock:
+            known = self._known.get(execution_id)
+            if known is None:
+                known = self._known[execution_id] = _Known()
+                while len(self._known) > _CACHED:
+                    self._known.popitem(last=False)
+            else:
+                self._known.move_to_end(execution_id)
+            return known
+
+    def _remember(self, execution_id: str, seq: int | None, raw: _Raw, parsed: Any) -> None:
+        known = self._known_of(execution_id)
+        with self._lock:
+            if seq is None:
+                known.execution = (raw, parsed)
+            else:
+                known.calls[seq] = (raw, parsed)
+
+    def _forget(self, execution_id: str) -> None:
+        with self._lock:
+            self._known.pop(execution_id, None)
+
+    def _compare_and_set(
+        self,
+        what: str,
+        known: tuple[_Raw, Any] | None,
+        read: Callable[[redis.Redis], _Raw | None],
+        change: Callable[[Any], dict[str, Any]],
+        store: Callable[[redis.Redis, _Raw, bytes], Any],
+    ) -> tuple[bytes, dict[str, Any]]:
+        """Apply ``change`` (old parsed record -> new record; it raises ``LedgerError`` to
+        refuse) to a stored record, starting from ``known`` (else one read). ``store`` is the
+        compare-and-set script: 1 when it wrote, else the value now stored (None: nothing).
+        Returns what was written, raw and parsed."""
+
+        def attempt(r: redis.Redis) -> tuple[bytes, dict[str, Any]]:
+            current = known
+            while True:
+                if current is None:
+                    raw = read(r)
+                    if raw is None:
+                        change(None)  # raises: the record is missing
+                        raise AssertionError("change accepted a missing record")
+                    current = (raw, json.loads(raw))
+                new = change(current[1])
+                encoded = _dumps(new).encode("utf-8")
+                answer = store(r, current[0], encoded)
+                if answer == 1:
+                    return encoded, new
+                if answer is None:
+                    change(None)
+                    raise AssertionError("change accepted a missing record")
+                current = (answer, json.loads(answer))
+
+        return self._run(what, attempt)
 
     # -- executions -----------------------------------------------------------------------------
 
     def create_execution(self, record: ExecutionRecord) -> None:
         stored = {k: v for k, v in record.to_dict().items() if k not in _COUNTED}
         key = self._key("exec", record.execution_id)
-
-        def body(pipe: Pipeline) -> None:
-            if pipe.exists(key):
-                raise LedgerError(
-                    f"execution {record.execution_id!r} is already in the ledger; run it "
-                    "again to resume it, or use a new execution id"
-                )
-            pipe.multi()
-            pipe.set(key, _dumps(stored))
-            pipe.zadd(self._key("by-start"), {record.execution_id: record.started_at})
-
-        self._transaction("writing to", [key], body)
+        raw = _dumps(stored).encode("utf-8")
+        created = self._run(
+            "writing to",
+            lambda r: self._create(
+                keys=[key, self._key("by-start")],
+                args=[raw, record.execution_id, record.started_at],
+                client=r,
+            ),
+        )
+        if not created:
+            raise LedgerError(
+                f"execution {record.execution_id!r} is already in the ledger; run it "
+                "again to resume it, or use a new execution id"
+            )
+        self._forget(record.execution_id)
+        self._remember(record.execution_id, None, raw, stored)
 
     def _record(self, raw: bytes | str | None, calls: list[CallEntry]) -> ExecutionRecord | None:
         if raw is None:
@@ -139,6 +267,8 @@ class RedisLedger(Ledger):
             return raw, calls
 
         raw, calls = self._run("reading", read)
+        if raw is not None:
+            self._remember(execution_id, None, raw, json.loads(raw))
         return self._record(raw, [CallEntry.from_dict(json.loads(c)) for c in calls])
 
     def update_execution(
@@ -171,20 +301,31 @@ class RedisLedger(Ledger):
             changes["host"] = host
         if pid is not None:
             changes["pid"] = pid
-        key = self._key("exec", execution_id)
+        key, index = self._key("exec", execution_id), self._key("by-start")
+        start = "" if started_at is None else repr(float(started_at))
 
-        def body(pipe: Pipeline) -> None:
-            raw = pipe.get(key)
-            if raw is None:
+        def change(old: Any) -> dict[str, Any]:
+            if old is None:
                 raise LedgerError(f"execution {execution_id!r} is not in the ledger")
-            stored = json.loads(raw)
-            stored.update(changes)
-            pipe.multi()
-            pipe.set(key, _dumps(stored))
-            if started_at is not None:
-                pipe.zadd(self._key("by-start"), {execution_id: started_at})
+            return {**old, **changes}
 
-        self._transaction("writing to", [key], body)
+        with self._lock:
+            entry = self._known.get(execution_id)
+            known = None if entry is None else entry.execution
+        raw, new = self._compare_and_set(
+            "writing to",
+            known,
+            lambda r: r.get(key),
+            change,
+            lambda r, old, new: self._set_execution(
+                keys=[key, index], args=[old, new, start, execution_id], client=r
+            ),
+        )
+        if ended_at:
+            # The run's end: nothing more is written for it until a resume reads it again.
+            self._forget(execution_id)
+        else:
+            self._remember(execution_id, None, raw, new)
 
     def list_executions(self, limit: int = 20) -> list[ExecutionRecord]:
         count = max(0, int(limit))
@@ -214,16 +355,16 @@ class RedisLedger(Ledger):
         exec_key, calls_key = self._key("exec", execution_id), self._key("calls", execution_id)
         data = entry.to_dict()
         data["started_at"] = entry.started_at or time.time()
-
-        def body(pipe: Pipeline) -> None:
-            if not pipe.exists(exec_key):
-                raise LedgerError(f"execution {execution_id!r} is not in the ledger")
-            if pipe.hexists(calls_key, str(entry.seq)):
-                raise LedgerError(f"execution {execution_id!r} already has a call {entry.seq}")
-            pipe.multi()
-            pipe.hset(calls_key, str(entry.seq), _dumps(data))
-
-        self._transaction("writing to", [exec_key, calls_key], body)
+        raw = _dumps(data).encode("utf-8")
+        answer = self._run(
+            "writing to",
+            lambda r: self._append(keys=[exec_key, calls_key], args=[entry.seq, raw], client=r),
+        )
+        if answer == -1:
+            raise LedgerError(f"execution {execution_id!r} is not in the ledger")
+        if answer == 0:
+            raise LedgerError(f"execution {execution_id!r} already has a call {entry.seq}")
+        self._remember(execution_id, entry.seq, raw, data)
 
     def update_call(
         self,
@@ -237,13 +378,13 @@ class RedisLedger(Ledger):
     ) -> None:
         now = time.time() if at is None else at
         calls_key = self._key("calls", execution_id)
+        field = str(seq)
 
-        def body(pipe: Pipeline) -> None:
-            raw = pipe.hget(calls_key, str(seq))
-            if raw is None:
+        def change(old: Any) -> dict[str, Any]:
+            if old is None:
                 raise LedgerError(f"execution {execution_id!r} has no call {seq}")
-            stored = json.loads(raw)
-            check_transition(execution_id, seq, stored["state"], state)
+            check_transition(execution_id, seq, old["state"], state)
+            stored = dict(old)
             stored["state"] = state
             if result is not None:
                 stored["result"] = result
@@ -254,14 +395,35 @@ class RedisLedger(Ledger):
                 stored["started_at"], stored["ended_at"] = now, None
             else:
                 stored["ended_at"] = now
-            pipe.multi()
-            pipe.hset(calls_key, str(seq), _dumps(stored))
+            return stored
 
-        self._transaction("writing to", [calls_key], body)
+        with self._lock:
+            entry = self._known.get(execution_id)
+            known = None if entry is None else entry.calls.get(seq)
+        raw, new = self._compare_and_set(
+            "writing to",
+            known,
+            lambda r: r.hget(calls_key, field),
+            change,
+            lambda r, old, new: self._set_call(keys=[calls_key], args=[field, old, new], client=r),
+        )
+        if state == "sending":
+            self._remember(execution_id, seq, raw, new)
+        else:
+            # An outcome: the next change of this call, if any, comes from a resume, which
+            # reads the calls again; the handle keeps only the calls in flight.
+            with self._lock:
+                entry = self._known.get(execution_id)
+                if entry is not None:
+                    entry.calls.pop(seq, None)
 
     def get_calls(self, execution_id: str) -> list[CallEntry]:
-        raw = self._run("reading", lambda r: r.hvals(self._key("calls", execution_id)))
-        calls = [CallEntry.from_dict(json.loads(c)) for c in raw]
+        raw = self._run("reading", lambda r: r.hgetall(self._key("calls", execution_id)))
+        calls = []
+        for field, value in raw.items():
+            data = json.loads(value)
+            self._remember(execution_id, int(field), value, data)
+            calls.append(CallEntry.from_dict(data))
         return sorted(calls, key=lambda c: c.seq)
 
     # -- plans ----------------------------------------------------------------------------------
