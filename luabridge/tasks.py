@@ -6,7 +6,12 @@ inside, as everywhere). The broker URL is the fleet's Redis (``LUABRIDGE_REDIS_U
 ``[fleet] redis_url``, see :mod:`luabridge.fleet`); submitters and workers read the same
 ``luabridge.toml``, so they agree on it and on the limits.
 
-Delivery: the task id is the execution id. Tasks are acknowledged after they end (``acks_late``)
+Delivery: the task id is the execution id, followed by ``~`` and 12 hex digits new for each
+submission when the submitter named the execution (``execution_id=``): a resubmission then never
+shares a result key with an earlier run of the same execution that may still be going. The
+execution id is in the task's arguments too, which is where a worker takes it from, and
+:attr:`FleetResult.execution_id` (or :func:`execution_id_of` of a task id) gives it back. Tasks
+are acknowledged after they end (``acks_late``)
 and put back when the process running them dies (``reject_on_worker_lost``). When a whole worker
 node dies its unacknowledged tasks go back to the queue once Redis's *visibility timeout* has
 passed, and any live worker looks for such tasks every ``RESTORE_INTERVAL`` seconds; the ledger
@@ -26,9 +31,11 @@ Needs the ``fleet`` extra: ``pip install 'luabridge[fleet]'``.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
+import re
 import socket
 import threading
 import uuid
@@ -59,11 +66,13 @@ __all__ = [
     "RESTORE_INTERVAL",
     "TASK_NAME",
     "VISIBILITY_MARGIN",
+    "FleetResult",
     "FleetTimings",
     "app_settings",
     "close_app",
     "create_app",
     "default_app",
+    "execution_id_of",
     "failure_envelope",
     "fleet_timings",
     "release_result",
@@ -83,6 +92,22 @@ RESTORE_INTERVAL: Final = 5
 _SOFT_MARGIN: Final = 1.0
 _HARD_MARGIN: Final = 3.0
 _MAX_ID: Final = 200
+#: What follows a named execution's id in the task id of one submission of it.
+_ATTEMPT: Final = re.compile(r"~[0-9a-f]{12}\Z")
+
+
+def execution_id_of(task_id: str) -> str:
+    """The execution id of a run task's id (the task id less its submission suffix, if any)."""
+    return _ATTEMPT.sub("", task_id, count=1)
+
+
+class FleetResult(AsyncResult):  # type: ignore[misc]
+    """The Celery result of one submission, which also knows the execution it runs."""
+
+    @property
+    def execution_id(self) -> str:
+        """The run's execution id (``.id`` is the Celery task id, see :func:`submit`)."""
+        return execution_id_of(str(self.id))
 
 
 @dataclass(frozen=True)
@@ -219,15 +244,18 @@ def submit(
     execution_id: str | None = None,
     resume: Literal["force"] | None = None,
     app: celery.Celery | None = None,
-) -> AsyncResult:
-    """Queue a run on the fleet and return its Celery result (``.id`` is the execution id).
+) -> FleetResult:
+    """Queue a run on the fleet and return its Celery result (``.execution_id`` is the
+    execution id).
 
     The options are those of ``Bridge.run``; ``execution_id`` names the execution (default: a
     new ``exec_<hex>``), and submitting an id again resumes that execution where the ledger
     left it (``resume="force"``: even though its script or input changed, as in
-    ``Bridge.run``). Each submission waits for its own run: the result an earlier run of the
-    same id left in Redis is forgotten before the new one is queued. ``result.get()`` is the
-    same envelope as ``luabridge run --json`` (``RunResult.to_dict()``). ``app`` defaults to
+    ``Bridge.run``). Each submission waits for its own run: the task id of a named execution
+    is its id followed by ``~`` and 12 hex digits new for this submission, so a result of an
+    earlier run of the same id, finished or still going, is never read as this one's (the
+    task id of a generated id is the id itself). ``result.get()`` is the same envelope as
+    ``luabridge run --json`` (``RunResult.to_dict()``). ``app`` defaults to
     :func:`default_app`.
 
     Raises ``ConfigError`` for bad options, checked here rather than on a worker: an unknown
@@ -278,19 +306,23 @@ def submit(
     assert settings.redis_url is not None
     _check_reachable(settings.redis_url)
     soft, hard = _task_limits(run_limits.timeout)
-    task_id = execution_id or "exec_" + uuid.uuid4().hex
-    if execution_id is not None:
-        # The task id is the execution id, so an earlier run of it has left its result under
-        # the same key: without this, waiting on the new run would read the old one's.
-        app.AsyncResult(task_id).forget()
-    return app.send_task(
+    if execution_id is None:
+        execution_id = task_id = "exec_" + uuid.uuid4().hex
+    else:
+        # A named execution may have been submitted before, and that run may still be going:
+        # under the same task id its result would be read as this submission's.
+        task_id = f"{execution_id}~{uuid.uuid4().hex[:12]}"
+    kwargs["execution_id"] = execution_id
+    result: FleetResult = app.send_task(
         TASK_NAME,
         args=[source],
         kwargs=kwargs,
         task_id=task_id,
         soft_time_limit=soft,
         time_limit=hard,
+        result_cls=functools.partial(FleetResult, app=app),
     )
+    return result
 
 
 def release_result(result: AsyncResult) -> None:
@@ -369,8 +401,12 @@ def _run_task(
     accounts: dict[str, list[str]] | None = None,
     limits: dict[str, Any] | None = None,
     resume: Literal["force"] | None = None,
+    execution_id: str | None = None,
 ) -> dict[str, Any]:
-    """Run one script on this process's bridge; the result is ``RunResult.to_dict()``."""
+    """Run one script on this process's bridge; the result is ``RunResult.to_dict()``.
+
+    ``execution_id`` comes with every task :func:`submit` queues; a task sent without it (by
+    hand, with ``send_task``) runs the execution its task id names."""
     result = _process_bridge().run(
         source,
         input,
@@ -379,7 +415,7 @@ def _run_task(
         accounts=accounts,
         limits=limits,
         resume=resume,
-        execution_id=task.request.id,
+        execution_id=execution_id or execution_id_of(str(task.request.id)),
     )
     return result.to_dict()
 

@@ -71,13 +71,14 @@ def _task_envelope(result: Any, wait_timeout: float) -> dict[str, Any]:
     """The ``run --json`` envelope of a finished task (a task that failed gets one too)."""
     from celery.exceptions import TimeoutError as CeleryTimeout
 
-    from luabridge.tasks import failure_envelope
+    from luabridge.tasks import execution_id_of, failure_envelope
 
+    execution_id = execution_id_of(str(result.id))
     try:
         value = result.get(timeout=wait_timeout, propagate=False)
     except CeleryTimeout:
         fail(
-            f"execution {result.id} did not finish within {wait_timeout:g} s; it is still "
+            f"execution {execution_id} did not finish within {wait_timeout:g} s; it is still "
             "queued or running (a worker must be running: luabridge worker)"
         )
     if result.successful() and isinstance(value, dict):
@@ -85,7 +86,7 @@ def _task_envelope(result: Any, wait_timeout: float) -> dict[str, Any]:
     name = type(value).__name__
     kinds = {"SoftTimeLimitExceeded": "TimeoutError", "TimeLimitExceeded": "TimeoutError"}
     kinds |= {"ConfigError": "UsageError", "WorkerLostError": "WorkerCrashError"}
-    return failure_envelope(result.id, kinds.get(name, "InternalError"), f"{name}: {value}")
+    return failure_envelope(execution_id, kinds.get(name, "InternalError"), f"{name}: {value}")
 
 
 @click.command()
@@ -201,9 +202,9 @@ def _submit(
     if not wait:
         release_result(result)
         if as_json:
-            click.echo(json.dumps({"executionId": result.id, "state": "queued"}))
+            click.echo(json.dumps({"executionId": result.execution_id, "state": "queued"}))
         else:
-            click.echo(result.id)
+            click.echo(result.execution_id)
         sys.exit(EXIT_OK)
     timings = fleet_timings(app_settings(app).limits)
     try:
@@ -221,7 +222,7 @@ def _submit(
             click.echo(dumps(envelope["result"]))
         calls = envelope.get("calls") or []
         if calls:
-            click.echo(f"{len(calls)} call{'s' if len(calls) != 1 else ''} ({result.id})")
+            click.echo(f"{len(calls)} call{'s' if len(calls) != 1 else ''} ({result.execution_id})")
     error = envelope.get("error")
     if error:
         click.echo(f"{error['type']}: {error['message']}", err=True)

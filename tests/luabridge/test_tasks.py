@@ -3,7 +3,9 @@ refuses before anything is queued, what it queues in a real Redis, and the task 
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 import types
 from collections.abc import Iterator
 
@@ -106,13 +108,29 @@ def test_submit_queues_the_run_under_its_execution_id(app: object, redis_url: st
         execution_id="order-1001",
         app=app,
     )
-    assert result.id == "order-1001"
+    assert result.execution_id == "order-1001"
+    assert re.fullmatch(r"order-1001~[0-9a-f]{12}", result.id)
+    again = tasks.submit("return input", {"a": 1}, execution_id="order-1001", app=app)
+    assert again.execution_id == "order-1001" and again.id != result.id
     queued = redis.Redis.from_url(redis_url).lrange(tasks.DEFAULT_QUEUE, 0, -1)
-    assert len(queued) == 1
-    message = json.loads(queued[0])
+    assert len(queued) == 2
+    message = json.loads(queued[-1])  # the first one queued
     headers = message["headers"]
-    assert (headers["id"], headers["task"]) == ("order-1001", tasks.TASK_NAME)
+    assert (headers["id"], headers["task"]) == (result.id, tasks.TASK_NAME)
+    assert json.loads(base64.b64decode(message["body"]))[1]["execution_id"] == "order-1001"
     assert headers["timelimit"] == [5.0, 3.0]  # hard, soft: the run's 2 s plus 3 s / 1 s
+
+
+def test_submit_of_a_new_execution_uses_its_id_as_the_task_id(app: object) -> None:
+    result = tasks.submit("return 1", app=app)
+    assert re.fullmatch(r"exec_[0-9a-f]{32}", result.id) and result.execution_id == result.id
+
+
+def test_execution_id_of_a_task_id() -> None:
+    assert tasks.execution_id_of("order-1~0123456789ab") == "order-1"
+    assert tasks.execution_id_of("a~0123456789ab~0123456789ab") == "a~0123456789ab"
+    assert tasks.execution_id_of("exec_" + "f" * 32) == "exec_" + "f" * 32
+    assert tasks.execution_id_of("order-1~0123") == "order-1~0123"
 
 
 def test_failure_envelope_shape() -> None:
@@ -146,6 +164,10 @@ def test_run_task_runs_on_the_process_bridge(worker_process: None) -> None:
     request.request.id = f"exec-task-{uuid.uuid4().hex}"
     limited = tasks._run_task(request, "return 1", allow=["read"], limits={"timeout": 1})
     assert limited["ok"] is True
+    # A task queued by submit names its execution in its arguments, whatever its task id.
+    request.request.id = "named~0123456789ab"
+    named = tasks._run_task(request, "return 2", execution_id=f"named-{uuid.uuid4().hex}")
+    assert named["meta"]["executionId"].startswith("named-")
 
 
 def test_run_task_outside_a_worker_refused() -> None:

@@ -350,6 +350,35 @@ def test_cli_submit_wait_sees_its_own_run_of_a_known_execution_id(
     assert no_id.exit_code == 2 and "needs --execution-id" in no_id.output
 
 
+def test_submit_wait_never_reads_the_result_of_an_earlier_run_still_going(
+    redis_url: str, emulator: EmulatorServer, fleet_folder: Path, fleet_app: Any
+) -> None:
+    """A known execution id submitted again while its first run is still going (queued behind
+    it on a node of one process): the second submission gets its own run's result, not the
+    first run's, which ends first."""
+    from luabridge.tasks import release_result, submit
+
+    slow = "local t = os.clock() while os.clock() - t < 1.5 do end return 'first'"
+    limits = {"instructions": 10**11}
+    env = fleet_env(redis_url, emulator, fleet_folder)
+    node = WorkerNode(fleet_folder, env, 1, "r").start()
+    try:
+        first = submit(slow, execution_id="still-going", limits=limits, app=fleet_app)
+        second = submit(
+            "return 'second'", execution_id="still-going", resume="force", app=fleet_app
+        )
+        assert first.id != second.id
+        assert first.execution_id == second.execution_id == "still-going"
+        late, early = second.get(timeout=60), first.get(timeout=60)
+        for result in (first, second):
+            release_result(result)
+    finally:
+        node.stop()
+    assert (early["result"], early["meta"]["resumed"]) == ("first", False), early
+    assert (late["result"], late["meta"]["resumed"]) == ("second", True), late
+    assert late["meta"]["executionId"] == "still-going"
+
+
 def test_submit_resume_takes_only_force(fleet_app: Any) -> None:
     from luabridge.errors import ConfigError
     from luabridge.tasks import submit
@@ -378,7 +407,7 @@ def test_fleet_result_in_redis_holds_no_script_or_input(
     finally:
         node.stop()
     assert envelope["ok"] is True and envelope["result"] == 2 * len(secret)
-    stored = redis.Redis.from_url(redis_url).get("celery-task-meta-secfl")
+    stored = redis.Redis.from_url(redis_url).get(f"celery-task-meta-{result.id}")
     assert stored is not None
     text = stored.decode()
     assert secret not in text
