@@ -216,6 +216,29 @@ def test_limit_memory_error_cannot_be_swallowed(bridge: Bridge) -> None:
     assert result.error is not None and result.error.type == "MemoryError"
 
 
+def test_limit_result_encoded_after_garbage_is_collected(bridge: Bridge) -> None:
+    """The encoder runs with the collector paused; when the heap is full of garbage the script
+    dropped just before returning, it collects and encodes again instead of failing. 22 MiB
+    lies in the window where encoding with the collector paused (and, before the pause, with
+    it running) ran out of memory, and a full collection first leaves room."""
+    src = """
+    local t = {}
+    for i = 1, 100000 do t[i] = "item number " .. i end
+    local junk = {}
+    for i = 1, 6 do junk[i] = string.rep(tostring(i), 2e6) end
+    junk = nil
+    return t
+    """
+    result = bridge.run(src, limits={"memory": 22 << 20, "result_bytes": 8 << 20})
+    assert result.ok, result.error
+    assert len(result.value) == 100_000 and result.value[-1] == "item number 100000"
+    # A heap full of live data still fails as a memory error of the conversion.
+    kept = src.replace("junk = nil", "kept = junk")
+    result = bridge.run(kept, limits={"memory": 22 << 20, "result_bytes": 8 << 20})
+    assert result.error is not None and result.error.type == "MemoryError", result.error
+    assert "while converting result" in result.error.message
+
+
 def test_limit_output_counts_bytes_not_calls(bridge: Bridge) -> None:
     ok = bridge.run("for i = 1, 10 do print('0123456789') end", limits={"output_bytes": 110})
     assert ok.ok and len(ok.output) == 110
