@@ -306,8 +306,8 @@ class _Session:
             msg = "unknown name"
         return msg.encode()
 
-    def set_markers(self, null: Any, new_object: Any, new_array: Any) -> None:
-        self.markers = LuaMarkers(null, new_object, new_array, self.lua.table_from)
+    def set_markers(self, null: Any, new_object: Any, new_array: Any, decode: Any) -> None:
+        self.markers = LuaMarkers(null, new_object, new_array, self.lua.table_from, decode)
 
     def host_table(self, deadline: float) -> Any:
         lim = self.limits
@@ -363,8 +363,8 @@ def execute(
     try:
         session = _Session(host, limits)
         prepare = session.lua.execute(*_bootstrap_chunk())
-        runner, null, new_object, new_array = prepare(session.host_table(deadline))
-        session.set_markers(null, new_object, new_array)
+        runner, null, new_object, new_array, decode = prepare(session.host_table(deadline))
+        session.set_markers(null, new_object, new_array, decode)
         assert session.markers is not None
         try:
             lua_input = to_lua(input, session.markers, path="input")

@@ -184,7 +184,7 @@ return function(host)
   local protected = {[null] = "app.null"}
   local listings = {}
 
-  local _, try_encode = make_encoder(null, protected, array_mt, object_mt, dgetmetatable, max_depth, is_memory_error,
+  local _, try_encode, try_decode = make_encoder(null, protected, array_mt, object_mt, dgetmetatable, max_depth, is_memory_error,
     function() return tripped, tripped_msg end, encoder_enter, encoder_leave)
 
 
@@ -520,7 +520,8 @@ return function(host)
 
   -- The runner: compile, run under the hook, convert the result. Returns a status and fields;
   -- it never raises except when the heap itself is exhausted. Returned with it: what the host
-  -- needs to build values in this state (app.null and makers of marked empty tables).
+  -- needs to build values in this state (app.null, makers of marked empty tables, and the
+  -- trusted JSON decoder for large values, see json.lua).
   local function new_object() return setmetatable({}, object_mt) end
   local function new_array() return setmetatable({}, array_mt) end
   return function(source, input)
@@ -564,5 +565,5 @@ return function(host)
     end
     if not ok then return "error", kind, msg, output, usage() end
     return "ok", text, nil, output, usage()
-  end, null, new_object, new_array
+  end, null, new_object, new_array, try_decode
 end

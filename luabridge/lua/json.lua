@@ -6,8 +6,8 @@
 -- error(ENCODE_FAIL) after setting the failure's kind and message, so callers go through the
 -- protected `try_encode`.
 
-local type, next, tostring, pcall = type, next, tostring, pcall
-local collectgarbage = collectgarbage
+local type, next, tostring, tonumber, pcall = type, next, tostring, tonumber, pcall
+local collectgarbage, setmetatable = collectgarbage, setmetatable
 local rawget, rawequal = rawget, rawequal
 local error = error
 local sbyte, schar, sfind, sformat, sgsub, smatch, ssub = string.byte, string.char, string.find, string.format, string.gsub, string.match, string.sub
@@ -241,5 +241,150 @@ return function(null, protected, array_mt, object_mt, raw_getmetatable, max_dept
     return false, "RuntimeError", tostring(r)
   end
 
-  return encode, try_encode
+  -- JSON text -> Lua value, for the large values the host sends in (a run's input, an action's
+  -- result): Python writes the text with json.dumps (compact separators, no ASCII escaping)
+  -- after checking every key and type itself, which costs a fraction of building the tables
+  -- from Python one crossing at a time. The shapes are those of luabridge/convert.py: null in an
+  -- object leaves the key out, null in an array is app.null, an empty object or array gets its
+  -- marker. Anything unexpected fails the decode, and the host converts the value the slow way,
+  -- which gives the exact error (or the same value), so this path never decides what is valid.
+  --
+  -- Like the encoder it runs with the JIT on, the count hook paused and the collector paused,
+  -- and bounds itself: it reads the text once from left to right (every step moves `pos` on
+  -- or fails), nesting stops at `max_depth`, and its memory is the text's and the tables', both
+  -- under the state's memory limit. It calls no script code; the text is the host's.
+  local DECODE_FAIL = {}
+  local UNESC = {[34] = '"', [92] = "\\", [47] = "/", [98] = "\b", [102] = "\f", [110] = "\n", [114] = "\r", [116] = "\t"}
+
+  local function decode(s)
+    local pos = 1
+    -- The next backslash at or after `pos` (n + 1 when there is none): strings before it need
+    -- no unescaping, and finding it once per escape keeps the whole scan linear.
+    local n = #s
+    local slash = sfind(s, "\\", 1, true) or n + 1
+    local value
+
+    local function dfail() error(DECODE_FAIL, 0) end
+
+    -- The string whose opening quote is at `pos`.
+    local function str()
+      local start = pos + 1
+      local close = sfind(s, '"', start, true)
+      if not close then dfail() end
+      if close < slash then
+        pos = close + 1
+        return ssub(s, start, close - 1)
+      end
+      local parts, np, i = {}, 0, start
+      while true do
+        local c = sbyte(s, i)
+        if c == nil then dfail() end
+        if c == 34 then break end
+        if c == 92 then
+          local e = sbyte(s, i + 1)
+          local plain = UNESC[e]
+          if plain then
+            np = np + 1; parts[np] = plain; i = i + 2
+          elseif e == 117 then
+            local code = tonumber(ssub(s, i + 2, i + 5), 16)
+            -- json.dumps writes \u only for control characters here; a surrogate (or
+            -- anything odd) goes the slow way.
+            if not code or code >= 0xD800 and code <= 0xDFFF or #ssub(s, i + 2, i + 5) ~= 4 then dfail() end
+            if code < 0x80 then np = np + 1; parts[np] = schar(code)
+            elseif code < 0x800 then np = np + 1; parts[np] = schar(0xC0 + mfloor(code / 64), 0x80 + code % 64)
+            else np = np + 1; parts[np] = schar(0xE0 + mfloor(code / 4096), 0x80 + mfloor(code / 64) % 64, 0x80 + code % 64) end
+            i = i + 6
+          else
+            dfail()
+          end
+        else
+          local j = sfind(s, '[\\"]', i)
+          if not j then dfail() end
+          np = np + 1; parts[np] = ssub(s, i, j - 1); i = j
+        end
+      end
+      pos = i + 1
+      slash = sfind(s, "\\", pos, true) or n + 1
+      return tconcat(parts, "", 1, np)
+    end
+
+    function value(depth)
+      local c = sbyte(s, pos)
+      if c == 34 then return str()
+      elseif c == 123 then -- {
+        if depth >= max_depth then dfail() end
+        pos = pos + 1
+        local t, any = {}, false
+        if sbyte(s, pos) == 125 then pos = pos + 1; return setmetatable({}, object_mt) end
+        while true do
+          if sbyte(s, pos) ~= 34 then dfail() end
+          local k = str()
+          if sbyte(s, pos) ~= 58 then dfail() end
+          pos = pos + 1
+          local v = value(depth + 1)
+          if not rawequal(v, null) then t[k] = v; any = true end
+          c = sbyte(s, pos)
+          pos = pos + 1
+          if c == 125 then break end
+          if c ~= 44 then dfail() end
+        end
+        if not any then return setmetatable(t, object_mt) end
+        return t
+      elseif c == 91 then -- [
+        if depth >= max_depth then dfail() end
+        pos = pos + 1
+        if sbyte(s, pos) == 93 then pos = pos + 1; return setmetatable({}, array_mt) end
+        local t, i = {}, 0
+        while true do
+          i = i + 1
+          t[i] = value(depth + 1)
+          c = sbyte(s, pos)
+          pos = pos + 1
+          if c == 93 then break end
+          if c ~= 44 then dfail() end
+        end
+        return t
+      elseif c == 116 then
+        if ssub(s, pos, pos + 3) ~= "true" then dfail() end
+        pos = pos + 4; return true
+      elseif c == 102 then
+        if ssub(s, pos, pos + 4) ~= "false" then dfail() end
+        pos = pos + 5; return false
+      elseif c == 110 then
+        if ssub(s, pos, pos + 3) ~= "null" then dfail() end
+        pos = pos + 4; return null
+      else
+        local e = pos
+        c = sbyte(s, e)
+        while c and (c >= 48 and c <= 57 or c == 45 or c == 43 or c == 46 or c == 101 or c == 69) do
+          e = e + 1; c = sbyte(s, e)
+        end
+        if e == pos then dfail() end
+        local num = tonumber(ssub(s, pos, e - 1))
+        -- An integer too large for a double would come back as infinity: the slow way
+        -- reports it.
+        if not num or num ~= num or num == mhuge or num == -mhuge then dfail() end
+        pos = e
+        return num
+      end
+    end
+
+    local v = value(0)
+    if pos ~= n + 1 then dfail() end
+    return v
+  end
+
+  -- Returns true and the value, or false when the host must convert the value itself.
+  local function try_decode(s)
+    if type(s) ~= "string" then return false end
+    enter()
+    collectgarbage("stop")
+    local ok, v = pcall(decode, s)
+    collectgarbage("restart")
+    leave()
+    if ok then return true, v end
+    return false
+  end
+
+  return encode, try_encode, try_decode
 end

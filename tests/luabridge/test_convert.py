@@ -627,3 +627,145 @@ def test_roundtrip_through_action(shared_bridge: Bridge, meta: dict[str, Any]) -
     result = shared_bridge.run(src, input=meta, allow=WRITE)
     assert result.ok, result.error
     assert result.value == expected(meta)
+
+
+# -- Python → Lua: large values go as JSON text ------------------------------------------------
+#
+# A value with convert.JSON_PATH_ITEMS items or more is written with json.dumps and built by the
+# state's trusted decoder (lua/json.lua); smaller ones with table_from. The decoder never decides
+# what is valid: whatever it cannot carry exactly goes the table_from way. So both ways must give
+# the same outcome, value or error, for every value.
+
+WEIRD = (
+    SCALARS
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.sampled_from(
+        [math.nan, math.inf, -0.0, 5e-324, 1.7976931348623157e308, "\ud800", 'a"b\\c\n\t\x01\x7f']
+    )
+)
+WEIRD_VALUES = st.recursive(
+    WEIRD,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.tuples(inner, inner)
+        | st.dictionaries(
+            KEYS | st.integers(0, 3) | st.sampled_from(["\udfff", "k\0"]), inner, max_size=4
+        )
+    ),
+    max_leaves=16,
+)
+
+
+def _execute(value: Any, threshold: int, monkeypatch: pytest.MonkeyPatch) -> Any:
+    import luabridge.convert as convert
+    from luabridge.sandbox import execute
+
+    monkeypatch.setattr(convert, "JSON_PATH_ITEMS", threshold)
+    host = _EmptyHost()
+    outcome = execute("local v = ... return {v}", value, host=host, limits=Limits())
+    return outcome.ok, outcome.value, outcome.error
+
+
+class _EmptyHost:
+    spec: dict[str, Any] = {}  # noqa: RUF012 - the Host protocol names a plain attribute
+
+    def call(self, *args: Any) -> Any:
+        return ("raise", "no actions", "RuntimeError")
+
+    help = schema = accounts = call
+
+    def explain(self, *args: Any) -> str:
+        return "unknown name"
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=WEIRD_VALUES)
+def test_input_json_path_same_outcome_as_tables(value: Any) -> None:
+    with pytest.MonkeyPatch.context() as mp:
+        via_json = _execute(value, 0, mp)
+        via_tables = _execute(value, 10**9, mp)
+    assert via_json == via_tables
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        [2**53 + 1, 2**63, -(2**63) - 1, 10**20 + 1, 12345678901234567890123],
+        [0.1, 1 / 3, -0.0, 5e-324, 2.2250738585072014e-308, 1.7976931348623157e308, 1e16, 1e-7],
+        ["", "é", "日本語", "😀", 'q"b\\n\x00\x01\x1f\x7f', "\u2028", "a\nb\rc\td\be\ff"],
+        {"": 1, "é": 3, 'q"b': 4, "a\\b": 5, "\n": 6},
+        {"d": {}, "l": [], "n": {"x": None}, "m": [None, {}, []]},
+        nested(MAX_DEPTH - 1),
+    ],
+)
+def test_input_json_path_edge_values(value: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Numbers, strings, keys and shapes that need care arrive exactly as table_from makes them."""
+    via_json = _execute(value, 0, monkeypatch)
+    assert via_json[0], via_json[2]
+    assert via_json == _execute(value, 10**9, monkeypatch)
+
+
+@pytest.mark.parametrize(
+    ("bad", "fragment"),
+    [
+        ({1: "a"}, "object key 1 is not a string"),
+        ({True: 1}, "object key True is not a string"),
+        (math.nan, "nan cannot be sent"),
+        ("\ud800", "not valid UTF-8"),
+        ((1, 2), None),
+        (nested(MAX_DEPTH), f"nested deeper than {MAX_DEPTH}"),
+        (10**400, None),
+    ],
+)
+def test_input_large_value_refused_as_before(
+    bridge: Bridge, bad: Any, fragment: str | None
+) -> None:
+    """One bad item deep inside a value large enough for the JSON path: the same outcome (the
+    same message, naming the same place) as for a small value holding it."""
+    import luabridge.convert as convert
+
+    rows = [{"id": i, "name": f"n{i}"} for i in range(convert.JSON_PATH_ITEMS)]
+    big = {"rows": rows, "last": {"x": [bad]}}
+    small = {"rows": rows[:1], "last": {"x": [bad]}}
+    got, want = bridge.run("return 1", input=big), bridge.run("return 1", input=small)
+    assert (got.ok, got.value) == (want.ok, want.value)
+    if fragment is not None:
+        assert got.error is not None and want.error is not None
+        assert got.error.message == want.error.message
+        assert fragment in got.error.message and "input.last.x[1]" in got.error.message
+
+
+def test_action_result_large_goes_through_decoder(bridge: Bridge) -> None:
+    """A large app.json.decode result (and so an action's) comes back exactly; the hook still
+    counts after the decoder ran with the JIT on."""
+    src = """
+    local parts = {}
+    local row = '{"id":%d,"name":"n\\\\"%d","x":null,"l":[null,{}]}'
+    for i = 1, 2000 do parts[i] = string.format(row, i, i) end
+    local v = app.json.decode("[" .. table.concat(parts, ",") .. "]")
+    local ok = #v == 2000 and v[7].name == 'n"7' and v[7].x == nil and v[7].l[1] == app.null
+    ok = ok and getmetatable(v[7].l[2]) == "app.object"
+    return {ok, v[2000]}
+    """
+    assert value_of(bridge, src) == [True, {"id": 2000, "name": 'n"2000', "l": [None, {}]}]
+    hot = src.replace("return {ok, v[2000]}", "local x = 0 for i = 1, 1e15 do x = x + i % 7 end")
+    result = bridge.run(hot, limits={"instructions": 20_000_000})
+    assert result.error is not None and result.error.type == "InstructionLimitError"
+
+
+def test_input_json_path_taken_for_plain_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tests above compare something: a plain value at the threshold never reaches the
+    table_from conversion, and one item short of it does."""
+    import luabridge.convert as convert
+
+    built: list[Any] = []
+    real = convert._prepare_fast
+    monkeypatch.setattr(convert, "_prepare_fast", lambda v, *a: built.append(v) or real(v, *a))
+    # 1 + 3n items: the smallest n that reaches the threshold.
+    n = -(-(convert.JSON_PATH_ITEMS - 1) // 3)
+    value = {"rows": [{"id": i, "s": "é\n"} for i in range(n)]}
+    assert _execute(value, convert.JSON_PATH_ITEMS, monkeypatch)[1] == [value]
+    assert built == []
+    value["rows"].pop()
+    assert _execute(value, convert.JSON_PATH_ITEMS, monkeypatch)[1] == [value]
+    assert built and built[0] is value

@@ -544,6 +544,57 @@ ENCODER = {
 }
 
 
+# The trusted decoder (lua/json.lua) builds large values the host sends in, with the JIT on and
+# the hook paused; app.json.decode lets a script choose what it gets (Python parses the script's
+# text, checks it, writes it again with json.dumps, and the decoder reads that). 600 items put
+# each value over the size where the decoder takes over.
+_ITEMS = 'string.rep("1,", 600)'
+
+
+def _nest(levels: str) -> str:
+    """Lua building JSON text: 600 items, then ``levels`` arrays nested in one another."""
+    return f'"[" .. {_ITEMS} .. string.rep("[", {levels}) .. string.rep("]", {levels}) .. "]"'
+
+
+_ROWS = 'string.format(\'{"id":%d,"name":"n%d"}\', i, i)'
+DECODER = {
+    "deep_over_cap": Case(f"return app.json.decode({_nest('64')})", REFUSED),
+    "deep_at_cap": Case(
+        f"local v = app.json.decode({_nest('63')})\n"
+        "local d, t = 0, v[601] while type(t) == 'table' do d = d + 1 t = t[1] end return d",
+        value(63),
+    ),
+    "python_recursion": Case(f"return app.json.decode({_nest('1e5')})", REFUSED),
+    "huge_string": Case(
+        f'local v = app.json.decode("[" .. {_ITEMS} .. \'"\' .. string.rep("x", 8e6) .. \'"]\')\n'
+        "return #v[601]",
+        value(8_000_000),
+        timeout=2.0,
+    ),
+    "huge_escaped_string": Case(
+        "local s = '\"' .. string.rep(\"\\\\n\\\\u0001\", 1e6) .. '\"]'\n"
+        f'local v = app.json.decode("[" .. {_ITEMS} .. s)\n'
+        'return #v[601] == 2e6 and v[601]:sub(1, 2) == "\\n\\1"',
+        value(True),
+        timeout=2.0,
+    ),
+    "many_keys": Case(
+        "local p = {} for i = 1, 2e5 do p[i] = string.format('\"k%d\":%d', i, i) end\n"
+        'local v = app.json.decode("{" .. table.concat(p, ",") .. "}")\n'
+        "local n = 0 for _ in pairs(v) do n = n + 1 end return {n, v.k77777}",
+        value([200000, 77777]),
+        timeout=2.0,
+    ),
+    "memory_full": Case(
+        "local keep = {} for i = 1, 40 do keep[i] = string.rep(tostring(i), 1e6) end\n"
+        f"local p = {{}} for i = 1, 2e5 do p[i] = {_ROWS} end\n"
+        'return #app.json.decode("[" .. table.concat(p, ",") .. "]")',
+        {"MemoryError"},
+        timeout=2.0,
+    ),
+}
+
+
 ALL = {
     **{f"escape-{k}": v for k, v in ESCAPES.items()},
     **{f"metatable-{k}": v for k, v in METATABLES.items()},
@@ -552,6 +603,7 @@ ALL = {
     **{f"host-{k}": v for k, v in HOST_CONFUSION.items()},
     **{f"leak-{k}": v for k, v in LEAKS.items()},
     **{f"encoder-{k}": v for k, v in ENCODER.items()},
+    **{f"decoder-{k}": v for k, v in DECODER.items()},
 }
 
 
@@ -624,6 +676,9 @@ AFTER_ENCODE = {
     "failed_encode": _WIDE + "t[#t + 1] = t pcall(app.json.encode, t)\n",
     "coroutine": _WIDE + "coroutine.wrap(function() app.json.encode(t) end)()\n",
     "over_budget": _WIDE + 'pcall(app.json.encode, {t, string.rep("x", 2e6)})\n',
+    "json_decode": _WIDE + "local back = app.json.decode(app.json.encode(t))\n",
+    "failed_decode": _WIDE
+    + 'local s = app.json.encode(t) pcall(app.json.decode, s:sub(1, -2) .. ",1e400]")\n',
 }
 _HOT = "local x = 0 for i = 1, 1e15 do x = x + i % 7 end\nlocal function f(n) return n + 1 end\n"
 
