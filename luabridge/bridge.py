@@ -510,6 +510,7 @@ class Bridge:
         granted = self._grants(accounts)
         if resume not in (None, "force"):
             raise ConfigError(f"resume must be None or 'force', got {resume!r}")
+        fresh = execution_id is None
         if execution_id is None:
             execution_id = "exec_" + uuid.uuid4().hex
         else:
@@ -565,6 +566,7 @@ class Bridge:
                 },
                 accounts=granted,
                 force=resume == "force",
+                fresh=fresh,
             )
             # Opening the execution does not count against the run's time limit.
             started = time.monotonic()

@@ -27,7 +27,7 @@ from luabridge.action import Action, ActionResult, CallContext, Integration, bui
 from luabridge.convert import shape_for_schema
 from luabridge.effects import quote_name, suggest
 from luabridge.errors import IntegrationError, LuabridgeError
-from luabridge.ledger.base import CallEntry, CallState, digest
+from luabridge.ledger.base import CallEntry, CallState, canonical_json, digest
 from luabridge.ledger.journal import Journal, derive_key
 from luabridge.redact import Redactor
 from luabridge.sandbox import Reply
@@ -567,14 +567,14 @@ class Dispatcher:
         key_param = action.idempotency_param
         # Only a ledger needs the hash, and only it and a keyed action the canonical form: a
         # call without either skips both (a tenth of the bridge's own time per call).
-        canonical = (
-            model.model_dump(
+        canonical: dict[str, Any] = {}
+        canonical_text = ""
+        if self.journal is not None or key_param:
+            canonical = model.model_dump(
                 mode="json", exclude={key_param} if key_param else None, exclude_none=True
             )
-            if self.journal is not None or key_param
-            else {}
-        )
-        params_hash = digest(canonical) if self.journal is not None else ""
+            canonical_text = canonical_json(canonical)
+        params_hash = digest(canonical_text) if self.journal is not None else ""
         seq, prior = position, None
         if self.journal is not None:
             try:
@@ -588,7 +588,7 @@ class Dispatcher:
         key: str | None = None
         if key_param:
             key = getattr(model, key_param, None) or derive_key(
-                self.policy.execution_id, seq, canonical
+                self.policy.execution_id, seq, canonical, canonical=canonical_text
             )
             model = model.model_copy(update={key_param: key})
 
@@ -748,7 +748,9 @@ class Dispatcher:
                         result["idempotency_key"] = self._shown(key)
         if journal is not None:
             try:
-                journal.finish(seq, state, result)
+                # A read, or a send with a key, may be repeated safely by a resume: its
+                # outcome goes out with the next call's "sending" (one commit per call).
+                journal.finish(seq, state, result, defer=not write or key is not None)
             except LuabridgeError as exc:
                 # The call is over and the script gets its result; the ledger keeps
                 # "sending", which a resume treats as unknown (and resends by key).

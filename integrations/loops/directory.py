@@ -12,15 +12,14 @@ import hashlib
 import json
 import os
 import sqlite3
-import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
 from luabridge.errors import LuabridgeError
+from luabridge.sqlitefile import ConnectionLender
 
 from .models import CONTACT_KEYS
 
@@ -155,11 +154,14 @@ class ContactDirectory:
         # Connections are lent out per transaction rather than kept per thread: a host that
         # serves each action call on a new thread (the worker pool does) would otherwise leave
         # one open connection behind per call, with its memory and its file descriptor.
-        self._idle: list[sqlite3.Connection] = []
-        self._pid = os.getpid()
-        self._connections: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
-        self._closed = False
+        where = repr(str(self.path))
+        self._lender = ConnectionLender(
+            self.path,
+            busy_timeout=busy_timeout,
+            error=lambda action, exc: self._error(f"{action} {where}", exc),
+            closed=lambda: DirectoryError(f"{self!r} has been closed; open a new ContactDirectory"),
+        )
+        self._transaction = self._lender.transaction
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -186,11 +188,7 @@ class ContactDirectory:
 
     def close(self) -> None:
         """Close every connection this object opened. Closing twice is harmless."""
-        with self._lock:
-            self._closed = True
-            connections, self._connections = self._connections, []
-        for connection in connections:
-            connection.close()
+        self._lender.close()
 
     def _error(self, what: str, exc: BaseException) -> DirectoryError:
         return DirectoryError(
@@ -219,60 +217,6 @@ class ContactDirectory:
             f"Point {ENV_VAR} at a file in a writable folder, or fix the permissions of {where} "
             "and its folder."
         )
-
-    def _connection(self) -> sqlite3.Connection:
-        """An idle connection, or a new one (a forked child opens its own, never the parent's).
-
-        Give it back with ``_give_back`` once the transaction is over.
-        """
-        with self._lock:
-            if self._closed:
-                raise DirectoryError(f"{self!r} has been closed; open a new ContactDirectory")
-            if self._pid != os.getpid():
-                self._pid, self._idle, self._connections = os.getpid(), [], []
-            if self._idle:
-                return self._idle.pop()
-            try:
-                connection = sqlite3.connect(
-                    self.path,
-                    timeout=self.busy_timeout,
-                    isolation_level=None,  # we issue BEGIN/COMMIT ourselves
-                    check_same_thread=False,  # so that close() can close it from any thread
-                )
-                connection.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-                connection.execute("PRAGMA journal_mode = WAL")
-                connection.execute("PRAGMA synchronous = NORMAL")
-            except sqlite3.Error as exc:
-                raise self._error(f"cannot open {str(self.path)!r}", exc) from exc
-            self._connections.append(connection)
-        return connection
-
-    def _give_back(self, connection: sqlite3.Connection) -> None:
-        with self._lock:
-            if not self._closed and self._pid == os.getpid() and len(self._idle) < _MAX_IDLE:
-                self._idle.append(connection)
-                return
-            if connection in self._connections:
-                self._connections.remove(connection)
-        connection.close()
-
-    @contextmanager
-    def _transaction(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
-        """One short transaction; writers take the write lock up front to avoid deadlocks."""
-        db = self._connection()
-        try:
-            db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            action = "cannot write to" if write else "cannot read"
-            raise self._error(f"{action} {str(self.path)!r}", exc) from exc
-        finally:
-            self._give_back(db)
 
     def upsert(self, account_id: str, contact: Mapping[str, Any], *, replace: bool = False) -> None:
         """Record ``contact`` (it needs an ``id``) for ``account_id``.

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
         ExecutionStatus,
         Ledger,
         LedgerError,
+        Outcome,
         canonical_json,
         digest,
     )
@@ -38,6 +39,7 @@ _HOMES: dict[str, str] = {
     "ExecutionStatus": "luabridge.ledger.base",
     "Ledger": "luabridge.ledger.base",
     "LedgerError": "luabridge.ledger.base",
+    "Outcome": "luabridge.ledger.base",
     "RedisLedger": "luabridge.ledger.redisstore",
     "SQLiteLedger": "luabridge.ledger.sqlite",
     "canonical_json": "luabridge.ledger.base",
@@ -52,6 +54,7 @@ __all__ = [
     "ExecutionStatus",
     "Ledger",
     "LedgerError",
+    "Outcome",
     "RedisLedger",
     "SQLiteLedger",
     "canonical_json",

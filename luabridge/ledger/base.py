@@ -29,6 +29,7 @@ __all__ = [
     "ExecutionStatus",
     "Ledger",
     "LedgerError",
+    "Outcome",
     "canonical_json",
     "check_transition",
     "digest",
@@ -197,6 +198,22 @@ class CallEntry:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """A call's outcome waiting to be written (see :meth:`Ledger.settle_and_append`).
+
+    - ``seq``: the call
+    - ``state``: ``succeeded``, ``failed`` or ``unknown``
+    - ``result``: the result the script got (redacted), or None
+    - ``at``: the Unix time the call ended
+    """
+
+    seq: int
+    state: str
+    result: Any
+    at: float
+
+
 class Ledger(abc.ABC):
     """The operations every ledger offers; each one is its own durable transaction.
 
@@ -262,6 +279,18 @@ class Ledger(abc.ABC):
         are stored when given. Going back to ``sending`` counts an attempt and sets
         ``started_at`` to ``at``; an outcome sets ``ended_at`` to ``at``. ``LedgerError`` for
         an unknown call or a change ``TRANSITIONS`` does not allow."""
+
+    def settle_and_append(self, execution_id: str, outcome: Outcome, entry: CallEntry) -> None:
+        """Write an earlier call's ``outcome``, then append ``entry``, as one transaction where
+        the store allows it (the journal uses this to write a read's or a keyed send's outcome
+        together with the next call's ``sending``: one commit per call instead of two).
+
+        This default makes two writes, the outcome first; a store that can make both at once
+        overrides it, and then nothing is written when either part fails."""
+        self.update_call(
+            execution_id, outcome.seq, state=outcome.state, result=outcome.result, at=outcome.at
+        )
+        self.append_call(execution_id, entry)
 
     @abc.abstractmethod
     def get_calls(self, execution_id: str) -> list[CallEntry]:

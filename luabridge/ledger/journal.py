@@ -10,7 +10,9 @@ execution sends the same logical request with the same key.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import os
 import socket
 import threading
@@ -25,6 +27,8 @@ from luabridge.ledger.base import (
     ExecutionRecord,
     ExecutionStatus,
     Ledger,
+    LedgerError,
+    Outcome,
     canonical_json,
 )
 
@@ -38,6 +42,8 @@ __all__ = [
     "shown_status",
 ]
 
+_log = logging.getLogger(__name__)
+
 #: The longest execution id accepted (it goes into logs, file names and task ids).
 MAX_EXECUTION_ID: Final = 200
 #: Executions running in this process now, so that two threads never run the same one.
@@ -48,10 +54,13 @@ _ACTIVE_LOCK = threading.Lock()
 KEY_PREFIX: Final = "lb1-"
 
 
-def derive_key(execution_id: str, seq: int, params: Any) -> str:
+def derive_key(execution_id: str, seq: int, params: Any, *, canonical: str | None = None) -> str:
     """The idempotency key of call ``seq`` of ``execution_id`` with these parameters (without
-    the key itself): ``lb1-`` and 48 hex digits of SHA-256, well under Loops' 100 characters."""
-    text = f"{execution_id}\n{seq}\n{canonical_json(params)}"
+    the key itself): ``lb1-`` and 48 hex digits of SHA-256, well under Loops' 100 characters.
+    ``canonical``: ``canonical_json(params)`` when the caller has it already."""
+    if canonical is None:
+        canonical = canonical_json(params)
+    text = f"{execution_id}\n{seq}\n{canonical}"
     return KEY_PREFIX + hashlib.sha256(text.encode("utf-8")).hexdigest()[:48]
 
 
@@ -107,6 +116,7 @@ def open_journal(
     policy: Mapping[str, Any],
     accounts: Mapping[str, list[str]],
     force: bool = False,
+    fresh: bool = False,
 ) -> Journal:
     """Start or resume ``execution_id`` in ``ledger`` and return the run's journal.
 
@@ -114,7 +124,8 @@ def open_journal(
     running again with one more resume, and its calls are handed to the journal for replay.
     Raises ``ConfigError`` when the execution is running elsewhere (this process, or a live
     process on this host), or when the script or input differ from the record and ``force`` is
-    false; ``LedgerError`` when the ledger fails.
+    false; ``LedgerError`` when the ledger fails. ``fresh``: the id was just generated, so the
+    ledger cannot hold it and is not asked (one read less per run).
     """
     with _ACTIVE_LOCK:
         if execution_id in _ACTIVE:
@@ -125,7 +136,14 @@ def open_journal(
         _ACTIVE.add(execution_id)
     try:
         return _open(
-            ledger, execution_id, script_hash, input_hash, dict(policy), dict(accounts), force
+            ledger,
+            execution_id,
+            script_hash,
+            input_hash,
+            dict(policy),
+            dict(accounts),
+            force,
+            fresh,
         )
     except BaseException:
         with _ACTIVE_LOCK:
@@ -141,9 +159,10 @@ def _open(
     policy: dict[str, Any],
     accounts: dict[str, list[str]],
     force: bool,
+    fresh: bool,
 ) -> Journal:
     host, pid, now = socket.gethostname(), os.getpid(), time.time()
-    existing = ledger.get_execution(execution_id)
+    existing = None if fresh else ledger.get_execution(execution_id)
     if existing is None:
         ledger.create_execution(
             ExecutionRecord(
@@ -209,6 +228,12 @@ class Journal:
     recorded at ``n`` (same integration, account, action and parameters). The first call that
     differs ends the replay: it and every later call of the run are new calls, numbered after
     the recorded ones.
+
+    An outcome given to :meth:`finish` with ``defer=True`` (a read's, or a send's that carries
+    an idempotency key) is written with the next call's ``sending``, or with the run's end: one
+    commit per call instead of two. If the host dies before that, the call stays ``sending``,
+    which a resume handles safely for exactly these calls: a read runs again, a keyed send goes
+    again with the same key and a duplicate is reported as delivered.
     """
 
     def __init__(
@@ -226,6 +251,7 @@ class Journal:
         self._next_fresh = max(self._recorded, default=0) + 1
         self._diverged = False
         self._lock = threading.Lock()
+        self._pending: Outcome | None = None
 
     def place(
         self, position: int, integration: str, account: str, action: str, params_hash: str
@@ -263,44 +289,82 @@ class Journal:
         params_hash: str,
         idempotency_key: str | None,
     ) -> None:
-        """Write ``sending`` for the call, before its request leaves."""
+        """Write ``sending`` for the call, before its request leaves (with the outcome of the
+        call before it, when that was deferred)."""
         now = time.time()
         if prior is None:
-            self.ledger.append_call(
-                self.execution_id,
-                CallEntry(
-                    seq=seq,
-                    integration=integration,
-                    account=account,
-                    action=action,
-                    effect=effect,
-                    params=params,
-                    params_hash=params_hash,
-                    state=CallState.SENDING.value,
-                    idempotency_key=idempotency_key,
-                    started_at=now,
-                ),
-            )
-        else:
-            if prior.state == CallState.SENDING.value:
-                # The run that wrote it died before the answer: that attempt's outcome is unknown.
-                self.mark_unknown(seq)
-            self.ledger.update_call(
-                self.execution_id,
-                seq,
+            entry = CallEntry(
+                seq=seq,
+                integration=integration,
+                account=account,
+                action=action,
+                effect=effect,
+                params=params,
+                params_hash=params_hash,
                 state=CallState.SENDING.value,
                 idempotency_key=idempotency_key,
-                at=now,
+                started_at=now,
             )
+            with self._lock:
+                pending, self._pending = self._pending, None
+            if pending is None:
+                self.ledger.append_call(self.execution_id, entry)
+                return
+            try:
+                self.ledger.settle_and_append(self.execution_id, pending, entry)
+            except LedgerError:
+                # This call is not sent; the earlier outcome is still worth keeping.
+                with contextlib.suppress(LedgerError):
+                    self._write(pending)
+                raise
+            return
+        self.flush()
+        if prior.state == CallState.SENDING.value:
+            # The run that wrote it died before the answer: that attempt's outcome is unknown.
+            self.mark_unknown(seq)
+        self.ledger.update_call(
+            self.execution_id,
+            seq,
+            state=CallState.SENDING.value,
+            idempotency_key=idempotency_key,
+            at=now,
+        )
 
     def mark_unknown(self, seq: int) -> None:
         """Record that the call at ``seq`` (in state ``sending``) has an unknown outcome."""
+        self.flush()
         self.ledger.update_call(self.execution_id, seq, state=CallState.UNKNOWN.value)
 
-    def finish(self, seq: int, state: str, result: Mapping[str, Any] | None) -> None:
-        """Write the call's outcome (``succeeded``, ``failed`` or ``unknown``)."""
+    def finish(
+        self, seq: int, state: str, result: Mapping[str, Any] | None, *, defer: bool = False
+    ) -> None:
+        """Write the call's outcome (``succeeded``, ``failed`` or ``unknown``); with ``defer``,
+        keep it to be written with the next state change (only for calls that a resume may
+        safely repeat: reads, and sends with an idempotency key)."""
+        outcome = Outcome(seq, state, None if result is None else dict(result), time.time())
+        with self._lock:
+            pending, self._pending = self._pending, (outcome if defer else None)
+        try:
+            if pending is not None:
+                self._write(pending)
+        finally:
+            if not defer:
+                self._write(outcome)
+
+    def flush(self) -> None:
+        """Write a deferred outcome now, if there is one."""
+        with self._lock:
+            pending, self._pending = self._pending, None
+        if pending is not None:
+            self._write(pending)
+
+    def _write(self, outcome: Outcome) -> None:
         self.ledger.update_call(
-            self.execution_id, seq, state=state, result=None if result is None else dict(result)
+            self.execution_id,
+            outcome.seq,
+            state=outcome.state,
+            result=outcome.result,
+            at=outcome.at,
         )
 
     def close(
@@ -310,15 +374,27 @@ class Journal:
         usage: Mapping[str, Any],
         error: Mapping[str, Any] | None,
     ) -> None:
-        """Write the execution's end (status, usage, error) and let it be run again."""
+        """Write the execution's end (status, usage, error), after any deferred outcome, and
+        let it be run again."""
         try:
-            self.ledger.update_execution(
-                self.execution_id,
-                status=status,
-                usage=usage,
-                error=error or {},
-                ended_at=time.time(),
-            )
+            try:
+                self.flush()
+            except LedgerError as exc:
+                # The call is over and its result given; the ledger keeps "sending", which a
+                # resume handles safely for a deferred outcome (see the class docstring).
+                _log.warning(
+                    "the run ledger could not record the outcome of the last call of %s: %s",
+                    self.execution_id,
+                    exc,
+                )
+            finally:
+                self.ledger.update_execution(
+                    self.execution_id,
+                    status=status,
+                    usage=usage,
+                    error=error or {},
+                    ended_at=time.time(),
+                )
         finally:
             with _ACTIVE_LOCK:
                 _ACTIVE.discard(self.execution_id)

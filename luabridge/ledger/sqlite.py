@@ -12,10 +12,8 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import threading
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -25,13 +23,14 @@ from luabridge.ledger.base import (
     ExecutionRecord,
     Ledger,
     LedgerError,
+    Outcome,
     check_transition,
 )
+from luabridge.sqlitefile import ConnectionLender
 
 __all__ = ["SQLiteLedger"]
 
 _SCHEMA_VERSION: Final = 1
-_MAX_IDLE: Final = 8
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS executions (
     execution_id TEXT PRIMARY KEY,
@@ -65,7 +64,7 @@ CREATE TABLE IF NOT EXISTS calls (
     ended_at REAL,
     attempts INTEGER NOT NULL,
     PRIMARY KEY (execution_id, seq)
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS plans (
     plan_id TEXT PRIMARY KEY,
     plan TEXT NOT NULL,              -- JSON
@@ -87,8 +86,77 @@ _CALL_COLUMNS: Final = (
 )
 
 
+class _NothingWritten(Exception):
+    """Rolls back a transaction whose statements changed no row (the caller says why)."""
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+#: For each state, the states a call may come from (see ``TRANSITIONS``), as SQL markers.
+_SOURCES: Final = {
+    new.value: sorted(old.value for old, targets in TRANSITIONS.items() if new in targets)
+    for new in {state for targets in TRANSITIONS.values() for state in targets}
+}
+_APPEND: Final = (
+    f"INSERT INTO calls (execution_id, {_CALL_COLUMNS}) "
+    "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
+    "WHERE EXISTS (SELECT 1 FROM executions WHERE execution_id = ?)"
+)
+#: The same without the check that the execution exists (known when its other call was found).
+_APPEND_KNOWN: Final = (
+    f"INSERT INTO calls (execution_id, {_CALL_COLUMNS}) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _append_params(execution_id: str, entry: CallEntry) -> tuple[Any, ...]:
+    return (
+        execution_id,
+        entry.seq,
+        entry.integration,
+        entry.account,
+        entry.action,
+        entry.effect,
+        _dumps(entry.params),
+        entry.params_hash,
+        entry.state,
+        entry.idempotency_key,
+        None if entry.result is None else _dumps(entry.result),
+        entry.started_at or time.time(),
+        entry.ended_at,
+        entry.attempts,
+        execution_id,
+    )
+
+
+def _update(
+    execution_id: str,
+    seq: int,
+    state: str,
+    result: Any,
+    idempotency_key: str | None,
+    at: float | None,
+) -> tuple[str, tuple[Any, ...]]:
+    """The statement that moves a call to ``state``, its transition checked in the WHERE."""
+    now = time.time() if at is None else at
+    sources = _SOURCES.get(state, [])
+    changes: dict[str, Any] = {"state": state}
+    if result is not None:
+        changes["result"] = _dumps(result)
+    if idempotency_key is not None:
+        changes["idempotency_key"] = idempotency_key
+    assignments = ", ".join(f"{name} = ?" for name in changes)
+    if state == "sending":
+        assignments += ", attempts = attempts + 1, started_at = ?, ended_at = NULL"
+    else:
+        assignments += ", ended_at = ?"
+    marks = ", ".join("?" for _ in sources) or "NULL"
+    return (
+        f"UPDATE calls SET {assignments} WHERE execution_id = ? AND seq = ? AND state IN ({marks})",
+        (*changes.values(), now, execution_id, seq, *sources),
+    )
 
 
 class SQLiteLedger(Ledger):
@@ -109,11 +177,13 @@ class SQLiteLedger(Ledger):
         self.path = Path(path).expanduser()
         self.location = str(self.path)
         self.busy_timeout = busy_timeout
-        self._idle: list[sqlite3.Connection] = []
-        self._connections: list[sqlite3.Connection] = []
-        self._pid = os.getpid()
-        self._lock = threading.Lock()
-        self._closed = False
+        self._lender = ConnectionLender(
+            self.path,
+            busy_timeout=busy_timeout,
+            error=lambda action, exc: self._error(f"{action} the ledger {self.location!r}", exc),
+            closed=lambda: LedgerError(f"{self!r} has been closed; open a new SQLiteLedger"),
+        )
+        self._transaction = self._lender.transaction
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -172,60 +242,9 @@ class SQLiteLedger(Ledger):
             )
         return LedgerError(f"{what} ({type(exc).__name__}: {text}): {fix}")
 
-    def _connection(self) -> sqlite3.Connection:
-        with self._lock:
-            if self._closed:
-                raise LedgerError(f"{self!r} has been closed; open a new SQLiteLedger")
-            if self._pid != os.getpid():
-                # A forked child opens its own connections, never the parent's.
-                self._pid, self._idle, self._connections = os.getpid(), [], []
-            if self._idle:
-                return self._idle.pop()
-            try:
-                connection = sqlite3.connect(
-                    self.path,
-                    timeout=self.busy_timeout,
-                    isolation_level=None,  # we issue BEGIN/COMMIT ourselves
-                    check_same_thread=False,  # lent to one thread at a time, closed from any
-                )
-                connection.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-                connection.execute("PRAGMA journal_mode = WAL")
-                connection.execute("PRAGMA synchronous = NORMAL")
-            except sqlite3.Error as exc:
-                raise self._error(f"cannot open the ledger {self.location!r}", exc) from exc
-            self._connections.append(connection)
-        return connection
-
-    def _give_back(self, connection: sqlite3.Connection) -> None:
-        with self._lock:
-            if not self._closed and self._pid == os.getpid() and len(self._idle) < _MAX_IDLE:
-                self._idle.append(connection)
-                return
-            if connection in self._connections:
-                self._connections.remove(connection)
-        connection.close()
-
-    @contextmanager
-    def _transaction(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
-        """One short transaction; writers take the write lock up front to avoid deadlocks."""
-        db = self._connection()
-        try:
-            db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            action = "cannot write to" if write else "cannot read"
-            raise self._error(f"{action} the ledger {self.location!r}", exc) from exc
-        finally:
-            self._give_back(db)
-
     def _statement(self, sql: str, params: tuple[Any, ...]) -> int:
         """Run one writing statement as its own transaction; the number of rows it changed."""
-        db = self._connection()
+        db = self._lender.borrow()
         try:
             return db.execute(sql, params).rowcount
         except sqlite3.IntegrityError:
@@ -233,14 +252,10 @@ class SQLiteLedger(Ledger):
         except sqlite3.Error as exc:
             raise self._error(f"cannot write to the ledger {self.location!r}", exc) from exc
         finally:
-            self._give_back(db)
+            self._lender.give_back(db)
 
     def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            connections, self._connections, self._idle = self._connections, [], []
-        for connection in connections:
-            connection.close()
+        self._lender.close()
 
     # -- executions -----------------------------------------------------------------------------
 
@@ -362,28 +377,7 @@ class SQLiteLedger(Ledger):
     def append_call(self, execution_id: str, entry: CallEntry) -> None:
         # One statement, so one implicit transaction: this runs before every request leaves.
         try:
-            added = self._statement(
-                f"INSERT INTO calls (execution_id, {_CALL_COLUMNS}) "
-                "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
-                "WHERE EXISTS (SELECT 1 FROM executions WHERE execution_id = ?)",
-                (
-                    execution_id,
-                    entry.seq,
-                    entry.integration,
-                    entry.account,
-                    entry.action,
-                    entry.effect,
-                    _dumps(entry.params),
-                    entry.params_hash,
-                    entry.state,
-                    entry.idempotency_key,
-                    None if entry.result is None else _dumps(entry.result),
-                    entry.started_at or time.time(),
-                    entry.ended_at,
-                    entry.attempts,
-                    execution_id,
-                ),
-            )
+            added = self._statement(_APPEND, _append_params(execution_id, entry))
         except sqlite3.IntegrityError as exc:
             raise LedgerError(f"execution {execution_id!r} already has a call {entry.seq}") from exc
         if not added:
@@ -399,27 +393,13 @@ class SQLiteLedger(Ledger):
         idempotency_key: str | None = None,
         at: float | None = None,
     ) -> None:
-        now = time.time() if at is None else at
-        sources = sorted(old.value for old, new in TRANSITIONS.items() if state in new)
-        changes: dict[str, Any] = {"state": state}
-        if result is not None:
-            changes["result"] = _dumps(result)
-        if idempotency_key is not None:
-            changes["idempotency_key"] = idempotency_key
-        assignments = ", ".join(f"{name} = ?" for name in changes)
-        if state == "sending":
-            assignments += ", attempts = attempts + 1, started_at = ?, ended_at = NULL"
-        else:
-            assignments += ", ended_at = ?"
-        marks = ", ".join("?" for _ in sources) or "NULL"
         # One statement, and the transition checked in it: the common case costs one commit.
-        changed = self._statement(
-            f"UPDATE calls SET {assignments} WHERE execution_id = ? AND seq = ? "
-            f"AND state IN ({marks})",
-            (*changes.values(), now, execution_id, seq, *sources),
-        )
-        if changed:
-            return
+        sql, params = _update(execution_id, seq, state, result, idempotency_key, at)
+        if not self._statement(sql, params):
+            self._refuse_update(execution_id, seq, state)
+
+    def _refuse_update(self, execution_id: str, seq: int, state: str) -> None:
+        """Raise the ``LedgerError`` that says why an update changed nothing."""
         with self._transaction(write=False) as db:
             row = db.execute(
                 "SELECT state FROM calls WHERE execution_id = ? AND seq = ?",
@@ -431,6 +411,32 @@ class SQLiteLedger(Ledger):
         raise LedgerError(  # pragma: no cover - another process changed it in between
             f"call {seq} of execution {execution_id!r} changed while it was being updated"
         )
+
+    def settle_and_append(self, execution_id: str, outcome: Outcome, entry: CallEntry) -> None:
+        # Both statements in one transaction: one commit for the two state changes.
+        sql, params = _update(
+            execution_id, outcome.seq, outcome.state, outcome.result, None, outcome.at
+        )
+        settled = added = 0
+        try:
+            with self._transaction() as db:
+                settled = db.execute(sql, params).rowcount
+                if settled:
+                    added = db.execute(
+                        _APPEND_KNOWN, _append_params(execution_id, entry)[:-1]
+                    ).rowcount
+                if not (settled and added):
+                    raise _NothingWritten
+        except _NothingWritten:
+            if not settled:
+                self._refuse_update(execution_id, outcome.seq, outcome.state)
+            raise LedgerError(f"execution {execution_id!r} is not in the ledger") from None
+        except LedgerError as exc:
+            if isinstance(exc.__cause__, sqlite3.IntegrityError):
+                raise LedgerError(
+                    f"execution {execution_id!r} already has a call {entry.seq}"
+                ) from exc.__cause__
+            raise
 
     def get_calls(self, execution_id: str) -> list[CallEntry]:
         with self._transaction(write=False) as db:

@@ -554,3 +554,89 @@ def test_call_in_progress_when_worker_dies_is_in_calls(ledger: SQLiteLedger) -> 
         assert ledger.get_calls("died-1")[0].state == "succeeded"
         record = ledger.get_execution("died-1")
         assert record is not None and record.status == "crashed"
+
+
+class _WriteLog(SQLiteLedger):
+    """A SQLite ledger that logs each call write it is asked for, with the states seen."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.writes: list[str] = []
+
+    def append_call(self, execution_id: str, entry: Any) -> None:
+        self.writes.append(f"append {entry.seq}")
+        super().append_call(execution_id, entry)
+
+    def update_call(self, execution_id: str, seq: int, **changes: Any) -> None:
+        self.writes.append(f"update {seq} {changes['state']}")
+        super().update_call(execution_id, seq, **changes)
+
+    def settle_and_append(self, execution_id: str, outcome: Any, entry: Any) -> None:
+        self.writes.append(f"settle {outcome.seq} {outcome.state} + append {entry.seq}")
+        super().settle_and_append(execution_id, outcome, entry)
+
+
+def test_deferred_outcomes_ride_with_the_next_sending(tmp_path: Path) -> None:
+    """A read's and a keyed send's outcome are written with the next call's ``sending`` (one
+    transaction per call); a keyless write's outcome at once, since a resume cannot repeat
+    it; the last deferred outcome with the run's end. Every call ends in its real state."""
+    accounts = {"outbox": {"default": AccountSettings(name="default", api_key=SECRET, base_url="")}}
+    handle = _WriteLog(tmp_path / "ledger.sqlite3")
+    script = """
+        local o = app.integrations.outbox
+        o.send({to = "a"})
+        o.send({to = "b"})
+        o.post({to = "c"})
+        o.peek()
+        return true
+    """
+    with Bridge(
+        integrations=[OUTBOX], accounts=accounts, isolation="inprocess", ledger=handle
+    ) as b:
+        assert run(b, script, execution_id="mix").ok
+        assert handle.writes == [
+            "append 1",
+            "settle 1 succeeded + append 2",
+            "settle 2 succeeded + append 3",
+            "update 3 succeeded",
+            "append 4",
+            "update 4 succeeded",
+        ]
+    with SQLiteLedger(tmp_path / "ledger.sqlite3") as reader:
+        assert [c.state for c in reader.get_calls("mix")] == ["succeeded"] * 4
+        assert reader.get_execution("mix").status == "succeeded"  # type: ignore[union-attr]
+
+
+def test_lost_deferred_outcome_resumes_as_delivered(tmp_path: Path) -> None:
+    """A host that dies with a keyed send's outcome not yet written leaves it ``sending``; the
+    resume sends it again with the same key, the service reports a duplicate, and the call is
+    recorded as succeeded without a second delivery."""
+    accounts = {"outbox": {"default": AccountSettings(name="default", api_key=SECRET, base_url="")}}
+
+    class DiesBeforeTheEnd(SQLiteLedger):
+        # While ``gone``, as if the host died after the send returned: no later call write
+        # reaches the file.
+        gone = True
+
+        def update_call(self, execution_id: str, seq: int, **changes: Any) -> None:
+            if self.gone:
+                raise LedgerError("the host is gone")
+            super().update_call(execution_id, seq, **changes)
+
+    handle = DiesBeforeTheEnd(tmp_path / "ledger.sqlite3")
+    with Bridge(
+        integrations=[OUTBOX], accounts=accounts, isolation="inprocess", ledger=handle
+    ) as b:
+        first = run(b, "return app.integrations.outbox.send({to = 'a'})", execution_id="lost")
+        assert first.value["success"] is True
+        box = outbox(b)
+        with SQLiteLedger(tmp_path / "ledger.sqlite3") as reader:
+            assert reader.get_calls("lost")[0].state == "sending"
+        # The resume runs on the same outbox (the service), with the ledger working again.
+        handle.gone = False
+        again = run(b, "return app.integrations.outbox.send({to = 'a'})", execution_id="lost")
+        assert again.resumed
+        assert again.value["success"] is True and again.value["deduplicated"] is True
+        assert len(box.delivered) == 1
+    with SQLiteLedger(tmp_path / "ledger.sqlite3") as reader:
+        assert [c.state for c in reader.get_calls("lost")] == ["succeeded"]

@@ -22,6 +22,7 @@ from luabridge.ledger import (
     ExecutionStatus,
     Ledger,
     LedgerError,
+    Outcome,
     RedisLedger,
     SQLiteLedger,
     digest,
@@ -184,6 +185,45 @@ def test_ledger_call_outcome_after_sending(ledger: Ledger, outcome: str) -> None
     (entry,) = ledger.get_calls("exec-1")
     assert (entry.state, entry.result, entry.idempotency_key) == (outcome, result, "k-1")
     assert entry.ended_at == 50.0
+
+
+def test_ledger_settle_and_append_writes_both(ledger: Ledger) -> None:
+    """A deferred outcome and the next call's ``sending`` go in together."""
+    ledger.create_execution(execution())
+    ledger.append_call("exec-1", call(1, key="k-1"))
+    ledger.settle_and_append(
+        "exec-1", Outcome(1, "succeeded", {"success": True}, 40.0), call(2, key="k-2")
+    )
+    first, second = ledger.get_calls("exec-1")
+    assert (first.state, first.result, first.ended_at) == ("succeeded", {"success": True}, 40.0)
+    assert (second.seq, second.state, second.idempotency_key) == (2, "sending", "k-2")
+
+
+def test_ledger_settle_and_append_refusals(ledger: Ledger) -> None:
+    """A settle that breaks the transitions, or an append under a taken ``seq``, is refused."""
+    ledger.create_execution(execution())
+    ledger.append_call("exec-1", call(1))
+    ledger.update_call("exec-1", 1, state="succeeded")
+    with pytest.raises(LedgerError, match="cannot go from 'succeeded' to 'failed'"):
+        ledger.settle_and_append("exec-1", Outcome(1, "failed", None, 1.0), call(2))
+    ledger.append_call("exec-1", call(2))
+    with pytest.raises(LedgerError, match="already has a call 1"):
+        ledger.settle_and_append("exec-1", Outcome(2, "succeeded", None, 1.0), call(1))
+
+
+def test_sqlite_settle_and_append_is_atomic(tmp_path: Path) -> None:
+    """SQLite writes both in one transaction: when the append is refused, the outcome is not
+    written either (it stays for the caller to write on its own)."""
+    with SQLiteLedger(tmp_path / "ledger.sqlite3") as ledger:
+        ledger.create_execution(execution())
+        ledger.append_call("exec-1", call(1))
+        ledger.append_call("exec-1", call(2))
+        with pytest.raises(LedgerError, match="already has a call 1"):
+            ledger.settle_and_append("exec-1", Outcome(2, "succeeded", None, 1.0), call(1))
+        assert [c.state for c in ledger.get_calls("exec-1")] == ["sending", "sending"]
+        with pytest.raises(LedgerError, match="no call 7"):
+            ledger.settle_and_append("exec-1", Outcome(7, "succeeded", None, 1.0), call(3))
+        assert len(ledger.get_calls("exec-1")) == 2
 
 
 def test_ledger_call_resent_after_unknown_counts_attempts(ledger: Ledger) -> None:
