@@ -267,8 +267,9 @@ def bench_creates(tmp: Path, emulator: Emulator, scale: float) -> Row:
 
 
 def bench_ledger(tmp: Path, emulator: Emulator, scale: float) -> Row:
-    """``n`` send_event calls in one run, journaled in a SQLite ledger (sending, then the
-    outcome: two transactions per call) against the same run with the ledger off."""
+    """``n`` send_event calls in one run, journaled in a SQLite ledger (each call's ``sending``
+    with the previous call's outcome: one transaction per call) against the same run with the
+    ledger off."""
     n = max(50, int(500 * scale))
     script = """
         local n = ...
@@ -296,7 +297,7 @@ def bench_ledger(tmp: Path, emulator: Emulator, scale: float) -> Row:
 
     timing = paired(lambda: once(recorded), lambda: once(plain), warmup=1, repeats=7)
     per_call = (statistics.median(timing.subject) - statistics.median(timing.baseline)) / n
-    note(f"l: the ledger added {per_call * 1e6:.0f} µs per send_event (two commits each)")
+    note(f"l: the ledger added {per_call * 1e6:.0f} µs per send_event (one commit each)")
     recorded.close()
     plain.close()
     admin.close()
