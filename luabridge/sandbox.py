@@ -1,11 +1,17 @@
-"""One sandboxed Lua run in this process: a fresh LuaJIT state, the trusted bootstrap, the script.
+"""One sandboxed Lua run in this process: a LuaJIT state with the trusted bootstrap, the script.
 
-The state is created per run with ``register_eval=False``, ``register_builtins=False``, deny-all
-attribute handlers, ``max_memory`` and byte strings (``encoding=None``), then discarded, so no
-state survives between runs. Only two Python objects ever enter the state, both held in upvalues
-of the bootstrap's closures where scripts cannot reach them: the session's ``service`` method
-(every host operation, chosen by name) and ``time.monotonic``. Values cross as JSON text
-(Lua → Python) or as tables built by :mod:`luabridge.convert` (Python → Lua).
+A state is created with ``register_eval=False``, ``register_builtins=False``, deny-all
+attribute handlers, ``max_memory`` and byte strings (``encoding=None``), and the trusted
+bytecode is loaded into it once. It then serves runs one after another (``_State``): every run
+gets an environment, library copies, ``app`` and run-state closures built afresh by the
+bootstrap's ``prepare``, which also resets the few VM-wide things a script can touch; between
+runs the garbage is collected and the heap must shrink back to the fresh state's size, and a
+state that hit the memory limit or failed in any unusual way is closed instead of reused (see
+docs/threat-model.md, "One state, many runs"). Only two Python objects ever enter a state, both
+held in upvalues of the bootstrap's closures where scripts cannot reach them: the session's
+``service`` method (every host operation, chosen by name; the current run's host stands behind
+it) and ``time.monotonic``. Values cross as JSON text (Lua → Python) or as tables built by
+:mod:`luabridge.convert` (Python → Lua).
 
 What this layer cannot bound on its own: a script stuck inside one long C call (a pathological
 ``string.find``), native crashes and lupa deadlocks. The worker pool (``luabridge.worker``) adds
@@ -14,7 +20,9 @@ the process boundary and the hard kill for those.
 
 from __future__ import annotations
 
+import os
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,6 +44,7 @@ __all__ = [
     "error_dict",
     "execute",
     "line_of",
+    "settle_idle",
     "source_error",
 ]
 
@@ -182,8 +191,30 @@ def _name(value: Any) -> str:
     return _text(raw)
 
 
+class _Unused:
+    """The host of a state between runs: every operation is refused (none can come, since no
+    script runs then; this keeps the previous run's host out of reach all the same)."""
+
+    spec: dict[str, Any] = {}  # noqa: RUF012 - never mutated
+
+    def _refuse(self, *args: Any) -> Reply:
+        return ("limit", "no run is in progress", "InternalError")
+
+    call = help = schema = accounts = _refuse
+
+    def explain(self, integration: str, account: str | None, name: str | None) -> str:
+        return "unknown name"
+
+
+_UNUSED = _Unused()
+
+
 class _Session:
-    """The Python side of one Lua state: host callbacks with memory headroom and conversion."""
+    """The Python side of one Lua state: host callbacks with memory headroom and conversion.
+
+    The state outlives one run (see ``_State``): ``host`` and ``limits`` are the current run's,
+    set by ``_State.start`` and put back to ``_UNUSED`` by ``_State.finish``.
+    """
 
     def __init__(self, host: Host, limits: Limits) -> None:
         self.host = host
@@ -193,7 +224,7 @@ class _Session:
             register_builtins=False,
             encoding=None,
             unpack_returned_tuples=True,
-            max_memory=limits.memory,
+            max_memory=limits.memory + _MEMORY_HEADROOM,
             attribute_handlers=(_deny_getattr, _deny_setattr),
         )
         self.markers: LuaMarkers | None = None
@@ -309,27 +340,142 @@ class _Session:
     def set_markers(self, null: Any, new_object: Any, new_array: Any, decode: Any) -> None:
         self.markers = LuaMarkers(null, new_object, new_array, self.lua.table_from, decode)
 
-    def host_table(self, deadline: float) -> Any:
-        lim = self.limits
-        limits = self.lua.table_from(
-            {
-                b"instructions": lim.instructions,
-                b"deadline": deadline,
-                b"timeout": lim.timeout,
-                b"output_bytes": lim.output_bytes,
-                b"result_bytes": lim.result_bytes,
-                b"argument_bytes": lim.argument_bytes,
-                b"depth": 64,
-                b"memory": lim.memory,
-            }
+
+#: Runs one state serves before it is closed and replaced by a fresh one.
+_STATE_RUNS = 200
+#: Heap growth (KiB) over a fresh state's, after a full collection, that a state may show and
+#: still serve another run; more means something outlived its run, and the state is closed.
+_SETTLE_SLACK_KB = 128.0
+#: Idle states kept per process (more are closed when their run ends).
+_IDLE_STATES = 4
+
+
+class _State:
+    """A Lua state with the trusted code loaded, which serves runs one after another.
+
+    Creating a sandboxed state and loading the trusted bytecode into it cost about 130 us, more
+    than half of a trivial run, so a state is kept for the next run instead of closed. What a
+    script can reach is built afresh for every run by the bootstrap's ``prepare`` (environment,
+    library copies, ``app``, every closure holding run state); ``prepare`` also resets what is
+    VM-wide (the string metatable's ``__index``, the ``math.random`` state, the JIT, the hook).
+    Between runs the garbage is collected (``settle``) and the heap must be back to within
+    ``_SETTLE_SLACK_KB`` of the fresh state's size. A state that ended a run in any unusual way
+    (the memory limit, an error from lupa, an internal error) is closed, never reused; see
+    docs/threat-model.md ("One state, many runs").
+    """
+
+    def __init__(self) -> None:
+        self.session = _Session(_UNUSED, Limits())
+        lua = self.session.lua
+        self.prepare, self.settle_fn = lua.execute(
+            *_bootstrap_chunk(), self.session.service, time.monotonic
         )
-        return self.lua.table_from(
-            {
-                b"limits": limits,
-                b"service": self.service,
-                b"clock": time.monotonic,
-            }
+        self.runs = 0
+        self.dirty = False
+        self.floor_kb = float(self.settle_fn())
+
+    def start(self, host: Host, limits: Limits, deadline: float) -> Any:
+        """Give the state to one run: its host, its limits, a fresh environment. Returns the
+        runner."""
+        session = self.session
+        session.host = host
+        session.limits = limits
+        session.lua.set_max_memory(limits.memory)
+        self.runs += 1
+        self.dirty = True
+        runner, null, new_object, new_array, decode = self.prepare(
+            limits.instructions,
+            deadline,
+            limits.timeout,
+            limits.output_bytes,
+            limits.result_bytes,
+            limits.argument_bytes,
+            64,
+            limits.memory,
         )
+        session.set_markers(null, new_object, new_array, decode)
+        return runner
+
+    def finish(self) -> None:
+        """Take the run's host and values away from the state (it may be settled later)."""
+        session = self.session
+        session.host = _UNUSED
+        session.markers = None
+        if session.lua is not None:
+            session.lua.set_max_memory(Limits.memory + _MEMORY_HEADROOM)
+
+    def settle(self) -> bool:
+        """Collect the last run's garbage; whether the state may serve another run."""
+        if not self.dirty:
+            return True
+        try:
+            size = float(self.settle_fn(self.floor_kb + _SETTLE_SLACK_KB))
+        except Exception:
+            return False
+        self.dirty = False
+        return self.runs < _STATE_RUNS and size <= self.floor_kb + _SETTLE_SLACK_KB
+
+    def close(self) -> None:
+        # The state holds the session's `service` and the session holds the state: break the
+        # cycle so the state is freed now rather than by the cyclic collector (which cost
+        # about 60 us per run).
+        self.prepare = self.settle_fn = None
+        self.session.lua = None
+        self.session.markers = None
+
+
+_idle: list[_State] = []
+_idle_lock = threading.Lock()
+
+
+def _forget_states() -> None:
+    # A forked child must not share states (or a held lock) with its parent.
+    global _idle_lock
+    _idle.clear()
+    _idle_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_states)
+
+
+def _take_state() -> _State:
+    """A settled idle state, or a new one."""
+    while True:
+        with _idle_lock:
+            state = _idle.pop() if _idle else None
+        if state is None:
+            return _State()
+        if state.settle():
+            return state
+        state.close()
+
+
+def _give_back(state: _State, reusable: bool) -> None:
+    state.finish()
+    if reusable:
+        with _idle_lock:
+            if len(_idle) < _IDLE_STATES:
+                _idle.append(state)
+                return
+    state.close()
+
+
+def settle_idle(*, prewarm: bool = False) -> None:
+    """Collect the garbage of the idle states now, off the next run's path (a worker calls this
+    once it has sent a run's outcome); ``prewarm`` also makes a state if none is idle."""
+    with _idle_lock:
+        states = list(_idle)
+        _idle.clear()
+    kept = []
+    for state in states:
+        if state.settle():
+            kept.append(state)
+        else:
+            state.close()
+    if prewarm and not kept:
+        kept.append(_State())
+    with _idle_lock:
+        _idle.extend(kept)
 
 
 #: The methods of a :class:`Host`: the operations that cross to the host (and, under process
@@ -348,23 +494,24 @@ _OPS = {
 def execute(
     source: str | bytes, input: Any, *, host: Host, limits: Limits, started: float | None = None
 ) -> RunOutcome:
-    """Run one script in a fresh Lua state of this process and return its outcome.
+    """Run one script in a Lua state of this process (with a fresh environment) and return its
+    outcome.
 
     Never raises for anything the script does; a bug in the bridge becomes an ``InternalError``.
     """
     t0 = time.monotonic() if started is None else started
     deadline = t0 + limits.timeout
     usage: dict[str, Any] = {}
-    session: _Session | None = None
+    state: _State | None = None
+    reusable = False
     refused = source_error(source, limits)
     if refused is not None:
         usage["wall_ms"] = round((time.monotonic() - t0) * 1000, 3)
         return RunOutcome(False, error=refused, usage=usage)
     try:
-        session = _Session(host, limits)
-        prepare = session.lua.execute(*_bootstrap_chunk())
-        runner, null, new_object, new_array, decode = prepare(session.host_table(deadline))
-        session.set_markers(null, new_object, new_array, decode)
+        state = _take_state()
+        session = state.session
+        runner = state.start(host, limits, deadline)
         assert session.markers is not None
         try:
             lua_input = to_lua(input, session.markers, path="input")
@@ -381,6 +528,10 @@ def execute(
             "peak_memory": peak_memory,
             "output_bytes": output_bytes,
         }
+        # The runner returned: every limit trip and script error is behind it. Only a run that
+        # hit the memory limit (the heap may have failed mid-way through trusted code) does not
+        # give its state to another run.
+        reusable = not (status != b"ok" and a == b"MemoryError")
         out_text = _text(output)
         if status == b"ok":
             try:
@@ -404,9 +555,5 @@ def execute(
         return RunOutcome(False, error=error_dict("InternalError", msg), usage=usage)
     finally:
         usage["wall_ms"] = round((time.monotonic() - t0) * 1000, 3)
-        if session is not None:
-            # The state holds the session's `service` and the session holds the state: break
-            # the cycle so the state is freed now rather than by the cyclic collector (which
-            # cost about 60 us per run).
-            session.lua = None
-            session.markers = None
+        if state is not None:
+            _give_back(state, reusable)

@@ -1,8 +1,12 @@
 -- Trusted bootstrap of one luabridge Lua state; loaded by luabridge/sandbox.py.
 --
 -- It runs before any script, captures the real library functions in locals, turns the JIT off,
--- hides the VM-wide string metatable, and returns `prepare(host)`, which builds the sandbox
--- environment for one run and returns the runner. Scripts never see this chunk's locals: the
+-- hides the VM-wide string metatable, and returns `prepare(limits...)`, which builds the sandbox
+-- environment for one run and returns the runner, and `settle()`, which collects a finished
+-- run's garbage. A state serves several runs (see sandbox.py): everything a script can reach
+-- is built afresh by `prepare`, and the few VM-wide things a script can touch (the string
+-- metatable's __index, the math.random state, the JIT, the hook) are reset by it, so nothing
+-- of one run reaches the next. Scripts never see this chunk's locals: the
 -- sandbox has no debug, getfenv or loaders, so upvalues stay out of reach. Scripts do get
 -- setmetatable, getmetatable and the raw functions: every metatable the sandbox shares (the
 -- string metatable, the environment, app and its namespaces, app.null, the shape markers) is
@@ -14,8 +18,10 @@
 -- xpcall, coroutine.resume/wrap, gsub callbacks) re-raises it, so a script cannot swallow it.
 
 -- The encoder (json.lua) and the app namespace (app.lua) are separate chunks, passed in as
--- bytecode by sandbox.py and loaded here, after the clean-up below.
-local json_code, app_code = ...
+-- bytecode by sandbox.py and loaded here, after the clean-up below. `service` is the one Python
+-- callable of the state (every host operation, by name) and `clock` the host's monotonic clock;
+-- both live only in upvalues.
+local json_code, app_code, service, clock = ...
 
 local jit = jit
 if jit then jit.off(); jit.flush() end
@@ -35,6 +41,10 @@ local tconcat, tinsert, tsort = table.concat, table.insert, table.sort
 local mfloor, mhuge = math.floor, math.huge
 local co_create, co_resume, co_status, co_running = coroutine.create, coroutine.resume, coroutine.status, coroutine.running
 local co_yield = coroutine.yield
+local math_randomseed = math.randomseed
+-- The VM-wide string metatable: each run points its __index at that run's string copy.
+local smt = dgetmetatable("")
+smt.__metatable = false
 
 -- Defence in depth: nothing below is reachable from scripts, but a state that never held these
 -- cannot leak them.
@@ -92,17 +102,29 @@ local function copy(t)
   return c
 end
 
-return function(host)
-  local limits = host.limits
-  -- One Python callable serves every host operation by name; it lives only in this upvalue.
-  local service, clock = host.service, host.clock
-  local max_instructions = limits.instructions
-  local deadline = limits.deadline
-  local max_output = limits.output_bytes
-  local max_result = limits.result_bytes
-  local max_args = limits.argument_bytes
-  local max_depth = limits.depth
-  local memory_limit = limits.memory
+-- A finished run's garbage collected; returns the heap's size in KB, which sandbox.py compares
+-- with the size of the state before its first run. A full collection only halves the VM's
+-- string buffer and string table after a run that built large strings, so it is repeated (at
+-- most four times) until the heap is down to `target` KB.
+local function settle(target)
+  local kb
+  for _ = 1, 4 do
+    collectgarbage("collect")
+    kb = collectgarbage("count")
+    if target == nil or kb <= target then break end
+  end
+  return kb
+end
+
+-- One run's environment and runner, built afresh on every call. The limits come as numbers.
+local function prepare(max_instructions, deadline, timeout, max_output, max_result, max_args, max_depth, memory_limit)
+  -- What a previous run of this state may have left in the VM (a run that ended inside the
+  -- encoder or the decoder leaves the JIT on, the hook off and the collector paused): the JIT
+  -- off, no hook, the collector running, the random sequence of a fresh state.
+  jit_never(); jit_flush()
+  sethook()
+  collectgarbage("restart")
+  math_randomseed(0)
 
   -- Run state. `tripped` holds the error type of the limit that ended the run.
   local tripped, tripped_msg = nil, nil
@@ -117,7 +139,7 @@ return function(host)
   end
 
   local function timeout_message()
-    return sformat("time limit reached (%.3g s); raise the timeout or do less work per run", limits.timeout)
+    return sformat("time limit reached (%.3g s); raise the timeout or do less work per run", timeout)
   end
 
   local function hook()
@@ -270,10 +292,8 @@ return function(host)
     status = co_status, running = co_running, isyieldable = coroutine.isyieldable}
   local s_bit = copy(lib_bit)
 
-  -- The VM-wide string metatable now points at this run's copy and cannot be read by scripts.
-  local smt = getmetatable("")
+  -- The VM-wide string metatable now points at this run's copy (it cannot be read by scripts).
   smt.__index = s_string
-  smt.__metatable = false
 
 
   -- Errors raised for the script carry the error type the host told us.
@@ -567,3 +587,5 @@ return function(host)
     return "ok", text, nil, output, usage()
   end, null, new_object, new_array, try_decode
 end
+
+return prepare, settle

@@ -20,7 +20,7 @@ from hypothesis import given, settings, strategies as st
 from luabridge import Bridge, Limits
 from luabridge.convert import MAX_DEPTH, copy_json, decode_lua_json, shape_for_schema
 from luabridge.errors import ValidationError
-from luabridge.sandbox import _bootstrap_source, _Session
+from luabridge.sandbox import _State
 
 WRITE = {"write"}
 
@@ -225,9 +225,8 @@ def test_result_userdata_refused() -> None:
     class Host:
         spec: dict[str, Any] = {}  # noqa: RUF012 - a test double, never mutated
 
-    session = _Session(Host(), Limits())  # type: ignore[arg-type]
-    prepare = session.lua.execute(*_bootstrap_source())
-    runner, *_ = prepare(session.host_table(time.monotonic() + 5))
+    state = _State()
+    runner = state.start(Host(), Limits(), time.monotonic() + 5)  # type: ignore[arg-type]
     status, kind, message, *_ = runner(b"local u = ... return {u}", object())
     assert (status, kind) == (b"error", b"ValidationError")
     assert b"a userdata cannot be converted" in message
