@@ -2,9 +2,11 @@
 
 The parent (``luabridge.pool``) starts it as ``python -m luabridge.worker FD ADDRESS_SPACE
 PARENT_PID`` with one end of a socket pair. The worker sends ``ready`` once its OS limits are in
-force, then acknowledges each ``run`` frame at once (``started``: the parent's health check),
-runs it in a fresh Lua state and asks the parent, over the same socket, for every host
-operation (action calls, help, schemas): API keys and clients never enter this process.
+force, then acknowledges each ``run`` frame (``started``: the parent's health check; see
+``_Ack`` for when it is sent), runs it in a Lua state of its own (see ``luabridge.sandbox``: a
+state serves run after run, each with a fresh environment) and asks the parent, over the same
+socket, for every host operation (action calls, help, schemas): API keys and clients never
+enter this process.
 
 A worker never outlives its parent: on Linux it asks for SIGKILL when the parent goes
 (``PR_SET_PDEATHSIG``), its main thread exits the process as soon as the socket hangs up or
@@ -32,12 +34,14 @@ from typing import Any
 from luabridge.frames import (
     Closed as _Closed,
     decode as _decode,
+    encode as _encode,
     recv as _recv,
     recv_bytes as _recv_bytes,
     send as _send,
+    send_encoded as _send_encoded,
 )
 from luabridge.limits import Limits
-from luabridge.sandbox import Reply, RunOutcome, error_dict, execute
+from luabridge.sandbox import Reply, RunOutcome, error_dict, execute, settle_idle
 
 __all__ = ["main"]
 
@@ -46,17 +50,80 @@ _CPU_MARGIN = 5  # CPU seconds past a run's timeout before RLIMIT_CPU ends the p
 _PR_SET_PDEATHSIG = 1
 
 
+_ACK_DELAY = 0.02  # seconds a run may take before its `started` frame is sent on its own
+_EAGER_ACK = 1 << 20  # run frames larger than this are acknowledged before they are decoded
+
+
+class _Ack:
+    """A run's acknowledgement (``started``: when its clock started, the CPU used by then),
+    sent to the parent once per run, and before any other frame of the run.
+
+    A run that finishes within ``_ACK_DELAY`` carries it in its ``done`` frame, which spares
+    both processes a frame and the parent a wake-up. Otherwise it goes out first: before the
+    run's first host call, or from the main thread when the ``SIGALRM`` timer set for the run
+    fires (also while the Lua thread is inside one long C call). The parent needs it within
+    ``_ANSWER_WAIT`` (1 s). Every send on the socket holds ``lock``, since the main thread may
+    send too.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.lock = threading.Lock()
+        self.pending: dict[str, Any] | None = None
+
+    def begin(self, started: float, *, now: bool) -> None:
+        with self.lock:
+            self.pending = {"op": "started", "started": started, "cpu": time.process_time()}
+            if now:
+                self._flush()
+                return
+        signal.setitimer(signal.ITIMER_REAL, _ACK_DELAY)
+
+    def _flush(self) -> None:
+        if self.pending is not None:
+            _send(self.sock, self.pending)
+            self.pending = None
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Send a frame of the run, after the acknowledgement if it is still due."""
+        with self.lock:
+            self._flush()
+            _send(self.sock, message)
+
+    def finish(self, message: dict[str, Any]) -> None:
+        """Send the run's ``done`` frame, with the acknowledgement in it if it is still due.
+        ``ValueError`` if it is not plain JSON (then nothing was sent)."""
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        with self.lock:
+            pending = self.pending
+            if pending is not None:
+                message = {**message, "started": pending["started"], "cpu": pending["cpu"]}
+            frame = _encode(message)
+            self.pending = None
+            _send_encoded(self.sock, frame)
+
+    def on_timer(self, signum: int, frame: Any) -> None:
+        # Runs in the main thread (the Lua thread blocks SIGALRM).
+        with self.lock:
+            self._flush()
+
+
 class _ProxyHost:
     """The worker's view of the parent's host: every call is a round trip on the socket."""
 
-    def __init__(self, sock: socket.socket, spec: dict[str, Any]) -> None:
+    def __init__(self, sock: socket.socket, spec: dict[str, Any], ack: _Ack | None = None) -> None:
         self.sock = sock
         self.spec = spec
+        self.ack = ack
         self._ids = 0
 
     def _ask(self, method: str, *args: Any) -> Any:
         self._ids += 1
-        _send(self.sock, {"op": "host", "id": self._ids, "method": method, "args": list(args)})
+        message = {"op": "host", "id": self._ids, "method": method, "args": list(args)}
+        if self.ack is None:
+            _send(self.sock, message)
+        else:
+            self.ack.send(message)
         reply = _recv(self.sock)
         return reply.get("result")
 
@@ -144,36 +211,47 @@ def _watch(sock: socket.socket, thread: threading.Thread, parent: int) -> None:
             os._exit(0)
 
 
-def _serve(sock: socket.socket, limited: threading.Event) -> None:
+def _serve(sock: socket.socket, limited: threading.Event, ack: _Ack) -> None:
+    # The acknowledgement timer's signal goes to the main thread, never to this one.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
     # Warm up so the first real run does not pay for the first state and bootstrap load.
     warm = _ProxyHost(sock, {})
     execute("return 1", None, host=warm, limits=Limits())
     # Every OS limit is in force before the parent hands over the first script.
     limited.wait()
     _send(sock, {"op": "ready", "pid": os.getpid()})
+    last_limits: tuple[Any, Limits] = (None, Limits())
     while True:
         try:
             body = _recv_bytes(sock)
         except _Closed:
             return
-        # Acknowledge before decoding: a large input takes a while to decode, and the parent
-        # must not take that for a stopped worker. The parent only sends run frames here.
+        # A large frame is acknowledged before it is decoded: that takes a while (holding the
+        # interpreter, so the timer could not send it), and the parent must not take it for a
+        # stopped worker. The parent only sends run frames here.
         started = time.monotonic()
-        _send(sock, {"op": "started", "started": started, "cpu": time.process_time()})
+        ack.begin(started, now=len(body) > _EAGER_ACK)
         message = _decode(body)
         if message.get("op") != "run":
             continue
-        host = _ProxyHost(sock, message["spec"])
-        limits = Limits(**message["limits"])
+        host = _ProxyHost(sock, message["spec"], ack)
+        if message["limits"] != last_limits[0]:
+            # Checking every field of a Limits took a third of a trivial run here; runs of one
+            # bridge mostly send the same limits.
+            last_limits = (message["limits"], Limits(**message["limits"]))
+        limits = last_limits[1]
         _cpu_backstop(limits.timeout)
         outcome = execute(
             message["source"], message["input"], host=host, limits=limits, started=started
         )
         try:
-            _send(sock, {"op": "done", "outcome": outcome.to_dict()})
+            ack.finish({"op": "done", "outcome": outcome.to_dict()})
         except ValueError:
             err = error_dict("InternalError", "the run's outcome could not be encoded")
-            _send(sock, {"op": "done", "outcome": RunOutcome(False, error=err).to_dict()})
+            ack.finish({"op": "done", "outcome": RunOutcome(False, error=err).to_dict()})
+        # While the parent reads the outcome and the worker waits for its next run: collect
+        # this run's garbage (or build a fresh state), so the next run does not wait for it.
+        settle_idle(prewarm=True)
 
 
 def main() -> None:
@@ -186,8 +264,10 @@ def main() -> None:
     _apply_os_limits(address_space, processes=False)
     threading.stack_size(_LUA_STACK)
     limited = threading.Event()
+    ack = _Ack(sock)
+    signal.signal(signal.SIGALRM, ack.on_timer)
     thread = threading.Thread(
-        target=_serve, args=(sock, limited), name="luabridge-lua", daemon=True
+        target=_serve, args=(sock, limited, ack), name="luabridge-lua", daemon=True
     )
     thread.start()
     # RLIMIT_NPROC also counts threads, so it can only be set once the Lua thread exists.

@@ -213,6 +213,60 @@ def test_worker_recycled_after_max_runs(null_pool: WorkerPool) -> None:
     assert seen[3] != seen[0]
 
 
+def _reserve_pid(pool: WorkerPool, timeout: float = 20.0) -> int:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        with pool._cond:
+            if pool._reserve:
+                return pool._reserve[0].proc.pid
+        time.sleep(0.02)
+    raise AssertionError(f"no reserve worker after {timeout} s")
+
+
+def test_worker_reserve_takes_the_place_of_a_retired_worker(null_pool: WorkerPool) -> None:
+    """Once a worker has served a run a successor waits in reserve; when the worker retires
+    (after max_runs), the next run goes to that successor at once, not to a worker started then."""
+    (first,) = wait_for_idle(null_pool, 1)
+    assert run_in_pool(null_pool, "return 1").ok
+    reserve = _reserve_pid(null_pool)
+    assert reserve != first and reserve not in null_pool.pids()
+    for _ in range(2):
+        assert run_in_pool(null_pool, "return 1").ok
+    outcome = run_in_pool(null_pool, "return 1")
+    assert outcome.ok
+    assert null_pool.pids() == [reserve]
+    assert _reserve_pid(null_pool) not in (first, reserve)  # and the next one is on its way
+
+
+def test_worker_reserve_replaces_a_killed_worker_and_dies_with_the_pool() -> None:
+    pool = WorkerPool(size=1, max_runs=100)
+    try:
+        (first,) = wait_for_idle(pool, 1)
+        assert run_in_pool(pool, "return 1").ok
+        reserve = _reserve_pid(pool)
+        stall = 'return string.find(string.rep("a", 200000), "a-b")'
+        outcome = run_in_pool(pool, stall, timeout=0.2)
+        assert outcome.error is not None and outcome.error["type"] == "TimeoutError"
+        assert pool.pids() == [reserve]  # the killed worker's place, taken at once
+        assert run_in_pool(pool, "return 2").value == 2
+        spare = _reserve_pid(pool)
+        assert spare not in (first, reserve)
+    finally:
+        pool.close()
+    end = time.monotonic() + 10
+    while time.monotonic() < end and (os.path.exists(f"/proc/{spare}") and _alive(spare)):
+        time.sleep(0.05)
+    assert not _alive(spare), "the reserve worker outlived its pool"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False
+
+
 def test_worker_recycled_after_memory_error(null_pool: WorkerPool) -> None:
     (pid,) = wait_for_idle(null_pool, 1)
     outcome = run_in_pool(null_pool, "local t = {} while true do t[#t + 1] = {} end")
@@ -1039,6 +1093,55 @@ def test_worker_exits_when_its_socket_closes_mid_run() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_worker_acknowledges_in_the_done_frame_or_first() -> None:
+    """A run over within the acknowledgement delay carries ``started`` in its ``done`` frame; a
+    longer one (here a loop, then a C call that never yields) sends ``started`` on its own first,
+    from the timer; a run that calls the host sends it before the first host frame."""
+    import socket
+    import subprocess
+
+    from luabridge import frames
+
+    parent, child = socket.socketpair()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "luabridge.worker", str(child.fileno()), "0"],
+        pass_fds=(child.fileno(),),
+        stdout=subprocess.DEVNULL,
+    )
+    child.close()
+    limits = Limits(timeout=30, instructions=10**12).as_dict()
+
+    def run(source: str) -> list[dict[str, Any]]:
+        sent = time.monotonic()
+        frames.send(parent, {"op": "run", "source": source, "input": None, "limits": limits,
+                             "spec": {}})  # fmt: skip
+        got = []
+        while True:
+            message = frames.recv(parent, time.monotonic() + 20)
+            got.append(message)
+            if message["op"] == "host":
+                frames.send(parent, {"op": "reply", "result": "no such name"})
+            if message["op"] == "done":
+                break
+        first = got[0]
+        assert sent <= first["started"] <= time.monotonic()
+        return got
+
+    try:
+        assert frames.recv(parent, time.monotonic() + 30)["op"] == "ready"
+        (done,) = run("return 1")
+        assert done["op"] == "done" and done["outcome"]["value"] == 1 and "cpu" in done
+        slow = run("local x = 0 for i = 1, 1e7 do x = x + i end return x")
+        assert [m["op"] for m in slow] == ["started", "done"] and "started" not in slow[1]
+        stall = run('return string.find(string.rep("a", 20000), "a-b")')
+        assert [m["op"] for m in stall] == ["started", "done"]
+        host = run("return pcall(function() return app.integrations.nothing end)")
+        assert [m["op"] for m in host][:2] == ["started", "host"]
+    finally:
+        parent.close()
+        proc.wait(10)
 
 
 def test_worker_cpu_backstop_ends_the_process() -> None:
