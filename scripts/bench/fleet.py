@@ -139,10 +139,15 @@ def fleet_rows(
         admin = httpx.Client()
 
         def run_all(app: Any, items: list[dict[str, Any]]) -> None:
+            from celery.result import ResultSet
+
             results = [submit(AUTOMATION, item, allow="write", app=app) for item in items]
+            # One wait for the lot (every result arrives on the one subscription), rather than
+            # a get() per result, each with its own turn of Celery's wait loop.
+            envelopes = ResultSet(results, app=app).join_native(timeout=600)
             for result in results:
-                envelope = result.get(timeout=600)
                 release_result(result)
+            for envelope in envelopes:
                 if not envelope["ok"] or any(c["outcome"] != "ok" for c in envelope["calls"]):
                     raise SystemExit(
                         f"f1: an automation failed: {envelope['error']} {envelope['calls']}"

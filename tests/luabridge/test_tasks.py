@@ -60,6 +60,7 @@ def test_create_app_delivery_settings() -> None:
     conf = app.conf
     assert (conf.task_acks_late, conf.task_reject_on_worker_lost) == (True, True)
     assert conf.worker_prefetch_multiplier == 1
+    assert conf.task_track_started is False  # nothing reads STARTED; it cost a write per task
     assert conf.broker_transport_options["visibility_timeout"] == 18
     assert conf.broker_transport_options["unacked_restore_interval"] == tasks.RESTORE_INTERVAL
     assert conf.task_default_queue == "runs-eu"
@@ -118,6 +119,10 @@ def test_submit_queues_the_run_under_its_execution_id(app: object, redis_url: st
     headers = message["headers"]
     assert (headers["id"], headers["task"]) == (result.id, tasks.TASK_NAME)
     assert json.loads(base64.b64decode(message["body"]))[1]["execution_id"] == "order-1001"
+    # What Celery shows of the arguments (inspect, events) is their size, not their text.
+    assert headers["argsrepr"] == "(<script of 12 characters>,)"
+    assert headers["kwargsrepr"].startswith("{input=<8 bytes of JSON>, allow=['read', 'write']")
+    assert "return input" not in headers["kwargsrepr"] + headers["argsrepr"]
     assert headers["timelimit"] == [5.0, 3.0]  # hard, soft: the run's 2 s plus 3 s / 1 s
 
 
