@@ -567,6 +567,48 @@ def _outcome(data: Any) -> RunOutcome:
     return outcome
 
 
+class _HostCaller:
+    """A long-lived thread that serves host calls handed to it, one at a time.
+
+    A thread per call cost a thread's creation, a start-up handshake and a join on every call
+    (five context switches where two do). Idle callers wait in ``_IDLE_CALLERS``; one whose
+    call outlived its deadline finishes it in the background, its answer dropped, and then
+    goes back to waiting like the others.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        threading.Thread(target=self._loop, daemon=True, name="luabridge-host-call").start()
+
+    def call(self, job: Any) -> None:
+        self._jobs.put(job)
+
+    def _loop(self) -> None:
+        while True:
+            job = self._jobs.get()
+            job()
+            del job
+            with _CALLERS_LOCK:
+                if len(_IDLE_CALLERS) >= _MAX_IDLE_CALLERS:
+                    return
+                _IDLE_CALLERS.append(self)
+
+
+_MAX_IDLE_CALLERS = 16
+_IDLE_CALLERS: list[_HostCaller] = []
+_CALLERS_LOCK = threading.Lock()
+
+
+def _reset_callers() -> None:
+    # A forked child has none of its parent's threads.
+    global _CALLERS_LOCK
+    _IDLE_CALLERS.clear()
+    _CALLERS_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_callers)
+
+
 def _serve_host_until(host: Host, message: dict[str, Any], deadline: float) -> Any:
     """Serve one host call, but give up at ``deadline`` (the run's kill time).
 
@@ -575,6 +617,7 @@ def _serve_host_until(host: Host, message: dict[str, Any], deadline: float) -> A
     still going at the deadline finishes in the background and its answer is dropped.
     """
     box: list[Any] = []
+    done = threading.Event()
 
     def target() -> None:
         try:
@@ -582,10 +625,13 @@ def _serve_host_until(host: Host, message: dict[str, Any], deadline: float) -> A
         except BaseException as exc:
             msg = f"internal error in the bridge ({type(exc).__name__}); the run was stopped"
             box.append(["limit", msg, "InternalError"])
+        finally:
+            done.set()
 
-    thread = threading.Thread(target=target, daemon=True, name="luabridge-host-call")
-    thread.start()
-    thread.join(max(0.0, deadline - time.monotonic()))
+    with _CALLERS_LOCK:
+        caller = _IDLE_CALLERS.pop() if _IDLE_CALLERS else None
+    (caller or _HostCaller()).call(target)
+    done.wait(max(0.0, deadline - time.monotonic()))
     if not box:
         raise _HostCallTimeout(_call_name(message))
     return box[0]

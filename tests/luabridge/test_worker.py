@@ -849,6 +849,34 @@ def test_worker_slow_host_call_timeout_names_the_call() -> None:
     assert "string.find" not in result.error.message
 
 
+def test_worker_host_calls_reuse_a_thread_and_leave_a_stuck_one_behind() -> None:
+    """Host calls in a row are served by one long-lived thread, not a new thread each; a call
+    past its deadline is left to finish in the background and the next call does not wait."""
+    from luabridge import pool as pool_module
+
+    threads: list[threading.Thread] = []  # kept alive, so no two can be taken for one
+
+    class Host:
+        def call(self, *args: Any) -> list[Any]:
+            threads.append(threading.current_thread())
+            if args == ("stuck",):
+                time.sleep(1.0)
+            return ["ok", list(args)]
+
+    host: Any = Host()
+    plain = {"method": "call", "args": ["x"]}
+    for _ in range(5):
+        assert pool_module._serve_host_until(host, plain, time.monotonic() + 5) == ["ok", ["x"]]
+    assert all(t is threads[0] for t in threads) and threads[0] is not threading.current_thread()
+    with pytest.raises(pool_module._HostCallTimeout):
+        stuck = {"method": "call", "args": ["stuck"]}
+        pool_module._serve_host_until(host, stuck, time.monotonic() + 0.1)
+    began = time.monotonic()
+    assert pool_module._serve_host_until(host, plain, began + 5) == ["ok", ["x"]]
+    assert time.monotonic() - began < 0.5
+    assert threads[-1] is not threads[-2]  # another thread, while the stuck one sleeps
+
+
 def test_worker_no_answer_from_any_worker_is_a_clean_failure(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
