@@ -36,6 +36,7 @@ from luabridge.ledger.base import (
     ExecutionRecord,
     Ledger,
     LedgerError,
+    Outcome,
     check_transition,
 )
 
@@ -84,6 +85,24 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 return 1
 """
 
+# An earlier call's outcome (compare-and-set, as _SET_CALL) and a new call, both or neither:
+# -1 when the execution is unknown, 0 when the new call's sequence number is taken, 1 when
+# both are stored, else the outcome's call as it is now (nil when there is none).
+_SETTLE_AND_APPEND: Final = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return -1
+end
+local current = redis.call('HGET', KEYS[2], ARGV[1])
+if current ~= ARGV[2] then
+  return current
+end
+if redis.call('HEXISTS', KEYS[2], ARGV[4]) == 1 then
+  return 0
+end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3], ARGV[4], ARGV[5])
+return 1
+"""
+
 # Compare-and-set of an execution record, and its start time in the index when ARGV[3] is set.
 _SET_EXECUTION: Final = """
 local current = redis.call('GET', KEYS[1])
@@ -100,6 +119,38 @@ return 1
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _call_change(
+    execution_id: str,
+    seq: int,
+    state: str,
+    result: Any,
+    idempotency_key: str | None,
+    at: float | None,
+) -> Callable[[Any], dict[str, Any]]:
+    """The change of call ``seq`` to ``state`` (see ``Ledger.update_call``), for a
+    compare-and-set: old entry (None when missing) -> new entry, or ``LedgerError``."""
+    now = time.time() if at is None else at
+
+    def change(old: Any) -> dict[str, Any]:
+        if old is None:
+            raise LedgerError(f"execution {execution_id!r} has no call {seq}")
+        check_transition(execution_id, seq, old["state"], state)
+        stored = dict(old)
+        stored["state"] = state
+        if result is not None:
+            stored["result"] = result
+        if idempotency_key is not None:
+            stored["idempotency_key"] = idempotency_key
+        if state == "sending":
+            stored["attempts"] = int(stored.get("attempts", 1)) + 1
+            stored["started_at"], stored["ended_at"] = now, None
+        else:
+            stored["ended_at"] = now
+        return stored
+
+    return change
 
 
 class _Known:
@@ -140,6 +191,7 @@ class RedisLedger(Ledger):
         self._append = self._redis.register_script(_APPEND)
         self._set_call = self._redis.register_script(_SET_CALL)
         self._set_execution = self._redis.register_script(_SET_EXECUTION)
+        self._settle_and_append = self._redis.register_script(_SETTLE_AND_APPEND)
         self._lock = threading.Lock()
         self._closed = False
         # The records this handle last wrote or read, as stored (the raw JSON) and parsed, per
@@ -376,46 +428,70 @@ class RedisLedger(Ledger):
         idempotency_key: str | None = None,
         at: float | None = None,
     ) -> None:
-        now = time.time() if at is None else at
         calls_key = self._key("calls", execution_id)
         field = str(seq)
-
-        def change(old: Any) -> dict[str, Any]:
-            if old is None:
-                raise LedgerError(f"execution {execution_id!r} has no call {seq}")
-            check_transition(execution_id, seq, old["state"], state)
-            stored = dict(old)
-            stored["state"] = state
-            if result is not None:
-                stored["result"] = result
-            if idempotency_key is not None:
-                stored["idempotency_key"] = idempotency_key
-            if state == "sending":
-                stored["attempts"] = int(stored.get("attempts", 1)) + 1
-                stored["started_at"], stored["ended_at"] = now, None
-            else:
-                stored["ended_at"] = now
-            return stored
-
-        with self._lock:
-            entry = self._known.get(execution_id)
-            known = None if entry is None else entry.calls.get(seq)
         raw, new = self._compare_and_set(
             "writing to",
-            known,
+            self._known_call(execution_id, seq),
             lambda r: r.hget(calls_key, field),
-            change,
+            _call_change(execution_id, seq, state, result, idempotency_key, at),
             lambda r, old, new: self._set_call(keys=[calls_key], args=[field, old, new], client=r),
         )
+        self._settled(execution_id, seq, state, raw, new)
+
+    def settle_and_append(self, execution_id: str, outcome: Outcome, entry: CallEntry) -> None:
+        # One script: the outcome and the next call's ``sending`` are stored together, or
+        # neither is (and each refusal is the one update_call or append_call would give).
+        exec_key, calls_key = self._key("exec", execution_id), self._key("calls", execution_id)
+        field = str(outcome.seq)
+        data = entry.to_dict()
+        data["started_at"] = entry.started_at or time.time()
+        appended = _dumps(data).encode("utf-8")
+        refused: list[int] = []
+
+        def store(r: redis.Redis, old: _Raw, new: bytes) -> Any:
+            answer = self._settle_and_append(
+                keys=[exec_key, calls_key],
+                args=[field, old, new, entry.seq, appended],
+                client=r,
+            )
+            if answer in (-1, 0):
+                refused.append(answer)
+                return 1  # nothing was written; reported below
+            return answer
+
+        raw, new = self._compare_and_set(
+            "writing to",
+            self._known_call(execution_id, outcome.seq),
+            lambda r: r.hget(calls_key, field),
+            _call_change(
+                execution_id, outcome.seq, outcome.state, outcome.result, None, outcome.at
+            ),
+            store,
+        )
+        if refused == [-1]:
+            raise LedgerError(f"execution {execution_id!r} is not in the ledger")
+        if refused == [0]:
+            raise LedgerError(f"execution {execution_id!r} already has a call {entry.seq}")
+        self._settled(execution_id, outcome.seq, outcome.state, raw, new)
+        self._remember(execution_id, entry.seq, appended, data)
+
+    def _known_call(self, execution_id: str, seq: int) -> tuple[_Raw, Any] | None:
+        with self._lock:
+            entry = self._known.get(execution_id)
+            return None if entry is None else entry.calls.get(seq)
+
+    def _settled(self, execution_id: str, seq: int, state: str, raw: _Raw, new: Any) -> None:
+        """Keep what was written of call ``seq``, if it may change again in this run."""
         if state == "sending":
             self._remember(execution_id, seq, raw, new)
-        else:
-            # An outcome: the next change of this call, if any, comes from a resume, which
-            # reads the calls again; the handle keeps only the calls in flight.
-            with self._lock:
-                entry = self._known.get(execution_id)
-                if entry is not None:
-                    entry.calls.pop(seq, None)
+            return
+        # An outcome: the next change of this call, if any, comes from a resume, which reads
+        # the calls again; the handle keeps only the calls in flight.
+        with self._lock:
+            entry = self._known.get(execution_id)
+            if entry is not None:
+                entry.calls.pop(seq, None)
 
     def get_calls(self, execution_id: str) -> list[CallEntry]:
         raw = self._run("reading", lambda r: r.hgetall(self._key("calls", execution_id)))

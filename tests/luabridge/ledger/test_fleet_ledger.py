@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from luabridge.ledger import CallEntry, ExecutionRecord, LedgerError, RedisLedger
+from luabridge.ledger import CallEntry, ExecutionRecord, LedgerError, Outcome, RedisLedger
 
 
 def record(execution_id: str) -> ExecutionRecord:
@@ -136,3 +136,30 @@ def test_resume_after_another_handle_wrote_goes_on_from_redis(redis_url: str) ->
             one.update_call("e6", 1, state="unknown")
         [entry] = one.get_calls("e6")
     assert (entry.state, entry.attempts, entry.result) == ("succeeded", 2, {"n": 1})
+
+
+def test_settle_and_append_is_one_script_and_atomic(redis_url: str) -> None:
+    """The outcome and the next call go in one script; when the append is refused (its
+    sequence number is taken) the outcome is not written either, and a stale handle's outcome
+    is checked against Redis."""
+    with RedisLedger(redis_url) as ledger, RedisLedger(redis_url) as other:
+        for execution_id in ("e7-warm", "e7"):  # the first use loads the script
+            ledger.create_execution(record(execution_id))
+            ledger.append_call(execution_id, call(1))
+        ledger.settle_and_append("e7-warm", Outcome(1, "succeeded", None, 1.0), call(2))
+        before = commands(redis_url)
+        ledger.settle_and_append("e7", Outcome(1, "succeeded", {"n": 1}, 5.0), call(2))
+        after = commands(redis_url)
+        assert after["evalsha"] - before["evalsha"] == 1
+        assert [(c.seq, c.state) for c in ledger.get_calls("e7")] == [
+            (1, "succeeded"),
+            (2, "sending"),
+        ]
+        ledger.append_call("e7", call(3))
+        with pytest.raises(LedgerError, match="already has a call 3"):
+            ledger.settle_and_append("e7", Outcome(2, "succeeded", None, 6.0), call(3))
+        assert [c.state for c in other.get_calls("e7")] == ["succeeded", "sending", "sending"]
+        other.update_call("e7", 2, state="unknown")
+        with pytest.raises(LedgerError, match="cannot go from 'unknown' to 'succeeded'"):
+            ledger.settle_and_append("e7", Outcome(2, "succeeded", None, 7.0), call(4))
+        assert len(other.get_calls("e7")) == 3
