@@ -27,7 +27,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
-from importlib import resources
 from typing import Any, Protocol
 
 import lupa.luajit21 as lupa
@@ -142,7 +141,15 @@ _CHUNKS = ("bootstrap", "json", "app")
 
 @cache
 def _chunk_source(name: str) -> bytes:
-    return resources.files("luabridge").joinpath(f"lua/{name}.lua").read_bytes()
+    # A plain file read where the package is a directory: importing importlib.resources (and
+    # pathlib, zipfile... with it) was about a sixth of a worker process's start.
+    try:
+        with open(os.path.join(os.path.dirname(__file__), "lua", f"{name}.lua"), "rb") as fh:
+            return fh.read()
+    except OSError:
+        from importlib import resources
+
+        return resources.files("luabridge").joinpath(f"lua/{name}.lua").read_bytes()
 
 
 def _bootstrap_source() -> tuple[bytes, ...]:
