@@ -180,11 +180,17 @@ class _Fallback(Exception):
     """Raised by the fast converter for anything it does not handle; the full one takes over."""
 
 
-def _prepare_fast(value: Any, markers: LuaMarkers, depth: int) -> Any:
+class _Large(Exception):
+    """Raised by the fast converter when a value has more items than its budget: it is large
+    enough to go as JSON text (see ``_via_json``)."""
+
+
+def _prepare_fast(value: Any, markers: LuaMarkers, depth: int, budget: list[int] | None) -> Any:
     # The common case (exact dict, list, str, int, bool and finite float) without building a
     # path string per value: for a 10,000-contact result this halves the cost of ``to_lua``.
     # Anything unusual (tuples, subclasses, NaN, bad keys or strings) raises _Fallback, and
-    # _prepare redoes the value with the exact error messages.
+    # _prepare redoes the value with the exact error messages. ``budget`` (a one-item list)
+    # counts down the items seen; past zero the walk stops with _Large.
     if depth >= MAX_DEPTH:
         raise _Fallback
     items: Any
@@ -200,6 +206,10 @@ def _prepare_fast(value: Any, markers: LuaMarkers, depth: int) -> Any:
         items = enumerate(value)
     else:
         raise _Fallback
+    if budget is not None:
+        budget[0] -= len(value)
+        if budget[0] < 0:
+            raise _Large
     is_dict = type(out) is dict
     for k, v in items:
         t = type(v)
@@ -213,7 +223,7 @@ def _prepare_fast(value: Any, markers: LuaMarkers, depth: int) -> Any:
             if not -_SAFE_INT <= v <= _SAFE_INT:
                 v = float(v)
         elif t is dict or t is list:
-            v = _prepare_fast(v, markers, depth + 1)
+            v = _prepare_fast(v, markers, depth + 1, budget)
         elif t is float:
             if not math.isfinite(v):
                 raise _Fallback
@@ -291,12 +301,17 @@ def to_lua(value: Any, markers: LuaMarkers, *, path: str = "value") -> Any:
     if value is None:
         # Only inside a list does None need to hold a place; on its own it is nil.
         return None
-    if type(value) is dict or type(value) is list:
-        done, table = _via_json(value, markers)
-        if done:
-            return table
+    # Small values (nearly every action result) are walked once: the walk stops early when the
+    # value turns out to be large, and only then is it checked for the JSON path.
+    budget = None if markers.decode is None else [JSON_PATH_ITEMS - 1]
     try:
-        prepared = _prepare_fast(value, markers, 0)
+        try:
+            prepared = _prepare_fast(value, markers, 0, budget)
+        except _Large:
+            done, table = _via_json(value, markers)
+            if done:
+                return table
+            prepared = _prepare_fast(value, markers, 0, None)
     except (_Fallback, UnicodeEncodeError):
         prepared = _prepare(value, markers, 0, path)
     if isinstance(prepared, dict | list):

@@ -15,6 +15,8 @@ from typing import Any
 __all__ = ["REDACTED", "Redactor"]
 
 REDACTED = "[REDACTED]"
+#: Types that hold no text: kept as they are.
+_KEPT = frozenset((int, float, bool, type(None)))
 
 
 class Redactor:
@@ -36,12 +38,30 @@ class Redactor:
         """A copy of JSON-like ``value`` with every string redacted."""
         if self._pattern is None:
             return value
+        return self._data(value, self._pattern.sub)
+
+    def _data(self, value: Any, sub: Any) -> Any:
+        # Every action call redacts its parameters and its result: the exact JSON types are
+        # tested first, and numbers, booleans and None are kept without a call each.
+        t = type(value)
+        if t is str:
+            return sub(REDACTED, value)
+        if t is dict:
+            return {
+                (self.text(k) if isinstance(k, str) else k): (
+                    v if type(v) in _KEPT else self._data(v, sub)
+                )
+                for k, v in value.items()
+            }
+        if t is list or t is tuple:
+            return [v if type(v) in _KEPT else self._data(v, sub) for v in value]
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, dict):
             return {
-                self.text(k) if isinstance(k, str) else k: self.data(v) for k, v in value.items()
+                self.text(k) if isinstance(k, str) else k: self._data(v, sub)
+                for k, v in value.items()
             }
         if isinstance(value, list | tuple):
-            return [self.data(v) for v in value]
+            return [self._data(v, sub) for v in value]
         return value

@@ -753,18 +753,20 @@ def test_action_result_large_goes_through_decoder(bridge: Bridge) -> None:
 
 
 def test_input_json_path_taken_for_plain_values(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The tests above compare something: a plain value at the threshold never reaches the
-    table_from conversion, and one item short of it does."""
+    """The tests above compare something: a plain value at the threshold goes as JSON text, and
+    one item short of it does not even try."""
     import luabridge.convert as convert
 
     built: list[Any] = []
-    real = convert._prepare_fast
-    monkeypatch.setattr(convert, "_prepare_fast", lambda v, *a: built.append(v) or real(v, *a))
+    real = convert._via_json
+    monkeypatch.setattr(
+        convert, "_via_json", lambda v, m: built.append(real(v, m)[0]) or real(v, m)
+    )
     # 1 + 3n items: the smallest n that reaches the threshold.
     n = -(-(convert.JSON_PATH_ITEMS - 1) // 3)
     value = {"rows": [{"id": i, "s": "é\n"} for i in range(n)]}
     assert _execute(value, convert.JSON_PATH_ITEMS, monkeypatch)[1] == [value]
-    assert built == []
+    assert built == [True]
     value["rows"].pop()
     assert _execute(value, convert.JSON_PATH_ITEMS, monkeypatch)[1] == [value]
-    assert built and built[0] is value
+    assert built == [True]

@@ -613,3 +613,40 @@ def test_unbuildable_output_model_fails_before_the_handler_runs() -> None:
         b.close()
     assert result.error is not None and result.error.type == "InternalError"
     assert _handler_calls == []
+
+
+def test_redactor_data_reaches_every_string() -> None:
+    """Redaction of parameters and results: every string at every level (keys included) loses
+    the secret, other values are kept as they are, and the input is left alone."""
+    import enum
+
+    from luabridge.redact import REDACTED, Redactor
+
+    class Name(str):
+        pass
+
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    key = "s3cret-key-0123"
+    value = {
+        f"k-{key}": [key, (f"a{key}", 1), {"n": None, "b": True, "f": 0.5, "i": 7}],
+        "s": Name(f"x{key}"),
+        "e": Level.HIGH,
+        "": "",
+        Name(key): {"deep": [[f"{key}{key}"]]},
+        3: "three",
+    }
+    before = repr(value)
+    out = Redactor([key]).data(value)
+    assert out == {
+        f"k-{REDACTED}": [REDACTED, [f"a{REDACTED}", 1], {"n": None, "b": True, "f": 0.5, "i": 7}],
+        "s": f"x{REDACTED}",
+        "e": Level.HIGH,
+        "": "",
+        REDACTED: {"deep": [[REDACTED + REDACTED]]},
+        3: "three",
+    }
+    assert repr(value) == before
+    assert key not in repr(out)
+    assert Redactor([]).data(value) is value
