@@ -683,7 +683,17 @@ def test_input_json_path_same_outcome_as_tables(value: Any) -> None:
     with pytest.MonkeyPatch.context() as mp:
         via_json = _execute(value, 0, mp)
         via_tables = _execute(value, 10**9, mp)
-    assert via_json == via_tables
+    assert via_json[:2] == via_tables[:2]
+    got, want = via_json[2], via_tables[2]
+    if want is not None and want["message"].startswith("input"):
+        assert got == want  # the input's conversion: the same message, naming the same place
+    elif want is not None:
+        # Refused by the encoder on the way back: which bad key it meets first follows Lua's
+        # table order, which neither way fixes; the error is the same but for its place.
+        assert got is not None and got["type"] == want["type"]
+        assert got["message"].split(" (at ")[0] == want["message"].split(" (at ")[0]
+    else:
+        assert got is None
 
 
 @pytest.mark.parametrize(
