@@ -904,7 +904,7 @@ class Dispatcher:
 
     def _shape(self, action: Action, produced: Mapping[str, Any] | BaseModel) -> dict[str, Any]:
         """The handler's answer, validated and shaped by the output model, secrets redacted."""
-        if isinstance(produced, BaseModel):
+        if type(produced) is not dict and isinstance(produced, BaseModel):
             data = produced.model_dump(mode="json", exclude_none=True)
         else:
             data = {"success": True, **produced}

@@ -238,7 +238,8 @@ def compact(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def as_object(data: Any) -> Mapping[str, Any]:
-    return data if isinstance(data, Mapping) else {}
+    # A parsed JSON object is a dict: tested first, the Mapping check is an ABC's.
+    return data if type(data) is dict or isinstance(data, Mapping) else {}
 
 
 def as_items(data: Any) -> list[Mapping[str, Any]]:

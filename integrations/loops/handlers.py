@@ -321,8 +321,12 @@ def remove_suppression(ctx: CallContext, params: RemoveContactSuppressionInput) 
 # --- properties, lists, account -----------------------------------------------------------
 
 
+#: The request of get_current_user, made once (a Request is immutable).
+_API_KEY = Request("GET", "/api-key")
+
+
 def get_current_user(ctx: CallContext, params: GetCurrentUserInput) -> dict[str, Any]:
-    data = as_object(send_request(ctx, Request("GET", "/api-key")))
+    data = as_object(send_request(ctx, _API_KEY))
     return {"success": True, "team_name": data.get("teamName")}
 
 
