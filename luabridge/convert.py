@@ -78,11 +78,13 @@ class LuaMarkers:
     - ``new_object`` / ``new_array``: Lua functions returning a fresh marked empty table
     - ``table_from``: the runtime's ``table_from``
     - ``decode``: the state's trusted JSON decoder (``lua/json.lua``), which takes JSON text
-      and returns ``(True, value)``, or ``(False,)`` when the value must be built from Python;
-      None where the state has none
+      and returns ``(True, value)``, or False when the value must be built from Python (called
+      with None, it collects what a failed decode left); None where the state has none
+    - ``room``: how many bytes the state may still allocate (its memory limit, with the
+      headroom of a reply, less what it uses); needed with ``decode``
     """
 
-    __slots__ = ("decode", "new_array", "new_object", "null", "table_from")
+    __slots__ = ("decode", "new_array", "new_object", "null", "room", "table_from")
 
     def __init__(
         self,
@@ -90,13 +92,15 @@ class LuaMarkers:
         new_object: Callable[[], Any],
         new_array: Callable[[], Any],
         table_from: Callable[..., Any],
-        decode: Callable[[bytes], Any] | None = None,
+        decode: Callable[[bytes | None], Any] | None = None,
+        room: Callable[[], int] | None = None,
     ) -> None:
         self.null = null
         self.new_object = new_object
         self.new_array = new_array
         self.table_from = table_from
-        self.decode = decode
+        self.decode = decode if room is not None else None
+        self.room = room
 
 
 def _utf8(text: str, path: str) -> bytes:
@@ -246,6 +250,9 @@ _JSON_TEXT = json.JSONEncoder(
     ensure_ascii=False, allow_nan=False, check_circular=False, separators=(",", ":")
 )
 _PLAIN = frozenset((str, int, float, bool, type(None)))
+#: Room the JSON path needs, in multiples of the text: the text itself, the tables it decodes
+#: to (a little less than twice the text for rows of short strings), and a margin.
+_ROOM_FACTOR = 4
 
 
 def _count_plain(value: Any, depth: int) -> int:
@@ -290,9 +297,16 @@ def _via_json(value: Any, markers: LuaMarkers) -> tuple[bool, Any]:
         text = _JSON_TEXT.encode(value).encode("utf-8")
     except (ValueError, UnicodeEncodeError, RecursionError):
         return False, None
+    # The text goes into the state outside any protected call, where a full heap is fatal, and
+    # the tables take about as much again: only with room for both, and some to spare.
+    assert markers.room is not None
+    if len(text) * _ROOM_FACTOR > markers.room():
+        return False, None
     done = markers.decode(text)
+    del text
     if type(done) is tuple and done and done[0] is True:
         return True, done[1]
+    markers.decode(None)
     return False, None
 
 

@@ -345,7 +345,13 @@ class _Session:
         return msg.encode()
 
     def set_markers(self, null: Any, new_object: Any, new_array: Any, decode: Any) -> None:
-        self.markers = LuaMarkers(null, new_object, new_array, self.lua.table_from, decode)
+        self.markers = LuaMarkers(
+            null, new_object, new_array, self.lua.table_from, decode, self._room
+        )
+
+    def _room(self) -> int:
+        """Bytes the state may still allocate (for the converter's JSON path)."""
+        return int(self.lua.get_max_memory() - self.lua.get_memory_used())
 
 
 #: Runs one state serves before it is closed and replaced by a fresh one.

@@ -374,9 +374,12 @@ return function(null, protected, array_mt, object_mt, raw_getmetatable, max_dept
     return v
   end
 
-  -- Returns true and the value, or false when the host must convert the value itself.
+  -- Returns true and the value, or false when the host must convert the value itself. Called
+  -- without text, it collects the garbage of a failed decode (the text and the tables built so
+  -- far, which the host's call still held): the host's conversion that follows builds its
+  -- tables outside any protected call, where a full heap is fatal.
   local function try_decode(s)
-    if type(s) ~= "string" then return false end
+    if type(s) ~= "string" then collectgarbage("collect"); return false end
     enter()
     collectgarbage("stop")
     local ok, v = pcall(decode, s)

@@ -780,3 +780,27 @@ def test_input_json_path_taken_for_plain_values(monkeypatch: pytest.MonkeyPatch)
     value["rows"].pop()
     assert _execute(value, convert.JSON_PATH_ITEMS, monkeypatch)[1] == [value]
     assert built == [True]
+
+
+def test_input_json_path_leaves_no_garbage_after_giving_up() -> None:
+    """When the decoder gives up, the host collects what it left (the text, the tables built so
+    far) before building the value the usual way, which happens outside any protected call; and
+    a value whose text would not fit with room to spare never goes as text."""
+    import luabridge.convert as convert
+    from luabridge.sandbox import _State
+
+    state = _State()
+    state.start(_EmptyHost(), Limits(memory=64 << 20), time.monotonic() + 60)
+    session = state.session
+    markers = session.markers
+    assert markers is not None and session.lua is not None
+    rows = [{"id": i, "name": "x" * 200} for i in range(5000)]
+    before = session.lua.get_memory_used()
+    # A number beyond a double makes the decoder give up near the end of 1 MB of text.
+    assert convert._via_json([*rows, 10**400], markers) == (False, None)
+    assert session.lua.get_memory_used() - before < 256 * 1024
+    done, table = convert._via_json(rows, markers)
+    assert done and len(table) == 5000
+    session.lua.set_max_memory(session.lua.get_memory_used() + (3 << 20))
+    assert convert._via_json(rows, markers) == (False, None)  # 1 MB of text, 3 MB of room
+    state.close()
