@@ -541,10 +541,10 @@ def execute(
             "peak_memory": peak_memory,
             "output_bytes": output_bytes,
         }
-        # The runner returned: every limit trip and script error is behind it. Only a run that
-        # hit the memory limit (the heap may have failed mid-way through trusted code) does not
-        # give its state to another run.
-        reusable = not (status != b"ok" and a == b"MemoryError")
+        # The runner returned: every limit trip and script error is behind it. A run that hit
+        # the memory limit (the heap may have failed mid-way through trusted code) or an
+        # internal error does not give its state to another run.
+        reusable = status == b"ok" or a not in (b"MemoryError", b"InternalError")
         out_text = _text(output)
         if status == b"ok":
             try:

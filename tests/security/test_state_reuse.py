@@ -318,3 +318,18 @@ def test_the_previous_host_is_gone_between_runs() -> None:
     assert sandbox.execute("return 1", None, host=Host(), limits=Limits()).ok  # type: ignore[arg-type]
     (state,) = sandbox._idle
     assert state.session.host is sandbox._UNUSED and state.session.markers is None
+
+
+def test_a_state_after_an_internal_error_is_not_reused() -> None:
+    class Broken:
+        spec: dict[str, Any] = {}  # noqa: RUF012 - a test double
+
+        def help(self, topic: str | None) -> Any:
+            raise ZeroDivisionError
+
+    sandbox._idle.clear()
+    assert sandbox.execute("return 1", None, host=sandbox._UNUSED, limits=Limits()).ok
+    (state,) = sandbox._idle
+    outcome = sandbox.execute("return app.help()", None, host=Broken(), limits=Limits())  # type: ignore[arg-type]
+    assert outcome.error is not None and outcome.error["type"] == "InternalError"
+    assert state not in sandbox._idle and state.session.lua is None
