@@ -46,6 +46,13 @@ local math_randomseed = math.randomseed
 local smt = dgetmetatable("")
 smt.__metatable = false
 
+-- LuaJIT's table.new, for the trusted decoder (json.lua), taken before the preloads go.
+local table_new
+do
+  local ok, f = pcall(require, "table.new")
+  if ok and type(f) == "function" then table_new = f end
+end
+
 -- Defence in depth: nothing below is reachable from scripts, but a state that never held these
 -- cannot leak them.
 do
@@ -62,7 +69,7 @@ do
   python = nil
 end
 
-local make_encoder = assert(loadstring(json_code, "=json.lua"))()
+local make_encoder = assert(loadstring(json_code, "=json.lua"))(table_new)
 local make_app = assert(loadstring(app_code, "=app.lua"))()
 
 local SCRIPT_SOURCE = "@script.lua"

@@ -12,6 +12,9 @@ local rawget, rawequal = rawget, rawequal
 local error = error
 local sbyte, schar, sfind, sformat, sgsub, smatch, ssub = string.byte, string.char, string.find, string.format, string.gsub, string.match, string.sub
 local tconcat = table.concat
+-- LuaJIT's table.new (a table with room for its entries), for the decoder: the bootstrap's
+-- argument to this chunk.
+local tnew = ... or function() return {} end
 local mfloor, mhuge = math.floor, math.huge
 
 -- `null`: the run's app.null; `protected`: the run's read-only tables (app and its namespaces),
@@ -261,6 +264,7 @@ return function(null, protected, array_mt, object_mt, raw_getmetatable, max_dept
     -- The next backslash at or after `pos` (n + 1 when there is none): strings before it need
     -- no unescaping, and finding it once per escape keeps the whole scan linear.
     local n = #s
+    local sizes = {}  -- depth -> the entries of the last object decoded there
     local slash = sfind(s, "\\", 1, true) or n + 1
     local value
 
@@ -314,8 +318,10 @@ return function(null, protected, array_mt, object_mt, raw_getmetatable, max_dept
       elseif c == 123 then -- {
         if depth >= max_depth then dfail() end
         pos = pos + 1
-        local t, any = {}, false
         if sbyte(s, pos) == 125 then pos = pos + 1; return setmetatable({}, object_mt) end
+        -- Rows of a list mostly have the keys of the row before: sized for as many (up to
+        -- 32), the table is not rehashed as it fills.
+        local t, any, count = tnew(0, sizes[depth] or 0), false, 0
         while true do
           if sbyte(s, pos) ~= 34 then dfail() end
           local k = str()
@@ -323,11 +329,13 @@ return function(null, protected, array_mt, object_mt, raw_getmetatable, max_dept
           pos = pos + 1
           local v = value(depth + 1)
           if not rawequal(v, null) then t[k] = v; any = true end
+          count = count + 1
           c = sbyte(s, pos)
           pos = pos + 1
           if c == 125 then break end
           if c ~= 44 then dfail() end
         end
+        sizes[depth] = count <= 32 and count or 32
         if not any then return setmetatable(t, object_mt) end
         return t
       elseif c == 91 then -- [

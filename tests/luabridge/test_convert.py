@@ -705,6 +705,13 @@ def test_input_json_path_same_outcome_as_tables(value: Any) -> None:
         {"": 1, "é": 3, 'q"b': 4, "a\\b": 5, "\n": 6},
         {"d": {}, "l": [], "n": {"x": None}, "m": [None, {}, []]},
         nested(MAX_DEPTH - 1),
+        # Objects get room for as many entries as the last one at their depth: sizes that
+        # change from row to row, rows holding only nulls, and one of 40 keys among small ones.
+        [{f"k{j}": j for j in range(i % 40)} | {"x": None} for i in range(300)],
+        [
+            {"a": {f"k{j}": [j, {"n": None}] for j in range(40)}},
+            *({"a": {"b": i}} for i in range(200)),
+        ],
     ],
 )
 def test_input_json_path_edge_values(value: Any, monkeypatch: pytest.MonkeyPatch) -> None:
