@@ -4,21 +4,31 @@ An integration pack builds one :class:`Integration` holding :class:`Action` obje
 runtime derives argument validation, the Lua bindings, policy checks, dry-run plans, the Markdown
 reference, JSON schemas, LuaLS stubs and the CLI listing. A pack imports only this module, the
 errors module and ``luabridge.accounts.AccountSettings``; it never reaches into runtime internals.
+
+An action may name its models with :func:`model_ref` instead of holding them: the module that
+defines them is then imported on the first use of ``action.input`` or ``action.output``, so a
+process that runs scripts calling none of a pack's actions never builds its pydantic models.
+This module imports no pydantic itself; :class:`ActionInput` and :class:`ActionResult` (defined
+in ``luabridge.models``) are loaded on first use too.
 """
 
 from __future__ import annotations
 
+import importlib
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol, TypeVar, get_args
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, get_args
 
 from luabridge.accounts import AccountSettings
 from luabridge.effects import EFFECTS, Effect
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from luabridge.models import ActionInput, ActionResult
 
 __all__ = [
     "EFFECTS",
@@ -33,10 +43,22 @@ __all__ = [
     "Integration",
     "SupportsClose",
     "built",
+    "model_ref",
 ]
 
 
-_M = TypeVar("_M", bound=type[BaseModel])
+_M = TypeVar("_M", bound="type[BaseModel]")
+
+
+def __getattr__(name: str) -> Any:
+    # ActionInput and ActionResult, on first use (PEP 562): importing them is importing
+    # pydantic's model machinery.
+    if name in ("ActionInput", "ActionResult"):
+        value = getattr(importlib.import_module("luabridge.models"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: Serializes the first build of every deferred model in the process (see :func:`built`);
 #: reentrant, in case a model's build hooks build another model through here.
@@ -65,6 +87,8 @@ def built(model: _M) -> _M:
 
 
 def _nested_models(model: type[BaseModel]) -> list[type[BaseModel]]:
+    from pydantic import BaseModel
+
     found: list[type[BaseModel]] = []
     pending = [info.annotation for info in model.model_fields.values()]
     while pending:
@@ -75,60 +99,6 @@ def _nested_models(model: type[BaseModel]) -> list[type[BaseModel]]:
         else:
             pending.extend(get_args(tp))
     return found
-
-
-class ActionInput(BaseModel):
-    """Base of every action's input model: unknown fields are refused.
-
-    Declare an alternative spelling with
-    ``Field(validation_alias=AliasChoices("canonical", "alias"))``; the field name is the
-    canonical Lua name that the docs show.
-    """
-
-    # Built on first use, through `built` (see there).
-    model_config = ConfigDict(
-        extra="forbid", populate_by_name=True, str_strip_whitespace=False, defer_build=True
-    )
-
-
-class ActionResult(BaseModel):
-    """Base of every action's output model: the fields every result table can carry.
-
-    A success is ``{success = true, ...}`` with the model's own fields. A remote failure is
-    ``{success = false, error = ..., code = ..., status = ..., retryable = ...}``. A dry-run
-    placeholder has ``dry_run = true``.
-    """
-
-    # Built on first use, through `built` (see there).
-    model_config = ConfigDict(extra="ignore", defer_build=True)
-
-    success: bool = Field(description="true when the call did what was asked")
-    error: str | None = Field(default=None, description="what went wrong, when success is false")
-    code: str | None = Field(
-        default=None,
-        description="stable error code '<integration>.<kind>' (for example "
-        "'<integration>.rate_limited'), when success is false",
-    )
-    status: int | None = Field(
-        default=None, description="HTTP status of the failed response, when there was one"
-    )
-    retryable: bool | None = Field(
-        default=None, description="whether trying again later can help, when success is false"
-    )
-    dry_run: bool | None = Field(
-        default=None, description="true when this is a dry-run placeholder: nothing was sent"
-    )
-    delivered: Literal["unknown"] | None = Field(
-        default=None,
-        description="'unknown' when success is false but the request may have been carried "
-        "out (the connection was lost after sending, the answer came too late); repeat it "
-        "only the safe way (a send with the same idempotency_key)",
-    )
-    replayed: bool | None = Field(
-        default=None,
-        description="true when a resumed execution returns the result an earlier run of it "
-        "recorded for this call: nothing was sent again",
-    )
 
 
 @dataclass(frozen=True)
@@ -167,7 +137,7 @@ class CallContext:
         return max(0.0, self.deadline - time.monotonic())
 
 
-Handler = Callable[[CallContext, Any], Mapping[str, Any] | BaseModel]
+Handler = Callable[[CallContext, Any], "Mapping[str, Any] | BaseModel"]
 Planner = Callable[[CallContext, Any], Mapping[str, Any]]
 
 
@@ -177,7 +147,8 @@ class Action:
 
     - ``name``: the Lua name, snake_case ``verb_noun``
     - ``summary``: one line for listings; ``description`` (optional) is the docs paragraph
-    - ``input`` / ``output``: pydantic models (``ActionInput`` / ``ActionResult`` subclasses)
+    - ``input`` / ``output``: pydantic models (``ActionInput`` / ``ActionResult`` subclasses),
+      or :func:`model_ref` references to them, imported on first use
     - ``effect``: ``read``, ``write`` or ``destructive``
     - ``handler(ctx, params)``: does the work and returns the output fields; raises an
       ``IntegrationError`` for remote failures (the runtime returns them as results)
@@ -211,12 +182,69 @@ class Action:
             raise ValueError(f"action {self.name!r} is a {self.effect} action and needs a plan")
         if not self.examples:
             raise ValueError(f"action {self.name!r} needs at least one example")
+        # A model given by reference leaves the instance: the first read of the attribute
+        # then goes to __getattr__, which imports it (and a later read finds it at once).
+        for slot in ("input", "output"):
+            if isinstance(self.__dict__[slot], _ModelRef):
+                self.__dict__[f"_{slot}_ref"] = self.__dict__.pop(slot)
+        if "input" in self.__dict__:
+            self._check_input(self.input)
+
+    def __getattr__(self, name: str) -> Any:
+        ref = self.__dict__.get(f"_{name}_ref") if name in ("input", "output") else None
+        if ref is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        model = ref.load(self.name, name)
+        if name == "input":
+            self._check_input(model)
+        self.__dict__[name] = model
+        return model
+
+    def _check_input(self, model: type[ActionInput]) -> None:
         param = self.idempotency_param
-        if param is not None and param not in self.input.model_fields:
+        if param is not None and param not in model.model_fields:
             raise ValueError(
                 f"action {self.name!r}: idempotency_param {param!r} is not a field of "
-                f"{self.input.__name__}"
+                f"{model.__name__}"
             )
+
+
+@dataclass(frozen=True)
+class _ModelRef:
+    """A model named by ``module:Name`` (see :func:`model_ref`)."""
+
+    path: str
+
+    def load(self, action: str, slot: str) -> Any:
+        from pydantic import BaseModel
+
+        module_name, _, attr = self.path.partition(":")
+        try:
+            model = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(
+                f"action {action!r}: its {slot} model {self.path!r} cannot be imported: {exc}"
+            ) from exc
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            raise ValueError(
+                f"action {action!r}: its {slot} model {self.path!r} is not a pydantic model "
+                f"(got {model!r})"
+            )
+        return model
+
+
+def model_ref(path: str) -> Any:
+    """An action's ``input`` or ``output`` model by name, ``"package.module:ClassName"``.
+
+    The module is imported when the action's model is first used (a call, its docs or its
+    schema), not when the action is declared: a pack whose actions all name their models this
+    way costs a script that never calls it no pydantic model at all. A name that does not
+    resolve to a pydantic model raises ``ValueError`` at that first use.
+    """
+    module_name, colon, attr = path.partition(":")
+    if not (module_name and colon and attr):
+        raise ValueError(f"a model reference is 'package.module:ClassName', got {path!r}")
+    return _ModelRef(path)
 
 
 class EmulatorSession(Protocol):

@@ -18,11 +18,11 @@ import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ValidationError as PydanticValidationError
+from pydantic_core import ValidationError as PydanticValidationError
 
-from luabridge.action import Action, ActionResult, CallContext, Integration, built
+from luabridge.action import Action, CallContext, Integration, built
 from luabridge.convert import shape_for_schema
 from luabridge.effects import quote_name, suggest
 from luabridge.errors import IntegrationError, LuabridgeError
@@ -30,6 +30,11 @@ from luabridge.ledger.base import CallEntry, CallState, canonical_json, digest
 from luabridge.ledger.journal import Journal, derive_key
 from luabridge.redact import Redactor
 from luabridge.sandbox import Reply
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from luabridge.models import ActionResult
 
 __all__ = ["CallRecord", "Dispatcher", "RunPolicy", "WriteGuard", "accepted_names", "suggest"]
 
@@ -309,6 +314,8 @@ def _neutral(annotation: Any) -> Any:
         return args[0]
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
         return next(iter(annotation)).value
+    from pydantic import BaseModel
+
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return {
             name: _neutral(info.annotation)
@@ -904,7 +911,7 @@ class Dispatcher:
 
     def _shape(self, action: Action, produced: Mapping[str, Any] | BaseModel) -> dict[str, Any]:
         """The handler's answer, validated and shaped by the output model, secrets redacted."""
-        if type(produced) is not dict and isinstance(produced, BaseModel):
+        if type(produced) is not dict and not isinstance(produced, Mapping):  # a model
             data = produced.model_dump(mode="json", exclude_none=True)
         else:
             data = {"success": True, **produced}

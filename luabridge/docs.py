@@ -17,13 +17,12 @@ class per action's parameters and result, an account class with every action, an
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
-
-from luabridge.action import Action, ActionResult, Integration, built
+from luabridge.action import Action, Integration, built
 from luabridge.dispatch import accepted_names, suggest
 from luabridge.errors import LuabridgeError
 
@@ -36,7 +35,16 @@ __all__ = [
     "render_section",
 ]
 
-_BASE_RESULT_FIELDS = set(ActionResult.model_fields)
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+
+@functools.cache
+def _base_result_fields() -> frozenset[str]:
+    """The fields every result carries (``ActionResult``'s), which the docs list once."""
+    from luabridge.models import ActionResult
+
+    return frozenset(ActionResult.model_fields)
 
 
 def _schema(model: type[BaseModel]) -> dict[str, Any]:
@@ -152,7 +160,7 @@ def _return_rows(action: Action) -> list[str]:
     defs = schema.get("$defs", {})
     rows = ["| `success` | boolean | true when the call did what was asked |"]
     for name, node in schema.get("properties", {}).items():
-        if name in _BASE_RESULT_FIELDS:
+        if name in _base_result_fields():
             continue
         desc = str(node.get("description", "")).rstrip(".")
         rows.append(f"| `{name}` | {_escape_cell(_type_name(node, defs))} | {_escape_cell(desc)} |")

@@ -21,9 +21,6 @@ from luabridge.accounts import AccountSettings
 from luabridge.action import CallContext
 from luabridge.errors import ConfigError, IntegrationError, NotFoundError
 
-if TYPE_CHECKING:
-    import httpx
-
 from .client import DEFAULT_BASE_URL, LoopsClient, preview_request
 from .directory import (
     LOCAL_ID_PREFIX,
@@ -32,7 +29,11 @@ from .directory import (
     account_identity,
     default_directory_path,
 )
-from .models import SendEventInput, SendTransactionalEmailInput
+
+if TYPE_CHECKING:
+    import httpx
+
+    from .models import SendEventInput, SendTransactionalEmailInput
 
 __all__ = [
     "LoopsAccount",

@@ -1,58 +1,26 @@
 """The Loops actions, declared once: metadata, models, effect, examples and handler.
 
-Each action is a ``luabridge.action.Action`` built from the models in ``models.py`` and a
-handler in ``handlers.py``; write and destructive actions get a ``plan`` that previews the same
-``Request`` their handler sends, so a dry run shows exactly what would be sent.
+Each action is a ``luabridge.action.Action`` built from the models in ``models.py`` (named, so
+that they are imported on first use) and a handler in ``handlers.py``; write and destructive
+actions get a ``plan`` that previews the same ``Request`` their handler sends, so a dry run
+shows exactly what would be sent.
 """
 
 from __future__ import annotations
 
 import textwrap
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any
 
-from luabridge.action import Action, ActionInput, CallContext, Example
+from luabridge.action import Action, CallContext, Example, model_ref
 
 from . import handlers as h
 from .account import LoopsAccount, Request, open_account, preview
-from .models import (
-    CheckContactSuppressionInput,
-    CheckContactSuppressionOutput,
-    CreateContactInput,
-    CreateContactOutput,
-    CreateContactPropertyInput,
-    CreateContactPropertyOutput,
-    DeleteContactInput,
-    DeleteContactOutput,
-    FindContactInput,
-    FindContactOutput,
-    GetContactInput,
-    GetContactOutput,
-    GetCurrentUserInput,
-    GetCurrentUserOutput,
-    ListContactPropertiesInput,
-    ListContactPropertiesOutput,
-    ListContactsInput,
-    ListContactsOutput,
-    ListDedicatedSendingIpsInput,
-    ListDedicatedSendingIpsOutput,
-    ListMailingListsInput,
-    ListMailingListsOutput,
-    ListTransactionalEmailsInput,
-    ListTransactionalEmailsOutput,
-    RemoveContactSuppressionInput,
-    RemoveContactSuppressionOutput,
-    SendEventInput,
-    SendEventOutput,
-    SendTransactionalEmailInput,
-    SendTransactionalEmailOutput,
-    UpdateContactInput,
-    UpdateContactOutput,
-)
 
 __all__ = ["ACTIONS", "LoopsAccount", "open_account"]
 
-P = TypeVar("P", bound=ActionInput)
+#: Where the actions' models live: imported on the first use of one (see ``model_ref``).
+_MODELS = f"{__package__}.models"
 
 
 def _action(
@@ -60,16 +28,19 @@ def _action(
     *,
     summary: str,
     description: str,
-    input: type[P],
-    output: type[Any],
+    input: str,
+    output: str,
     effect: str,
     endpoint: str,
     examples: tuple[Example, ...],
-    handler: Callable[[CallContext, P], Mapping[str, Any]],
-    build: Callable[[CallContext, P], Request] | None = None,
+    handler: Callable[[CallContext, Any], Mapping[str, Any]],
+    build: Callable[[CallContext, Any], Request] | None = None,
     idempotency_param: str | None = None,
 ) -> Action:
-    """An ``Action`` whose plan (for writes) previews the request ``build`` describes."""
+    """An ``Action`` whose plan (for writes) previews the request ``build`` describes.
+
+    ``input`` and ``output`` name classes of ``models.py``.
+    """
 
     def plan(ctx: CallContext, params: Any) -> Mapping[str, Any]:
         assert build is not None
@@ -79,8 +50,8 @@ def _action(
         name=name,
         summary=summary,
         description=description,
-        input=input,
-        output=output,
+        input=model_ref(f"{_MODELS}:{input}"),
+        output=model_ref(f"{_MODELS}:{output}"),
         effect=effect,  # type: ignore[arg-type]
         endpoint=endpoint,
         examples=examples,
@@ -122,8 +93,8 @@ ACTIONS: tuple[Action, ...] = (
         "get_current_user",
         summary="Check the API key and get the name of the Loops team it belongs to.",
         description="Useful to verify that an account is configured and reachable.",
-        input=GetCurrentUserInput,
-        output=GetCurrentUserOutput,
+        input="GetCurrentUserInput",
+        output="GetCurrentUserOutput",
         effect="read",
         endpoint="GET /api-key",
         examples=(
@@ -145,8 +116,8 @@ ACTIONS: tuple[Action, ...] = (
         description="Fails with loops.conflict if a contact already has this email or user_id; "
         "use update_contact to create-or-update. The new contact is recorded in the contact "
         f"directory. {_PROPERTIES_RULE}",
-        input=CreateContactInput,
-        output=CreateContactOutput,
+        input="CreateContactInput",
+        output="CreateContactOutput",
         effect="write",
         endpoint="POST /contacts/create",
         examples=(
@@ -192,8 +163,8 @@ ACTIONS: tuple[Action, ...] = (
         "and/or user_id. Only the fields you pass change; app.null in properties clears one. "
         "To change an email, pass the contact's user_id (or its contact_id) with the new email. "
         f"{_PROPERTIES_RULE}",
-        input=UpdateContactInput,
-        output=UpdateContactOutput,
+        input="UpdateContactInput",
+        output="UpdateContactOutput",
         effect="write",
         endpoint="PUT /contacts/update",
         examples=(
@@ -230,8 +201,8 @@ ACTIONS: tuple[Action, ...] = (
         description="Gives exactly one of email or user_id. contacts holds the match (or is "
         "empty) and contact is the match or nil. A found contact is recorded in the contact "
         "directory, so its id works with get_contact and update_contact afterwards.",
-        input=FindContactInput,
-        output=FindContactOutput,
+        input="FindContactInput",
+        output="FindContactOutput",
         effect="read",
         endpoint="GET /contacts/find",
         examples=(
@@ -254,8 +225,8 @@ ACTIONS: tuple[Action, ...] = (
         "contacts up by id), then the contact is fetched from Loops by its email. An id the "
         "directory does not know gives loops.unknown_contact_id: call find_contact with email "
         "or user_id instead.",
-        input=GetContactInput,
-        output=GetContactOutput,
+        input="GetContactInput",
+        output="GetContactOutput",
         effect="read",
         endpoint="contact directory, then GET /contacts/find",
         examples=(
@@ -283,8 +254,8 @@ ACTIONS: tuple[Action, ...] = (
         "before the script starts. source and synced_at say which filled it last and when; "
         'source = "seen" means only contacts this integration touched are there. Contacts come '
         "in the order they were first seen, as last seen.",
-        input=ListContactsInput,
-        output=ListContactsOutput,
+        input="ListContactsInput",
+        output="ListContactsOutput",
         effect="read",
         endpoint="contact directory (no Loops request)",
         examples=(
@@ -313,8 +284,8 @@ ACTIONS: tuple[Action, ...] = (
         description="Name it with exactly one of email, user_id or contact_id. It is removed "
         "from the contact directory too. Loops advises unsubscribing (update_contact with "
         "subscribed = false) rather than deleting people who opted out.",
-        input=DeleteContactInput,
-        output=DeleteContactOutput,
+        input="DeleteContactInput",
+        output="DeleteContactOutput",
         effect="destructive",
         endpoint="POST /contacts/delete",
         examples=(
@@ -338,8 +309,8 @@ ACTIONS: tuple[Action, ...] = (
         summary="List the contact properties of the team, built-in and custom.",
         description='Use list = "custom" for the team\'s own properties only. Keys are the '
         "names to use in properties tables.",
-        input=ListContactPropertiesInput,
-        output=ListContactPropertiesOutput,
+        input="ListContactPropertiesInput",
+        output="ListContactPropertiesOutput",
         effect="read",
         endpoint="GET /contacts/properties",
         examples=(
@@ -359,8 +330,8 @@ ACTIONS: tuple[Action, ...] = (
         "create_contact_property",
         summary="Create a custom contact property.",
         description="Fails with loops.bad_request if the name is taken.",
-        input=CreateContactPropertyInput,
-        output=CreateContactPropertyOutput,
+        input="CreateContactPropertyInput",
+        output="CreateContactPropertyOutput",
         effect="write",
         endpoint="POST /contacts/properties",
         examples=(
@@ -383,8 +354,8 @@ ACTIONS: tuple[Action, ...] = (
         "list_mailing_lists",
         summary="List the team's mailing lists.",
         description="The ids are what mailing_lists parameters take.",
-        input=ListMailingListsInput,
-        output=ListMailingListsOutput,
+        input="ListMailingListsInput",
+        output="ListMailingListsOutput",
         effect="read",
         endpoint="GET /lists",
         examples=(
@@ -405,8 +376,8 @@ ACTIONS: tuple[Action, ...] = (
         summary="Send an event for a contact, to trigger the loops (automations) it starts.",
         description="The contact is found by email or user_id (or both); a new one is created "
         "for an unknown email." + _KEY_NOTE,
-        input=SendEventInput,
-        output=SendEventOutput,
+        input="SendEventInput",
+        output="SendEventOutput",
         effect="write",
         endpoint="POST /events/send",
         examples=(
@@ -443,8 +414,8 @@ ACTIONS: tuple[Action, ...] = (
         summary="Send a transactional email (a published Loops template) to one address.",
         description="Transactional emails reach unsubscribed contacts too. The template's "
         "required data variables must be given." + _KEY_NOTE,
-        input=SendTransactionalEmailInput,
-        output=SendTransactionalEmailOutput,
+        input="SendTransactionalEmailInput",
+        output="SendTransactionalEmailOutput",
         effect="write",
         endpoint="POST /transactional",
         examples=(
@@ -483,8 +454,8 @@ ACTIONS: tuple[Action, ...] = (
         "list_transactional_emails",
         summary="List the published transactional emails, a page at a time.",
         description="Pass pagination.next_cursor as cursor to get the next page.",
-        input=ListTransactionalEmailsInput,
-        output=ListTransactionalEmailsOutput,
+        input="ListTransactionalEmailsInput",
+        output="ListTransactionalEmailsOutput",
         effect="read",
         endpoint="GET /transactional",
         examples=(
@@ -505,8 +476,8 @@ ACTIONS: tuple[Action, ...] = (
         summary="Check whether Loops suppresses email to a contact (bounces, complaints).",
         description="Give exactly one of email or user_id. removal_quota says how many "
         "suppressions can still be lifted this month.",
-        input=CheckContactSuppressionInput,
-        output=CheckContactSuppressionOutput,
+        input="CheckContactSuppressionInput",
+        output="CheckContactSuppressionOutput",
         effect="read",
         endpoint="GET /contacts/suppression",
         examples=(
@@ -530,8 +501,8 @@ ACTIONS: tuple[Action, ...] = (
         description="Give exactly one of email or user_id. Each removal uses up the quota that "
         "check_contact_suppression reports; a contact that is not suppressed gives "
         "loops.bad_request.",
-        input=RemoveContactSuppressionInput,
-        output=RemoveContactSuppressionOutput,
+        input="RemoveContactSuppressionInput",
+        output="RemoveContactSuppressionOutput",
         effect="write",
         endpoint="DELETE /contacts/suppression",
         examples=(
@@ -556,8 +527,8 @@ ACTIONS: tuple[Action, ...] = (
         "list_dedicated_sending_ips",
         summary="List the dedicated IP addresses Loops sends the team's email from.",
         description="Shared sending IPs are not included.",
-        input=ListDedicatedSendingIpsInput,
-        output=ListDedicatedSendingIpsOutput,
+        input="ListDedicatedSendingIpsInput",
+        output="ListDedicatedSendingIpsOutput",
         effect="read",
         endpoint="GET /dedicated-sending-ips",
         examples=(

@@ -21,7 +21,7 @@ from typing import Any, Final
 from luabridge.errors import LuabridgeError
 from luabridge.sqlitefile import ConnectionLender
 
-from .models import CONTACT_KEYS
+from .wire import CONTACT_KEYS
 
 __all__ = [
     "ENV_VAR",

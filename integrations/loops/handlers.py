@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from luabridge.action import CallContext
 from luabridge.errors import APIError, IntegrationError, NotFoundError
@@ -29,26 +29,27 @@ from .account import (
     send_request,
 )
 from .directory import DirectoryError
-from .models import (
-    CONTACT_KEYS,
-    CheckContactSuppressionInput,
-    CreateContactInput,
-    CreateContactPropertyInput,
-    DeleteContactInput,
-    FindContactInput,
-    GetContactInput,
-    GetCurrentUserInput,
-    ListContactPropertiesInput,
-    ListContactsInput,
-    ListDedicatedSendingIpsInput,
-    ListMailingListsInput,
-    ListTransactionalEmailsInput,
-    RemoveContactSuppressionInput,
-    SendEventInput,
-    SendTransactionalEmailInput,
-    UpdateContactInput,
-    contact_from_wire,
-)
+from .wire import CONTACT_KEYS, contact_from_wire
+
+if TYPE_CHECKING:
+    from .models import (
+        CheckContactSuppressionInput,
+        CreateContactInput,
+        CreateContactPropertyInput,
+        DeleteContactInput,
+        FindContactInput,
+        GetContactInput,
+        GetCurrentUserInput,
+        ListContactPropertiesInput,
+        ListContactsInput,
+        ListDedicatedSendingIpsInput,
+        ListMailingListsInput,
+        ListTransactionalEmailsInput,
+        RemoveContactSuppressionInput,
+        SendEventInput,
+        SendTransactionalEmailInput,
+        UpdateContactInput,
+    )
 
 # --- contacts -----------------------------------------------------------------------------
 

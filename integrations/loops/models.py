@@ -2,8 +2,11 @@
 
 Input models subclass ``luabridge.action.ActionInput`` (unknown fields refused, snake_case names
 from the Lua reference, aliases for the second naming convention). Output models subclass
-``ActionResult`` and tolerate new fields. The ``*_from_wire`` functions turn Loops' camelCase
-bodies into the snake_case output fields.
+``ActionResult`` and tolerate new fields. ``contact_from_wire`` (from ``wire.py``, which needs
+no pydantic) turns Loops' camelCase contacts into the snake_case output fields.
+
+The actions name these models with ``luabridge.action.model_ref``, so this module is imported
+on the first use of a Loops action's models, not with the pack.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from pydantic import (
 )
 
 from luabridge.action import ActionInput, ActionResult
+
+from .wire import CONTACT_KEYS, contact_from_wire
 
 __all__ = [
     "CONTACT_KEYS",
@@ -99,22 +104,6 @@ _STANDARD_KEYS: dict[str, str] = {
 }
 #: Property names Loops reserves for itself.
 _RESERVED_KEYS = frozenset({"id", "listId", "softDeleteAt", "teamId", "updatedAt", "optInStatus"})
-#: Wire keys of a contact that are not custom properties (Loops returns them, null or not).
-CONTACT_KEYS = frozenset(
-    {
-        "id",
-        "email",
-        "firstName",
-        "lastName",
-        "source",
-        "subscribed",
-        "userGroup",
-        "userId",
-        "mailingLists",
-        "optInStatus",
-    }
-)
-
 _TEXT = 500  # Loops' limit on most string values
 
 
@@ -716,27 +705,3 @@ class RemoveContactSuppressionOutput(ActionResult):
 
 class ListDedicatedSendingIpsOutput(ActionResult):
     ips: list[str] = Field(default_factory=list, description="IPv4 addresses Loops sends from")
-
-
-# --- wire conversion ----------------------------------------------------------------------
-
-
-def contact_from_wire(data: Mapping[str, Any]) -> dict[str, Any]:
-    """A contact from Loops (camelCase, custom properties at the top) as ``Contact`` fields."""
-    return {
-        "id": data.get("id"),
-        "email": data.get("email"),
-        "first_name": data.get("firstName"),
-        "last_name": data.get("lastName"),
-        "source": data.get("source"),
-        "subscribed": data.get("subscribed"),
-        "user_group": data.get("userGroup"),
-        "user_id": data.get("userId"),
-        "mailing_lists": {str(k): True for k, v in (data.get("mailingLists") or {}).items() if v},
-        "opt_in_status": data.get("optInStatus"),
-        "properties": {
-            k: v
-            for k, v in data.items()
-            if k not in CONTACT_KEYS and isinstance(v, str | int | float | bool | None)
-        },
-    }
