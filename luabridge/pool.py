@@ -199,9 +199,18 @@ class WorkerPool:
       ``limits.queue_timeout``)
     - ``max_runs``: a worker is replaced after this many runs (default 200)
     - ``address_space``: ``RLIMIT_AS`` of each worker in bytes (default 4 GiB; 0 for none)
+    - ``reserve``: keep a worker in reserve once one has served a run (default True; a
+      command that runs one script and exits has no use for it)
     """
 
-    def __init__(self, size: int = 2, *, max_runs: int = 200, address_space: int = 4 << 30) -> None:
+    def __init__(
+        self,
+        size: int = 2,
+        *,
+        max_runs: int = 200,
+        address_space: int = 4 << 30,
+        reserve: bool = True,
+    ) -> None:
         if size < 1:
             raise ValueError(f"a worker pool needs at least one worker, got size={size}")
         self.size = size
@@ -214,6 +223,7 @@ class WorkerPool:
         # 40-300 ms to start, and a run that waited for that after every max_runs-th run cost
         # a pool of one worker about 200 us per run on average.
         self._reserve: list[_Worker] = []
+        self._reserves = reserve
         self._reserving = 0  # reserve workers ready or starting
         self._count = 0  # workers alive or starting, besides the reserve
         self._waiting = 0  # runs waiting for a free worker
@@ -311,7 +321,7 @@ class WorkerPool:
         with self._cond:
             self._busy.discard(worker)
         worker.runs += 1
-        if worker.runs == 1:
+        if worker.runs == 1 and self._reserves:
             # A pool in use keeps one successor ready, so that no run waits for a start.
             with self._cond:
                 wanted = not self._closed and self._reserving < 1

@@ -315,14 +315,19 @@ def command_bridge(
     With ``emulator`` every integration that has an emulator runs against a fresh, seeded one
     (see ``luabridge.config.emulated_settings``). With process isolation the worker process is
     started first, before the bridge's modules and the integrations are imported, so that it is
-    ready when the run starts; the bridge takes the pool over (and this closes it if the bridge
+    ready when the run starts (by the console script, before click is even imported: see
+    ``luabridge.cli.prestart``); the bridge takes the pool over (and this closes it if the bridge
     never came).
     """
     pool: WorkerPool | None = None
     if isolation == "process":
-        from luabridge.pool import WorkerPool
+        from luabridge.cli import prestart
 
-        pool = WorkerPool(size=workers)
+        pool = prestart.take(workers)
+        if pool is None:
+            from luabridge.pool import WorkerPool
+
+            pool = WorkerPool(size=workers)
     try:
         from luabridge.bridge import Bridge
         from luabridge.config import emulated_settings, load_settings
