@@ -20,8 +20,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from pydantic_core import ValidationError as PydanticValidationError
-
 from luabridge.action import Action, CallContext, Integration, built
 from luabridge.convert import shape_for_schema
 from luabridge.effects import quote_name, suggest
@@ -33,6 +31,7 @@ from luabridge.sandbox import Reply
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
+    from pydantic_core import ValidationError as PydanticValidationError
 
     from luabridge.models import ActionResult
 
@@ -569,6 +568,10 @@ class Dispatcher:
                 )
                 record("invalid", error=msg)
                 return ("raise", msg, "ValidationError")
+        # Imported on a call, not with the module: a run that calls no action needs no pydantic
+        # at all (a call imports it anyway, to build the models).
+        from pydantic_core import ValidationError as PydanticValidationError
+
         try:
             # The validator itself: BaseModel.model_validate only adds a Python call around it.
             model = built(action.input).__pydantic_validator__.validate_python(params, strict=True)
