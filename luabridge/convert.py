@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_DEPTH",
     "LuaMarkers",
+    "NoRoomError",
     "copy_json",
     "decode_lua_json",
     "shape_for_schema",
@@ -80,8 +81,9 @@ class LuaMarkers:
     - ``decode``: the state's trusted JSON decoder (``lua/json.lua``), which takes JSON text
       and returns ``(True, value)``, or False when the value must be built from Python (called
       with None, it collects what a failed decode left); None where the state has none
-    - ``room``: how many bytes the state may still allocate (its memory limit, with the
-      headroom of a reply, less what it uses); needed with ``decode``
+    - ``room``: how many bytes the state may still allocate: up to the cap it is given, or
+      by default its memory limit (with the headroom of a reply), less what it uses; needed
+      with ``decode``, and used to refuse a value that would not fit (``NoRoomError``)
     """
 
     __slots__ = ("decode", "new_array", "new_object", "null", "room", "table_from")
@@ -93,7 +95,7 @@ class LuaMarkers:
         new_array: Callable[[], Any],
         table_from: Callable[..., Any],
         decode: Callable[[bytes | None], Any] | None = None,
-        room: Callable[[], int] | None = None,
+        room: Callable[[int | None], int] | None = None,
     ) -> None:
         self.null = null
         self.new_object = new_object
@@ -180,6 +182,42 @@ def _prepare(value: Any, markers: LuaMarkers, depth: int, path: str) -> Any:
     raise _not_json(value, path)
 
 
+class NoRoomError(Exception):
+    """A value would not fit in the state's memory: refused before any of it is pushed.
+
+    lupa builds tables and strings from Python outside any protected Lua call, so a full heap
+    there is not an error Lua can report: it aborts the process, or unwinds through Python's
+    frames and deadlocks the thread. :func:`to_lua` therefore checks an upper bound of what the
+    value will take (see ``_lua_bytes``) against the room the state has before it starts."""
+
+
+#: Bytes a converted value takes in a Lua state at most, per item (a dict entry or list item:
+#: its slot, a string's header, a nested table's header) and on top of its strings' bytes;
+#: measured at 45-122 per item (a list of one-key dicts is the worst), with room to spare.
+_ITEM_BYTES = 160
+_BASE_BYTES = 4096
+
+
+def _lua_bytes(value: Any, depth: int = 0) -> int:
+    """An upper bound of the bytes a prepared value (what ``_prepare`` returns) takes in Lua."""
+    if type(value) is bytes:
+        return len(value) + _ITEM_BYTES
+    if depth > MAX_DEPTH:
+        return _ITEM_BYTES
+    if isinstance(value, dict):
+        return _ITEM_BYTES + sum(len(k) + _lua_bytes(v, depth + 1) for k, v in value.items())
+    if isinstance(value, list):
+        return _ITEM_BYTES + sum(_lua_bytes(v, depth + 1) for v in value)
+    return _ITEM_BYTES
+
+
+def _no_room(need: int, room: int) -> NoRoomError:
+    return NoRoomError(
+        f"memory limit reached: the value needs about {need} bytes in Lua and the run has "
+        f"{max(room, 0)} left; use less memory per run, or ask for less data"
+    )
+
+
 class _Fallback(Exception):
     """Raised by the fast converter for anything it does not handle; the full one takes over."""
 
@@ -189,12 +227,13 @@ class _Large(Exception):
     enough to go as JSON text (see ``_via_json``)."""
 
 
-def _prepare_fast(value: Any, markers: LuaMarkers, depth: int, budget: list[int] | None) -> Any:
+def _prepare_fast(value: Any, markers: LuaMarkers, depth: int, budget: list[int]) -> Any:
     # The common case (exact dict, list, str, int, bool and finite float) without building a
     # path string per value: for a 10,000-contact result this halves the cost of ``to_lua``.
     # Anything unusual (tuples, subclasses, NaN, bad keys or strings) raises _Fallback, and
-    # _prepare redoes the value with the exact error messages. ``budget`` (a one-item list)
-    # counts down the items seen; past zero the walk stops with _Large.
+    # _prepare redoes the value with the exact error messages. ``budget`` (a two-item list)
+    # counts down the items seen (past zero the walk stops with _Large) and adds up the bytes of
+    # the strings, keys included.
     if depth >= MAX_DEPTH:
         raise _Fallback
     items: Any
@@ -210,15 +249,16 @@ def _prepare_fast(value: Any, markers: LuaMarkers, depth: int, budget: list[int]
         items = enumerate(value)
     else:
         raise _Fallback
-    if budget is not None:
-        budget[0] -= len(value)
-        if budget[0] < 0:
-            raise _Large
+    budget[0] -= len(value)
+    if budget[0] < 0:
+        raise _Large
     is_dict = type(out) is dict
+    nbytes = 0
     for k, v in items:
         t = type(v)
         if t is str:
             v = v.encode("utf-8")
+            nbytes += len(v)
         elif v is None:
             if is_dict:
                 continue
@@ -236,9 +276,12 @@ def _prepare_fast(value: Any, markers: LuaMarkers, depth: int, budget: list[int]
         if is_dict:
             if type(k) is not str:
                 raise _Fallback
-            out[k.encode("utf-8")] = v
+            k = k.encode("utf-8")
+            nbytes += len(k)
+            out[k] = v
         else:
             out.append(v)
+    budget[1] += nbytes
     return out if out else markers.new_object()
 
 
@@ -285,7 +328,7 @@ def _count_plain(value: Any, depth: int) -> int:
     return n
 
 
-def _via_json(value: Any, markers: LuaMarkers) -> tuple[bool, Any]:
+def _via_json(value: Any, markers: LuaMarkers, cap: int | None = None) -> tuple[bool, Any]:
     """``value`` built by the state's trusted decoder from JSON text: about half the time of
     building it with ``table_from`` for a large value. ``(False, None)`` when it is small, has
     anything the JSON text would not carry exactly (a non-string key, a tuple, a subclass,
@@ -300,7 +343,7 @@ def _via_json(value: Any, markers: LuaMarkers) -> tuple[bool, Any]:
     # The text goes into the state outside any protected call, where a full heap is fatal, and
     # the tables take about as much again: only with room for both, and some to spare.
     assert markers.room is not None
-    if len(text) * _ROOM_FACTOR > markers.room():
+    if len(text) * _ROOM_FACTOR > markers.room(cap):
         return False, None
     done = markers.decode(text)
     del text
@@ -310,27 +353,50 @@ def _via_json(value: Any, markers: LuaMarkers) -> tuple[bool, Any]:
     return False, None
 
 
-def to_lua(value: Any, markers: LuaMarkers, *, path: str = "value") -> Any:
-    """Convert a JSON-compatible Python value into Lua values of one state (see module rules)."""
+#: Values whose bound (``_lua_bytes``) is below this are pushed without asking the state for its
+#: room: every push happens with at least this much headroom over what the run may use (a host
+#: call's reply has 16 MiB, a run's input is checked against the limit after it is pushed).
+_UNCHECKED_BYTES = 65536
+
+
+def to_lua(value: Any, markers: LuaMarkers, *, path: str = "value", cap: int | None = None) -> Any:
+    """Convert a JSON-compatible Python value into Lua values of one state (see module rules).
+
+    ``cap`` is the heap size (bytes) the state may reach with the value in it (by default its
+    current memory limit); a value that would not fit raises :class:`NoRoomError` before any
+    of it is pushed.
+    """
     if value is None:
         # Only inside a list does None need to hold a place; on its own it is nil.
         return None
     # Small values (nearly every action result) are walked once: the walk stops early when the
     # value turns out to be large, and only then is it checked for the JSON path.
-    budget = None if markers.decode is None else [JSON_PATH_ITEMS - 1]
+    start = JSON_PATH_ITEMS - 1 if markers.decode is not None else _NO_LIMIT
+    budget = [start, 0]
     try:
         try:
             prepared = _prepare_fast(value, markers, 0, budget)
         except _Large:
-            done, table = _via_json(value, markers)
+            done, table = _via_json(value, markers, cap)
             if done:
                 return table
-            prepared = _prepare_fast(value, markers, 0, None)
+            start = _NO_LIMIT
+            budget = [start, 0]
+            prepared = _prepare_fast(value, markers, 0, budget)
+        need = (start - budget[0]) * _ITEM_BYTES + budget[1] + _BASE_BYTES
     except (_Fallback, UnicodeEncodeError):
         prepared = _prepare(value, markers, 0, path)
+        need = _lua_bytes(prepared) + _BASE_BYTES
+    if need > _UNCHECKED_BYTES and markers.room is not None:
+        room = markers.room(cap)
+        if need > room:
+            raise _no_room(need, room)
     if isinstance(prepared, dict | list):
         return markers.table_from(prepared, recursive=True)
     return prepared
+
+
+_NO_LIMIT = 1 << 62
 
 
 def _field_kind(annotation: Any) -> str | None:

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 import lupa.luajit21 as lupa
 
-from luabridge.convert import LuaMarkers, decode_lua_json, to_lua
+from luabridge.convert import LuaMarkers, NoRoomError, decode_lua_json, to_lua
 from luabridge.errors import LuabridgeError, ValidationError
 from luabridge.limits import Limits
 
@@ -262,7 +262,9 @@ class _Session:
 
     def _protected(self, build: Callable[[], tuple[Any, ...]]) -> tuple[Any, ...]:
         # The heap may be nearly full when a script calls in: answer with a memory limit rather
-        # than let lupa fail while it pushes the reply, and give the reply some headroom.
+        # than let lupa fail while it pushes the reply, and give the reply some headroom. The
+        # converter checks that a reply fits in that headroom before it pushes anything
+        # (NoRoomError).
         try:
             if self.lua.get_memory_used() > self.limits.memory - 64 * 1024:
                 return (
@@ -272,6 +274,8 @@ class _Session:
                 )
             self.lua.set_max_memory(self.limits.memory + _MEMORY_HEADROOM)
             return build()
+        except NoRoomError as exc:
+            return (b"limit", str(exc).encode(), b"MemoryError")
         except lupa.LuaMemoryError:
             return (b"limit", b"memory limit reached while building a reply", b"MemoryError")
         except LuabridgeError as exc:
@@ -349,9 +353,10 @@ class _Session:
             null, new_object, new_array, self.lua.table_from, decode, self._room
         )
 
-    def _room(self) -> int:
-        """Bytes the state may still allocate (for the converter's JSON path)."""
-        return int(self.lua.get_max_memory() - self.lua.get_memory_used())
+    def _room(self, cap: int | None = None) -> int:
+        """Bytes the state may still allocate, up to ``cap`` (by default its memory limit)."""
+        top = self.lua.get_max_memory() if cap is None else cap
+        return int(top - self.lua.get_memory_used())
 
 
 #: Runs one state serves before it is closed and replaced by a fresh one.
@@ -526,11 +531,28 @@ def execute(
         session = state.session
         runner = state.start(host, limits, deadline)
         assert session.markers is not None
-        try:
-            lua_input = to_lua(input, session.markers, path="input")
-        except ValidationError as exc:
-            return RunOutcome(False, error=error_dict("ValidationError", str(exc)))
         src = source.encode("utf-8") if isinstance(source, str) else source
+        # The input and the source are pushed into the state outside any protected call, where
+        # a full heap aborts the process: the converter checks that the input fits within the
+        # run's memory limit before it pushes anything, lupa pushes with the headroom on, and
+        # the source must fit in what is left before the limit is put back.
+        session.lua.set_max_memory(limits.memory + _MEMORY_HEADROOM)
+        try:
+            lua_input = to_lua(
+                input, session.markers, path="input", cap=limits.memory - len(src) - 65536
+            )
+        except ValidationError as exc:
+            reusable = True
+            return RunOutcome(False, error=error_dict("ValidationError", str(exc)))
+        except NoRoomError as exc:
+            return RunOutcome(False, error=error_dict("MemoryError", str(exc)))
+        if session.lua.get_memory_used() + len(src) + 65536 > limits.memory:
+            msg = (
+                f"memory limit reached ({limits.memory} bytes) by the script's source and input "
+                "alone; raise limits.memory or send less"
+            )
+            return RunOutcome(False, error=error_dict("MemoryError", msg))
+        session.lua.set_max_memory(limits.memory)
         status, a, b, output, instructions, peak_memory, output_bytes = runner(src, lua_input)
         # The script is done, but its heap may be full: anything that makes lupa allocate from
         # here on (freeing the runner's values, closing the state) happens outside a protected

@@ -777,7 +777,9 @@ def test_input_json_path_taken_for_plain_values(monkeypatch: pytest.MonkeyPatch)
     built: list[Any] = []
     real = convert._via_json
     monkeypatch.setattr(
-        convert, "_via_json", lambda v, m: built.append(real(v, m)[0]) or real(v, m)
+        convert,
+        "_via_json",
+        lambda v, m, *cap: built.append(real(v, m, *cap)[0]) or real(v, m, *cap),
     )
     # 1 + 3n items: the smallest n that reaches the threshold.
     n = -(-(convert.JSON_PATH_ITEMS - 1) // 3)
