@@ -10,8 +10,9 @@ state that hit the memory limit or failed in any unusual way is closed instead o
 docs/threat-model.md, "One state, many runs"). Only two Python objects ever enter a state, both
 held in upvalues of the bootstrap's closures where scripts cannot reach them: the session's
 ``service`` method (every host operation, chosen by name; the current run's host stands behind
-it) and ``time.monotonic``. Values cross as JSON text (Lua → Python) or as tables built by
-:mod:`luabridge.convert` (Python → Lua).
+it) and its ``tick`` method, the count hook's clock (``time.monotonic``; it also takes away a
+host call's memory headroom should the bootstrap's restore not have come). Values cross as JSON
+text (Lua → Python) or as tables built by :mod:`luabridge.convert` (Python → Lua).
 
 What this layer cannot bound on its own: a script stuck inside one long C call (a pathological
 ``string.find``), native crashes and lupa deadlocks. The worker pool (``luabridge.worker``) adds
@@ -235,6 +236,10 @@ class _Session:
             attribute_handlers=(_deny_getattr, _deny_setattr),
         )
         self.markers: LuaMarkers | None = None
+        # Whether max_memory still has a host call's headroom (see tick): set while Python
+        # builds a reply, and until the script's next instructions run after it.
+        self.raised = False
+        self.in_call = False
         # The state gets the one bound method `service` for every host operation: pushing a
         # Python object into a fresh state costs about 10 us, so one callable instead of ten
         # saves a fifth of a trivial run.
@@ -264,7 +269,10 @@ class _Session:
         # The heap may be nearly full when a script calls in: answer with a memory limit rather
         # than let lupa fail while it pushes the reply, and give the reply some headroom. The
         # converter checks that a reply fits in that headroom before it pushes anything
-        # (NoRoomError).
+        # (NoRoomError). The headroom stays while lupa pushes the returned values (after this
+        # method returns); the bootstrap's restore takes it away, and `tick` does if that
+        # restore never came.
+        self.in_call = True
         try:
             if self.lua.get_memory_used() > self.limits.memory - 64 * 1024:
                 return (
@@ -272,6 +280,7 @@ class _Session:
                     b"memory limit reached before a call into the host (an action, app.help, ...)",
                     b"MemoryError",
                 )
+            self.raised = True
             self.lua.set_max_memory(self.limits.memory + _MEMORY_HEADROOM)
             return build()
         except NoRoomError as exc:
@@ -283,6 +292,8 @@ class _Session:
         except BaseException as exc:
             msg = f"internal error in the bridge ({type(exc).__name__}); the run was stopped"
             return (b"limit", msg.encode(), b"InternalError")
+        finally:
+            self.in_call = False
 
     def spec(self, name: bytes) -> Any:
         """What the bootstrap needs to build ``app.integrations.<name>``, or nil if no such
@@ -312,7 +323,18 @@ class _Session:
         )
 
     def restore(self) -> None:
+        self.raised = False
         self.lua.set_max_memory(self.limits.memory)
+
+    def tick(self) -> float:
+        """The count hook's clock; also takes a host call's memory headroom away if the
+        bootstrap's restore after it did not run (it always should: see stack_ok in
+        bootstrap.lua). The hook runs script instructions only after lupa has pushed a reply,
+        and never while Python builds one (``in_call``)."""
+        if self.raised and not self.in_call and self.lua is not None:
+            self.raised = False
+            self.lua.set_max_memory(self.limits.memory)
+        return time.monotonic()
 
     def call(self, integration: bytes, account: bytes, action: bytes, params: bytes) -> Any:
         return self._guarded(
@@ -386,7 +408,7 @@ class _State:
         self.session = _Session(_UNUSED, Limits())
         lua = self.session.lua
         self.prepare, self.settle_fn = lua.execute(
-            *_bootstrap_chunk(), self.session.service, time.monotonic
+            *_bootstrap_chunk(), self.session.service, self.session.tick
         )
         self.runs = 0
         self.dirty = False
@@ -398,6 +420,7 @@ class _State:
         session = self.session
         session.host = host
         session.limits = limits
+        session.raised = session.in_call = False
         session.lua.set_max_memory(limits.memory)
         self.runs += 1
         self.dirty = True

@@ -50,6 +50,7 @@ return function(run)
   local try_encode, null, array_mt, object_mt = run.try_encode, run.null, run.array_mt, run.object_mt
   local max_args, max_result = run.max_args, run.max_result
   local raw_getmetatable, raw_setmetatable = run.raw_getmetatable, run.raw_setmetatable
+  local stack_ok, stack_message = run.stack_ok, run.stack_message
   protected, listings = run.protected, run.listings
   local OK, LIMIT = "ok", "limit"
 
@@ -69,6 +70,8 @@ return function(run)
   local function make_binding(iname, account, aname)
     local label = iname .. "." .. aname
     return function(params, ...)
+      -- Room for the host call and the restore after it (see stack_ok in bootstrap.lua).
+      if not stack_ok() then raise("RuntimeError", stack_message, 2, aname) end
       local nargs = select("#", ...)
       if type(params) == "table" and protected[params] and not rawequal(params, null) then
         -- loops:find_contact{...} passes the namespace as the first argument.

@@ -78,6 +78,27 @@ local MEMORY_MESSAGE = "not enough memory"
 
 local function pack(...) return {n = select("#", ...), ...} end
 
+-- Lua stack headroom. A script can call into the trusted code with its Lua stack nearly full
+-- (deep recursion), and a "stack overflow" raised by the trusted code's own set-up or clean-up
+-- (outside its pcall) would leave the hook off, the collector stopped, the JIT on or the
+-- memory headroom of a host call in place. Every trusted entry point that changes VM state or
+-- calls into Python first checks, under pcall, that about 600 more slots fit; with that much
+-- left, its clean-up and lupa's pushes cannot overflow.
+-- The probe is three nested calls of a function with a 190-slot frame (about 600 slots): the VM
+-- grows the stack for a frame when the function is entered, so that is a check of the room
+-- without touching each slot (a fifth of the cost of pushing 600 values).
+local stack_probe
+do
+  local names = {}
+  for i = 1, 190 do names[i] = "a" .. i end
+  local big = assert(loadstring("local " .. tconcat(names, ", ") ..
+    "\nlocal f = ...\nif f then return (f()) end\nreturn 0", "=stack_probe"))
+  local function two() return (big(big)) end
+  stack_probe = function() return (big(two)) end
+end
+local function stack_ok() return (pcall(stack_probe)) end
+local STACK_MESSAGE = "stack overflow (too little Lua stack left to call into the sandbox's trusted code; recurse less deeply)"
+
 -- Fixes for what scripts written for Lua 5.3+ or other languages most often contain, by a
 -- pattern of the failing line (see syntax_message).
 local SYNTAX_HINTS = {
@@ -179,8 +200,7 @@ local function prepare(max_instructions, deadline, timeout, max_output, max_resu
   -- next 1000 instructions; the runner checks it after encoding the result.
   local hooked = false
   local function encoder_enter()
-    hooked = gethook() ~= nil
-    if hooked then sethook() end
+    if gethook() ~= nil then hooked = true; sethook() end
     jit_on()
   end
   local function encoder_leave()
@@ -191,6 +211,13 @@ local function prepare(max_instructions, deadline, timeout, max_output, max_resu
   -- After any protected call: a tripped limit or a memory error ends the run.
   local function after_protected(r)
     if tripped then error(tripped_msg, 0) end
+    -- Defence in depth: script code never runs without the count hook. Should trusted code have
+    -- been left half-way (it checks its stack room so that it cannot be), the hook, the
+    -- collector and the interpreter are put back here, at the script's next protected call.
+    if gethook() == nil then
+      jit_never(); jit_flush(); collectgarbage("restart"); hooked = false
+      sethook(hook, "", STEP)
+    end
     if not r[1] and is_memory_error(r[2]) then
       trip("MemoryError", sformat("memory limit reached (%d bytes); use less memory per run", memory_limit))
     end
@@ -214,7 +241,7 @@ local function prepare(max_instructions, deadline, timeout, max_output, max_resu
   local listings = {}
 
   local _, try_encode, try_decode = make_encoder(null, protected, array_mt, object_mt, dgetmetatable, max_depth, is_memory_error,
-    function() return tripped, tripped_msg end, encoder_enter, encoder_leave)
+    function() return tripped, tripped_msg end, encoder_enter, encoder_leave, stack_ok, STACK_MESSAGE)
 
 
   ---------------------------------------------------------------------------
@@ -448,6 +475,7 @@ local function prepare(max_instructions, deadline, timeout, max_output, max_resu
   local OK, RAISE, LIMIT = "ok", "raise", "limit"
 
   local function call_host(op, ...)
+    if not stack_ok() then raise("RuntimeError", STACK_MESSAGE, 2) end
     local status, a, b = service(op, ...)
     service("restore")
     if status == OK then return a end
@@ -458,6 +486,7 @@ local function prepare(max_instructions, deadline, timeout, max_output, max_resu
 
   local app = make_app({
     service = service, trip = trip, raise = raise, call_host = call_host, try_encode = try_encode,
+    stack_ok = stack_ok, stack_message = STACK_MESSAGE,
     null = null, array_mt = array_mt, object_mt = object_mt, max_args = max_args, max_result = max_result,
     protected = protected, listings = listings, raw_getmetatable = dgetmetatable,
     raw_setmetatable = dsetmetatable,

@@ -23,7 +23,8 @@ local mfloor, mhuge = math.floor, math.huge
 -- `max_depth`: the nesting cap; `is_memory_error(e)`: whether an error value is the heap's;
 -- `limit_state()`: the tripped limit's kind and message, if any; `enter()` / `leave()` turn the
 -- JIT compiler on for the encoder alone (and pause the count hook) and off again (which also
--- discards every trace, and puts the hook back).
+-- discards every trace, and puts the hook back); `stack_ok()` whether the Lua stack has room
+-- for the trusted code's set-up and clean-up, and `stack_message` the error when it has not.
 -- Returns encode(value, what, budget) and try_encode(value, what, budget).
 --
 -- The encoder runs with the JIT on: interpreted, it took most of the time of a large result.
@@ -33,7 +34,7 @@ local mfloor, mhuge = math.floor, math.huge
 -- bounds that pass), and nesting stops at `max_depth`. It calls no script code, so no script code
 -- runs while the JIT is on; the script's chunk is also marked never to be compiled.
 return function(null, protected, array_mt, object_mt, raw_getmetatable, max_depth, is_memory_error, limit_state,
-    enter, leave)
+    enter, leave, stack_ok, stack_message)
   local ENCODE_FAIL = {}
   local fail_kind, fail_msg
   local ESC = {['"'] = '\\"', ['\\'] = '\\\\', ['\b'] = '\\b', ['\f'] = '\\f', ['\n'] = '\\n', ['\r'] = '\\r', ['\t'] = '\\t'}
@@ -217,23 +218,33 @@ return function(null, protected, array_mt, object_mt, raw_getmetatable, max_dept
     return tconcat(buf)
   end
 
-  local function try_encode(v, what, budget, empty_object)
-    -- Nothing between enter() and leave() can raise past them: pcall catches every error of
-    -- the encoder (a full heap too), its two results need no allocation, no hook runs, and
-    -- collectgarbage neither allocates nor raises.
+  -- The encoder's set-up runs inside the protected call: a "stack overflow" (or anything else)
+  -- raised there is caught like the encoder's own errors. The clean-up after it runs at the
+  -- caller's level, which stack_ok() has checked has room for it, so it always runs: the hook,
+  -- the collector and the JIT are back as they were whatever the encoder did.
+  local function encode_paused(v, what, budget, empty_object)
     enter()
     -- The collector is paused while encoding: the encoder makes almost no garbage (what it
     -- writes stays in `buf` until the end), and each collector step would mark the whole
     -- heap, the value being encoded included; on a 10,000-contact result that was a quarter
-    -- of the encoder's time. The memory limit is the allocator's and holds all the same. Only
-    -- a full heap is tried again, after a full collection with the collector running, since
-    -- garbage the script left behind may be what filled it.
+    -- of the encoder's time. The memory limit is the allocator's and holds all the same.
     collectgarbage("stop")
-    local ok, r = pcall(encode, v, what, budget, empty_object)
+    return encode(v, what, budget, empty_object)
+  end
+
+  local function try_encode(v, what, budget, empty_object)
+    if not stack_ok() then return false, "RuntimeError", stack_message end
+    -- Nothing between here and leave() can raise: pcall catches every error of the encoder (a
+    -- full heap and a stack overflow too), its two results need no allocation, no hook runs,
+    -- and collectgarbage neither allocates nor raises. Only a full heap is tried again, after a
+    -- full collection with the collector running, since garbage the script left behind may be
+    -- what filled it.
+    local ok, r = pcall(encode_paused, v, what, budget, empty_object)
     collectgarbage("restart")
     if not ok and is_memory_error(r) then
       collectgarbage("collect")
-      ok, r = pcall(encode, v, what, budget, empty_object)
+      ok, r = pcall(encode_paused, v, what, budget, empty_object)
+      collectgarbage("restart")
     end
     leave()
     local tripped, tripped_msg = limit_state()
@@ -386,11 +397,16 @@ return function(null, protected, array_mt, object_mt, raw_getmetatable, max_dept
   -- without text, it collects the garbage of a failed decode (the text and the tables built so
   -- far, which the host's call still held): the host's conversion that follows builds its
   -- tables outside any protected call, where a full heap is fatal.
-  local function try_decode(s)
-    if type(s) ~= "string" then collectgarbage("collect"); return false end
+  local function decode_paused(s)
     enter()
     collectgarbage("stop")
-    local ok, v = pcall(decode, s)
+    return decode(s)
+  end
+  local function try_decode(s)
+    if type(s) ~= "string" then collectgarbage("collect"); return false end
+    -- As in try_encode: the set-up inside the pcall, the clean-up where there is stack for it.
+    if not stack_ok() then return false end
+    local ok, v = pcall(decode_paused, s)
     collectgarbage("restart")
     leave()
     if ok then return true, v end

@@ -1,9 +1,11 @@
-"""Attacks on the edges of the trusted code: values the host pushes that do not fit in the
-state.
+"""Attacks on the edges of the trusted code: calls into it with the Lua stack nearly full, and
+values the host pushes that do not fit in the state.
 
-Each case failed before its fix (docs/threat-model.md, "Trusted code at its edges"): the process
-aborted or deadlocked by an input or an ``app.json.decode`` reply larger than the heap. Crashes
-and hangs are tried in a child process, so that the suite itself survives them.
+Each case failed before its fix (docs/threat-model.md, "Trusted code at its edges"): the count
+hook left off after a stack overflow inside the encoder, a host call's memory headroom kept
+after one at its restore, and the process aborted or deadlocked by an input or an
+``app.json.decode`` reply larger than the heap. Crashes and hangs are tried in a child process,
+so that the suite itself survives them.
 """
 
 from __future__ import annotations
@@ -29,6 +31,83 @@ def bridge_fixture(request: pytest.FixtureRequest, loops_emulator: Any) -> Itera
     assert bridge.run("return 1").ok
     yield bridge
     bridge.close()
+
+
+# Calls `TARGET` with the Lua stack nearly full, at every depth around where the stack ends
+# (LuaJIT's 65,500 slots), with 0-8 padding arguments so that one of them lands with only a
+# few slots left; every error is caught by the script's own pcall.
+_SCAN = """
+local padt = {}
+for i = 1, 300 do padt[i] = i end
+local D, PAD = 0, 0
+local function bottom(...) local r = TARGET; return r end
+local function rec(n)
+  if n == 0 then local r = bottom(unpack(padt, 1, PAD)); return r end
+  local r = rec(n - 1)
+  return r
+end
+for d = 21770, 21830 do
+  for pad = 0, 8 do D, PAD = d, pad; pcall(rec, D) end
+end
+"""
+
+
+def _scan(target: str) -> str:
+    return _SCAN.replace("TARGET", target)
+
+
+@pytest.mark.parametrize(
+    "target", ["app.json.encode({1, {2}, 'x'})", "app.json.encode(app.json.decode(TEXT))"]
+)
+def test_trusted_call_at_a_full_stack_keeps_the_count_hook(bridge: Bridge, target: str) -> None:
+    """A stack overflow raised by the encoder's (or decoder's) set-up used to escape its pcall:
+    the hook stayed off (and the collector stopped, the JIT on) for the rest of the run."""
+    text = "local TEXT = '[' .. string.rep('1,', 599) .. '1]'\n"
+    script = (
+        text
+        + _scan(target)
+        + """
+    local x = 0
+    for i = 1, 100000000 do x = x + 1 end
+    return "ran " .. x .. " iterations"
+    """
+    )
+    result = bridge.run(script, limits={"instructions": 50_000_000, "timeout": 20})
+    assert not result.ok and result.error.type == "InstructionLimitError", (
+        result.value,
+        result.error,
+    )
+
+
+def test_trusted_call_at_a_full_stack_keeps_the_collector(bridge: Bridge) -> None:
+    script = (
+        _scan("app.json.encode({1, {2}, 'x'})")
+        + """
+    for i = 1, 300000 do local t = {i, i} end
+    return 1
+    """
+    )
+    result = bridge.run(script, limits={"instructions": 100_000_000})
+    assert result.ok, result.error
+    # 300,000 garbage tables are 20 MB; a running collector keeps the heap near its start.
+    assert result.usage["peak_memory"] < 8_000_000, result.usage
+
+
+@pytest.mark.parametrize("target", ["app.help('nosuchtopic')", "app.json.decode('[1]')"])
+def test_host_call_at_a_full_stack_keeps_the_memory_limit(bridge: Bridge, target: str) -> None:
+    """A stack overflow at the restore after a host call used to leave its 16 MiB headroom on:
+    a run held 40 MiB under a 32 MiB limit."""
+    script = (
+        _scan(target)
+        + """
+    local t = {}
+    for i = 1, 40 do t[i] = string.rep("m", 1024 * 1024 - 64) .. i end
+    return "held " .. #t .. " MiB"
+    """
+    )
+    result = bridge.run(script, limits={"memory": 32 << 20, "instructions": 100_000_000})
+    assert not result.ok and result.error.type == "MemoryError", (result.value, result.error)
+    assert result.usage["peak_memory"] <= (32 << 20) + (1 << 20), result.usage
 
 
 # A child process with a bridge, so that an abort or a deadlock fails the test, not the suite.
