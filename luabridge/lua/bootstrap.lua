@@ -585,7 +585,14 @@ local function prepare(max_instructions, deadline, timeout, max_output, max_resu
       return "error", "SyntaxError", "binary (precompiled) chunks are not accepted; send Lua source text", tconcat(out), usage()
     end
     local chunk, cerr = loadstring(source, SCRIPT_SOURCE)
-    if not chunk then return "error", "SyntaxError", syntax_message(source, cerr), "", usage() end
+    if not chunk then
+      -- The compiler ran out of memory: that is the memory limit (and the state is closed), not
+      -- a mistake in the script.
+      if is_memory_error(cerr) then
+        return "error", "MemoryError", sformat("memory limit reached while compiling the script (%d bytes); send a smaller script, or pass large data as the input", memory_limit), "", usage()
+      end
+      return "error", "SyntaxError", syntax_message(source, cerr), "", usage()
+    end
     script_source = source
     -- The script's functions are never compiled, even while the encoder has the JIT on: a
     -- trace that reached one would run it without the count hook.

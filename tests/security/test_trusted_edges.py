@@ -3,8 +3,9 @@ values the host pushes that do not fit in the state.
 
 Each case failed before its fix (docs/threat-model.md, "Trusted code at its edges"): the count
 hook left off after a stack overflow inside the encoder, a host call's memory headroom kept
-after one at its restore, and the process aborted or deadlocked by an input or an
-``app.json.decode`` reply larger than the heap. Crashes and hangs are tried in a child process,
+after one at its restore, the process aborted or deadlocked by an input or an
+``app.json.decode`` reply larger than the heap, and a compile-time memory error reported as a
+syntax error (and its state reused). Crashes and hangs are tried in a child process,
 so that the suite itself survives them.
 """
 
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 from attacklib import KEYS  # the deployment's fake keys
 
-from luabridge import Bridge
+from luabridge import Bridge, sandbox
 
 
 @pytest.fixture(params=["inprocess", "process"], name="bridge")
@@ -113,7 +114,7 @@ def test_host_call_at_a_full_stack_keeps_the_memory_limit(bridge: Bridge, target
 # A child process with a bridge, so that an abort or a deadlock fails the test, not the suite.
 _CHILD = """
 import json, sys
-from luabridge import Bridge
+from luabridge import Bridge, sandbox
 case = json.loads(sys.argv[1])
 bridge = Bridge(isolation=case["isolation"], integrations=[], ledger=None, workers=1)
 inputs = {
@@ -166,3 +167,16 @@ def test_a_decode_reply_larger_than_the_heap_is_a_memory_error(
     """.replace("ITEM", json.dumps(item)).replace("N", str(n))
     got = _in_child(isolation, source, None, {"memory": mib << 20, "timeout": 20})
     assert got == {"ok": False, "type": "MemoryError", "after": "alive"}
+
+
+def test_running_out_of_memory_while_compiling_is_a_memory_error(bridge: Bridge) -> None:
+    """The compiler's "not enough memory" used to be a SyntaxError, and its state reused."""
+    source = "local t = {" + ",".join(str(i) for i in range(150000)) + "} return #t"
+    result = bridge.run(source, limits={"memory": 2 << 20})
+    assert not result.ok and result.error.type == "MemoryError", result.error
+    assert "compiling" in result.error.message
+    if bridge.isolation == "inprocess":
+        before = sandbox._idle[-1] if sandbox._idle else None
+        bridge.run(source, limits={"memory": 2 << 20})
+        assert before is None or before not in sandbox._idle
+    assert bridge.run("return 2").value == 2
