@@ -98,6 +98,8 @@ do
 end
 local function stack_ok() return (pcall(stack_probe)) end
 local STACK_MESSAGE = "stack overflow (too little Lua stack left to call into the sandbox's trusted code; recurse less deeply)"
+-- What the string metatable's __index points at between runs (see settle).
+local NO_STRING = {}
 
 -- Fixes for what scripts written for Lua 5.3+ or other languages most often contain, by a
 -- pattern of the failing line (see syntax_message).
@@ -135,6 +137,9 @@ end
 -- string buffer and string table after a run that built large strings, so it is repeated (at
 -- most four times) until the heap is down to `target` KB.
 local function settle(target)
+  -- The finished run's string copy is no longer reachable through the string metatable: it is
+  -- collected here with the rest, and nothing the run stored in it survives into the next run.
+  smt.__index = NO_STRING
   local kb
   for _ = 1, 4 do
     collectgarbage("collect")

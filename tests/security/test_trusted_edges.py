@@ -5,7 +5,8 @@ Each case failed before its fix (docs/threat-model.md, "Trusted code at its edge
 hook left off after a stack overflow inside the encoder, a host call's memory headroom kept
 after one at its restore, the process aborted or deadlocked by an input or an
 ``app.json.decode`` reply larger than the heap, and a compile-time memory error reported as a
-syntax error (and its state reused). Crashes and hangs are tried in a child process,
+syntax error (and its state reused), and a run's string copy surviving into the next run's
+peak memory. Crashes and hangs are tried in a child process,
 so that the suite itself survives them.
 """
 
@@ -180,3 +181,24 @@ def test_running_out_of_memory_while_compiling_is_a_memory_error(bridge: Bridge)
         bridge.run(source, limits={"memory": 2 << 20})
         assert before is None or before not in sandbox._idle
     assert bridge.run("return 2").value == 2
+
+
+def test_the_string_copy_does_not_survive_into_the_next_run(bridge: Bridge) -> None:
+    """What a run stored in its string copy (reachable through the string metatable while the
+    state was settled) showed in the next run's peak memory: a covert channel."""
+    signal = """
+    local t = {}
+    for i = 1, (...).kb do t[i] = string.rep("y", 1000) .. i end
+    string.keep = t
+    return (...).kb
+    """
+    probe = 'return "B"'
+    peaks = {}
+    for kb in (0, 100, 0, 100):
+        same = bridge.run(signal, input={"kb": kb})
+        assert same.ok, same.error
+        after = bridge.run(probe)
+        assert after.ok, after.error
+        peaks.setdefault(kb, []).append(after.usage["peak_memory"])
+    spread = max(peaks[100]) - min(peaks[0])
+    assert spread < 20_000, peaks
