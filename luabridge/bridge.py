@@ -58,7 +58,7 @@ from luabridge.plans import (
 )
 from luabridge.redact import Redactor
 from luabridge.registry import BrokenPack, discover_integrations
-from luabridge.sandbox import RunOutcome, execute, source_error
+from luabridge.sandbox import RunOutcome, execute, settle_idle, source_error
 
 if TYPE_CHECKING:
     from luabridge.ledger.base import Ledger
@@ -621,7 +621,12 @@ class Bridge:
             except ClosedError:
                 # close() came while the run waited for a worker: the bridge's own words.
                 raise ClosedError(_CLOSED) from None
-        return execute(source, input_copy, host=dispatcher, limits=limits, started=started)
+        try:
+            return execute(source, input_copy, host=dispatcher, limits=limits, started=started)
+        finally:
+            # The run's garbage is collected now, on this run's caller's time: left for the
+            # next run to settle, it was charged to that run's timeout.
+            settle_idle()
 
     def _ledger(self) -> Ledger | None:
         """The ledger, opened on first use from a path (None when the bridge has none)."""

@@ -1,13 +1,13 @@
-"""Attacks on the edges of the trusted code: calls into it with the Lua stack nearly full, and
-values the host pushes that do not fit in the state.
+"""Attacks on the edges of the trusted code: calls into it with the Lua stack nearly full,
+values the host pushes that do not fit in the state, and what one run leaves for the next.
 
 Each case failed before its fix (docs/threat-model.md, "Trusted code at its edges"): the count
 hook left off after a stack overflow inside the encoder, a host call's memory headroom kept
 after one at its restore, the process aborted or deadlocked by an input or an
-``app.json.decode`` reply larger than the heap, and a compile-time memory error reported as a
-syntax error (and its state reused), and a run's string copy surviving into the next run's
-peak memory. Crashes and hangs are tried in a child process,
-so that the suite itself survives them.
+``app.json.decode`` reply larger than the heap, a compile-time memory error reported as a
+syntax error (and its state reused), a run's garbage collected on the next run's clock, and a
+run's string copy surviving into the next run's peak memory. Crashes and hangs are tried in a
+child process, so that the suite itself survives them.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def test_host_call_at_a_full_stack_keeps_the_memory_limit(bridge: Bridge, target
 # A child process with a bridge, so that an abort or a deadlock fails the test, not the suite.
 _CHILD = """
 import json, sys
-from luabridge import Bridge, sandbox
+from luabridge import Bridge
 case = json.loads(sys.argv[1])
 bridge = Bridge(isolation=case["isolation"], integrations=[], ledger=None, workers=1)
 inputs = {
@@ -181,6 +181,21 @@ def test_running_out_of_memory_while_compiling_is_a_memory_error(bridge: Bridge)
         bridge.run(source, limits={"memory": 2 << 20})
         assert before is None or before not in sandbox._idle
     assert bridge.run("return 2").value == 2
+
+
+def test_a_runs_garbage_is_not_collected_on_the_next_runs_clock(bridge: Bridge) -> None:
+    """A run that left 256 MiB of small tables made the next run (0.2 s timeout) time out: the
+    collections and the state's close (about a second) ran on its clock."""
+    keep = """
+    local t = {}
+    for i = 1, (...).n do t[i] = {i} end
+    string.keep = t
+    return #t
+    """
+    first = bridge.run(keep, input={"n": 2_400_000}, limits={"memory": 256 << 20})
+    assert first.ok, first.error
+    second = bridge.run('return "B"', limits={"timeout": 0.2})
+    assert second.ok and second.value == "B", second.error
 
 
 def test_the_string_copy_does_not_survive_into_the_next_run(bridge: Bridge) -> None:
