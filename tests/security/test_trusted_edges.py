@@ -22,6 +22,7 @@ import pytest
 from attacklib import KEYS  # the deployment's fake keys
 
 from luabridge import Bridge, sandbox
+from luabridge.limits import Limits
 
 
 @pytest.fixture(params=["inprocess", "process"], name="bridge")
@@ -220,3 +221,52 @@ def test_the_string_copy_does_not_survive_into_the_next_run(bridge: Bridge) -> N
         peaks.setdefault(kb, []).append(after.usage["peak_memory"])
     spread = max(peaks[100]) - min(peaks[0])
     assert spread < 20_000, peaks
+
+
+class _HookRemover:
+    """A host whose app.help removes the count hook and raises the memory limit behind the
+    script's back, the way trusted code left half-way would; the backstops must undo both."""
+
+    spec: dict[str, Any] = {}  # noqa: RUF012 - never mutated
+
+    def __init__(self, lua: Any) -> None:
+        self.lua = lua
+
+    def help(self, topic: str | None) -> Any:
+        self.lua.execute("debug.sethook()")
+        return ("ok", "help", None)
+
+    call = schema = accounts = help
+
+    def explain(self, integration: str, account: str | None, name: str | None) -> str:
+        return "unknown name"
+
+
+def test_a_missing_hook_is_put_back_at_the_next_pcall() -> None:
+    assert sandbox.execute("return 1", None, host=sandbox._UNUSED, limits=Limits()).ok
+    lua = sandbox._idle[-1].session.lua
+    source = """
+    app.help()
+    pcall(function() end)
+    local x = 0
+    for i = 1, 100000000 do x = x + 1 end
+    return x
+    """
+    limits = Limits(instructions=5_000_000)
+    outcome = sandbox.execute(source, None, host=_HookRemover(lua), limits=limits)
+    assert not outcome.ok and outcome.error is not None, outcome.value
+    assert outcome.error["type"] == "InstructionLimitError"
+
+
+def test_the_hook_clock_takes_a_host_calls_headroom_away() -> None:
+    state = sandbox._State()
+    session = state.session
+    session.limits = Limits(memory=32 << 20)
+    session.lua.set_max_memory(48 << 20)
+    session.raised = session.in_call = True
+    session.tick()  # while Python builds a reply: the headroom stays
+    assert session.lua.get_max_memory() == 48 << 20
+    session.in_call = False
+    session.tick()  # the restore after the reply did not come: the clock takes it away
+    assert session.lua.get_max_memory() == 32 << 20
+    state.close()
