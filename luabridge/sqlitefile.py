@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -88,12 +89,28 @@ class ConnectionLender:
                     check_same_thread=False,  # lent to one thread at a time, closed from any
                 )
                 connection.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-                connection.execute("PRAGMA journal_mode = WAL")
+                self._use_wal(connection)
                 connection.execute("PRAGMA synchronous = NORMAL")
             except sqlite3.Error as exc:
                 raise self._error("cannot open", exc) from exc
             self._connections.append(connection)
         return connection
+
+    def _use_wal(self, connection: sqlite3.Connection) -> None:
+        """Put the file in WAL mode. Switching a new file needs a moment of exclusive access,
+        and SQLite reports a second process opening the file at the same time as "database is
+        locked" at once, without waiting for the busy timeout: so wait here, up to it."""
+        deadline = time.monotonic() + self.busy_timeout
+        pause = 0.001
+        while True:
+            try:
+                connection.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
 
     def give_back(self, connection: sqlite3.Connection) -> None:
         with self._lock:

@@ -87,3 +87,46 @@ def test_lender_forked_child_opens_its_own(tmp_path: Path) -> None:
         assert db.execute("SELECT who FROM t").fetchall() == [("child",)]
     assert store.borrow() is parents
     store.close()
+
+
+_OPENER = """
+import sys, time
+from pathlib import Path
+from luabridge.sqlitefile import ConnectionLender
+path, start = Path(sys.argv[1]), float(sys.argv[2])
+while time.time() < start:
+    pass
+store = ConnectionLender(path, busy_timeout=5.0, error=lambda a, e: RuntimeError(f"{a}: {e}"),
+                         closed=lambda: RuntimeError("closed"))
+with store.transaction() as db:
+    db.execute("CREATE TABLE IF NOT EXISTS t (v)")
+    db.execute("INSERT INTO t VALUES (1)")
+store.close()
+"""
+
+
+def test_lender_new_file_opened_by_many_processes_at_once(tmp_path: Path) -> None:
+    """Switching a new file to WAL takes a moment of exclusive access, which SQLite refuses
+    at once ("database is locked") to a second process opening it then: the lender waits up to
+    its busy timeout instead, so every opener gets in. Several rounds, each on a new file."""
+    import subprocess
+    import sys
+    import time
+
+    for round_ in range(8):
+        path = tmp_path / f"new-{round_}.db"
+        start = time.time() + 0.5
+        openers = [
+            subprocess.Popen(
+                [sys.executable, "-c", _OPENER, str(path), str(start)],
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(6)
+        ]
+        for opener in openers:
+            _, stderr = opener.communicate(timeout=60)
+            assert opener.returncode == 0, stderr
+        with sqlite3.connect(path) as db:
+            assert db.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 6
+            assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
