@@ -834,13 +834,7 @@ class Dispatcher:
         label = f"{integration}.{action.name}"
         failure: dict[str, Any] | None = None
         try:
-            ctx = CallContext(
-                integration=integration,
-                account=account,
-                client=self.client_for(integration, account),
-                deadline=self.policy.deadline,
-                execution_id=self.policy.execution_id,
-            )
+            ctx = self._context(integration, account)
             request = self.redactor.data(dict(action.plan(ctx, model)))
         except IntegrationError as exc:
             failure = exc.to_result()
@@ -888,13 +882,7 @@ class Dispatcher:
         assert self.write_guard is not None and action.plan is not None
         request: dict[str, Any] | None
         try:
-            ctx = CallContext(
-                integration=integration,
-                account=account,
-                client=self.client_for(integration, account),
-                deadline=self.policy.deadline,
-                execution_id=self.policy.execution_id,
-            )
+            ctx = self._context(integration, account)
             request = self.redactor.data(dict(action.plan(ctx, model)))
         except Exception:
             request = None
