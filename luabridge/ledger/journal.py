@@ -342,13 +342,13 @@ class Journal:
         keep it to be written with the next state change (only for calls that a resume may
         safely repeat: reads, and sends with an idempotency key)."""
         outcome = Outcome(seq, state, None if result is None else dict(result), time.time())
-        with self._lock:
-            pending, self._pending = self._pending, (outcome if defer else None)
         try:
-            if pending is not None:
-                self._write(pending)
+            self.flush()
         finally:
-            if not defer:
+            if defer:
+                with self._lock:
+                    self._pending = outcome
+            else:
                 self._write(outcome)
 
     def flush(self) -> None:
