@@ -6,6 +6,8 @@ import importlib.util
 import json
 import os
 import signal
+import socket
+import subprocess
 import sys
 import threading
 import time
@@ -302,7 +304,7 @@ def test_prestart_with_the_constructor_and_without_process_isolation() -> None:
 
 
 _BAD_CONFIG_HOST = """
-import sys, time
+import sys, threading, time
 sys.path.insert(0, sys.argv[2])
 from workerprocs import worker_children
 from luabridge import Bridge, ConfigError
@@ -325,10 +327,17 @@ def unkilled():
         if not any(mask & (1 << 8) for mask in pending):
             left.add(pid)
     return left
+def starting():
+    # A starter thread may still be spawning a worker that it kills as soon as it sees the pool
+    # closed: wait for the starters too, so that one cannot appear after the check.
+    return any(t.name == "luabridge-worker-start" for t in threading.enumerate())
 end = time.monotonic() + 20
-while unkilled() and time.monotonic() < end:
+while True:
+    left = unkilled()
+    if (not left and not starting()) or time.monotonic() > end:
+        break
     time.sleep(0.05)
-print("left:", sorted(unkilled()), flush=True)
+print("left:", sorted(left), flush=True)
 """
 
 
@@ -1090,14 +1099,9 @@ def test_pool_in_a_forked_child_starts_its_own_workers(null_pool: WorkerPool) ->
     assert json.loads(answer) == 42
 
 
-def test_worker_exits_when_its_socket_closes_mid_run() -> None:
-    """Without the parent-death signal (another OS, a parent that is still alive), a worker
-    stuck in a C call still exits as soon as the parent's end of its socket closes."""
-    import socket
-    import subprocess
-
-    from luabridge import frames
-
+def _raw_worker() -> tuple[socket.socket, subprocess.Popen[bytes]]:
+    """A worker process without a pool: the parent's end of its socket, and the process. The
+    test speaks frames to it; no address-space limit and no parent to watch are passed."""
     parent, child = socket.socketpair()
     proc = subprocess.Popen(
         [sys.executable, "-m", "luabridge.worker", str(child.fileno()), "0"],
@@ -1105,6 +1109,15 @@ def test_worker_exits_when_its_socket_closes_mid_run() -> None:
         stdout=subprocess.DEVNULL,
     )
     child.close()
+    return parent, proc
+
+
+def test_worker_exits_when_its_socket_closes_mid_run() -> None:
+    """Without the parent-death signal (another OS, a parent that is still alive), a worker
+    stuck in a C call still exits as soon as the parent's end of its socket closes."""
+    from luabridge import frames
+
+    parent, proc = _raw_worker()
     try:
         assert frames.recv(parent, time.monotonic() + 30)["op"] == "ready"
         limits = Limits(timeout=60, instructions=10**12).as_dict()
@@ -1127,18 +1140,9 @@ def test_worker_acknowledges_in_the_done_frame_or_first() -> None:
     """A run over within the acknowledgement delay carries ``started`` in its ``done`` frame; a
     longer one (here a loop, then a C call that never yields) sends ``started`` on its own first,
     from the timer; a run that calls the host sends it before the first host frame."""
-    import socket
-    import subprocess
-
     from luabridge import frames
 
-    parent, child = socket.socketpair()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "luabridge.worker", str(child.fileno()), "0"],
-        pass_fds=(child.fileno(),),
-        stdout=subprocess.DEVNULL,
-    )
-    child.close()
+    parent, proc = _raw_worker()
     limits = Limits(timeout=30, instructions=10**12).as_dict()
 
     def run(source: str) -> list[dict[str, Any]]:
@@ -1176,18 +1180,10 @@ def test_worker_cpu_backstop_ends_the_process() -> None:
     """RLIMIT_CPU really ends a worker stuck in a C call (SIGXCPU is not caught or ignored):
     here the limit is lowered from outside to one second past what the worker has used."""
     import resource
-    import socket
-    import subprocess
 
     from luabridge import frames
 
-    parent, child = socket.socketpair()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "luabridge.worker", str(child.fileno()), "0"],
-        pass_fds=(child.fileno(),),
-        stdout=subprocess.DEVNULL,
-    )
-    child.close()
+    parent, proc = _raw_worker()
     try:
         assert frames.recv(parent, time.monotonic() + 30)["op"] == "ready"
         limits = Limits(timeout=60, instructions=10**12).as_dict()
