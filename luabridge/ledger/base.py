@@ -292,6 +292,14 @@ class Ledger(abc.ABC):
         )
         self.append_call(execution_id, entry)
 
+    def claim(self, execution_id: str, states: Mapping[int, str]) -> None:
+        """Say that this process now runs ``execution_id``, whose recorded calls have these
+        states (by sequence number), until :meth:`update_execution` gives it a final status.
+        A store may then record the execution's calls more cheaply, as long as every reader
+        still sees them and each write is as durable when it returns. This default does
+        nothing."""
+        return None
+
     @abc.abstractmethod
     def get_calls(self, execution_id: str) -> list[CallEntry]:
         """Every call of the execution, in ``seq`` order (empty when unknown)."""

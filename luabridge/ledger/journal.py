@@ -177,6 +177,7 @@ def _open(
                 pid=pid,
             )
         )
+        ledger.claim(execution_id, {})
         return Journal(ledger, execution_id, [])
     if (
         existing.status == ExecutionStatus.RUNNING.value
@@ -213,7 +214,9 @@ def _open(
         host=host,
         pid=pid,
     )
-    return Journal(ledger, execution_id, ledger.get_calls(execution_id), resumed=True)
+    recorded = ledger.get_calls(execution_id)
+    ledger.claim(execution_id, {entry.seq: entry.state for entry in recorded})
+    return Journal(ledger, execution_id, recorded, resumed=True)
 
 
 class Journal:

@@ -1,17 +1,24 @@
 """The embedded ledger: one SQLite file, shared by every thread and process of a host.
 
 It relies only on ``sqlite3``. The file runs in WAL mode with ``synchronous = NORMAL``: each
-state change is one short transaction that survives the process being killed (the commit is in
-the operating system's hands before the request leaves), at a cost of tens of microseconds.
-Connections are lent out per transaction, so a host that serves each call on a fresh thread
-leaves none behind.
+change is one short transaction that survives the process being killed (the commit is in the
+operating system's hands before it returns). Connections are lent out per transaction, so a
+host that serves each call on a fresh thread leaves none behind.
+
+The calls of an execution that this process runs (see :meth:`SQLiteLedger.claim`) are written
+to the run's spool file first, one line per change, and folded into the database later: a line
+is as durable as a commit and costs a fraction of one (see :mod:`luabridge.ledger.spool`).
+Every read folds the spool files of what it reads first, so readers never see the difference.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,11 +33,22 @@ from luabridge.ledger.base import (
     Outcome,
     check_transition,
 )
-from luabridge.sqlitefile import ConnectionLender
+from luabridge.ledger.spool import (
+    FOLD_EVERY,
+    Spool,
+    read_lines,
+    spool_dir,
+    spool_files,
+    writer_gone,
+)
+from luabridge.sqlitefile import ConnectionLender, fork_generation
 
 __all__ = ["SQLiteLedger"]
 
-_SCHEMA_VERSION: Final = 1
+_log = logging.getLogger(__name__)
+
+#: 1: executions, calls, plans; 2: and how far each spool file has been folded.
+_SCHEMA_VERSION: Final = 2
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS executions (
     execution_id TEXT PRIMARY KEY,
@@ -69,6 +87,10 @@ CREATE TABLE IF NOT EXISTS plans (
     plan_id TEXT PRIMARY KEY,
     plan TEXT NOT NULL,              -- JSON
     expires_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS spools (
+    name TEXT PRIMARY KEY,           -- the file's name in the spool folder
+    folded INTEGER NOT NULL          -- bytes of it already in the tables above
 );
 """
 
@@ -111,24 +133,56 @@ _APPEND_KNOWN: Final = (
 )
 
 
-def _append_params(execution_id: str, entry: CallEntry) -> tuple[Any, ...]:
-    return (
-        execution_id,
+#: A folded spool record's new call (see ``_fold_file``); a call already there is left alone.
+_APPEND_FOLDED: Final = (
+    f"INSERT OR IGNORE INTO calls (execution_id, {_CALL_COLUMNS}) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _entry_fields(entry: CallEntry) -> list[Any]:
+    """A call's fields in ``_CALL_COLUMNS`` order, as a spool record carries them."""
+    return [
         entry.seq,
         entry.integration,
         entry.account,
         entry.action,
         entry.effect,
-        _dumps(entry.params),
+        entry.params,
         entry.params_hash,
         entry.state,
         entry.idempotency_key,
-        None if entry.result is None else _dumps(entry.result),
+        entry.result,
         entry.started_at or time.time(),
         entry.ended_at,
         entry.attempts,
+    ]
+
+
+def _row(execution_id: str, fields: list[Any]) -> tuple[Any, ...]:
+    """The ``calls`` row of ``_entry_fields``: its JSON columns as text."""
+    (seq, integration, account, action, effect, params, params_hash, state, key, result,
+     started_at, ended_at, attempts) = fields  # fmt: skip
+    return (
         execution_id,
+        seq,
+        integration,
+        account,
+        action,
+        effect,
+        _dumps(params),
+        params_hash,
+        state,
+        key,
+        None if result is None else _dumps(result),
+        started_at,
+        ended_at,
+        attempts,
     )
+
+
+def _append_params(execution_id: str, entry: CallEntry) -> tuple[Any, ...]:
+    return (*_row(execution_id, _entry_fields(entry)), execution_id)
 
 
 def _update(
@@ -159,12 +213,38 @@ def _update(
     )
 
 
+def _apply(db: sqlite3.Connection, record: list[Any]) -> bool:
+    """Apply one spool record; False when it changed nothing it should have.
+
+    Records: ``["a", execution_id, *fields]`` a new call (``_entry_fields``), ``["u",
+    execution_id, seq, state, result, key, at]`` a state change, and ``["s", execution_id, seq,
+    state, result, at, *fields]`` a state change and then a new call (``settle_and_append``).
+    """
+    kind, execution_id = record[0], record[1]
+    if kind == "u":
+        sql, params = _update(execution_id, *record[2:7])
+        return bool(db.execute(sql, params).rowcount)
+    if kind == "s":
+        sql, params = _update(execution_id, record[2], record[3], record[4], None, record[5])
+        settled = bool(db.execute(sql, params).rowcount)
+        fields = record[6:]
+    elif kind == "a":
+        settled, fields = True, record[2:]
+    else:
+        return False
+    added = bool(db.execute(_APPEND_FOLDED, _row(execution_id, fields)).rowcount)
+    return settled and added
+
+
 class SQLiteLedger(Ledger):
     """A ledger in one SQLite file.
 
     - ``path``: the file; its folder is created when missing (see
       ``luabridge.ledger.default_ledger_path`` for the documented default)
     - ``busy_timeout``: seconds a writer waits for another process's transaction (default 10.0)
+
+    Spool files (see :meth:`claim`) live in a folder beside the file, named after it with
+    ``-spool`` added.
 
     Example::
 
@@ -184,6 +264,11 @@ class SQLiteLedger(Ledger):
             closed=lambda: LedgerError(f"{self!r} has been closed; open a new SQLiteLedger"),
         )
         self._transaction = self._lender.transaction
+        self._spool_dir = spool_dir(self.path)
+        #: The executions this process runs, by id (see :meth:`claim`).
+        self._spools: dict[str, Spool] = {}
+        self._spools_lock = threading.Lock()
+        self._generation = fork_generation()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -255,7 +340,130 @@ class SQLiteLedger(Ledger):
             self._lender.give_back(db)
 
     def close(self) -> None:
+        with self._spools_lock:
+            ids = list(self._spools)
+        for execution_id in ids:
+            with contextlib.suppress(LedgerError):
+                self._release(execution_id)
         self._lender.close()
+
+    # -- spool files ----------------------------------------------------------------------------
+
+    def claim(self, execution_id: str, states: Mapping[int, str]) -> None:
+        """Write the calls of ``execution_id`` to a spool file of this run from now on.
+
+        The caller runs the execution (no other process writes its calls until it ends) and
+        gives the state of each call the ledger holds, by sequence number; the rules the
+        database enforces are checked against those. The spool file is folded into the
+        database when :meth:`update_execution` gives the execution a final status, every
+        ``FOLD_EVERY`` lines, and by every reader before it reads. A folder that cannot hold
+        the file leaves the calls going straight to the database.
+        """
+        self._owned(execution_id)  # forgets the files of a parent process
+        try:
+            spool = Spool(self._spool_dir, execution_id, dict(states))
+        except OSError as exc:
+            _log.debug("%s: no spool file for %s (%s)", self.location, execution_id, exc)
+            return
+        with self._spools_lock:
+            earlier = self._spools.get(execution_id)
+            self._spools[execution_id] = spool
+        if earlier is not None:
+            # A second claim without an end in between: the earlier file's lines still count.
+            earlier.close()
+            self._fold_paths([earlier.path])
+
+    def _owned(self, execution_id: str) -> Spool | None:
+        """This process's spool file for ``execution_id``, if it claimed it."""
+        if not self._spools:
+            return None
+        if self._generation != fork_generation():
+            # A forked child: its parent's files are not its own to write or remove.
+            with self._spools_lock:
+                self._generation = fork_generation()
+                spools, self._spools = self._spools, {}
+            for spool in spools.values():
+                spool.close()
+            return None
+        return self._spools.get(execution_id)
+
+    def _spooled(self, spool: Spool, record: list[Any]) -> None:
+        """Write ``record`` to ``spool``; fold the file once it holds ``FOLD_EVERY`` lines."""
+        try:
+            spool.write(record)
+        except (OSError, TypeError, ValueError) as exc:
+            raise self._error(f"cannot write to the spool file {str(spool.path)!r}", exc) from exc
+        if spool.lines % FOLD_EVERY == 0:
+            try:
+                self._fold_paths([spool.path])
+            except LedgerError as exc:
+                _log.warning("%s: %s (it is folded later)", spool.path, exc)
+
+    def _fold_file(self, db: sqlite3.Connection, path: Path) -> None:
+        """Apply the lines of ``path`` not folded yet, and record how far it is folded; within
+        the caller's write transaction, so each line is applied exactly once."""
+        row = db.execute("SELECT folded FROM spools WHERE name = ?", (path.name,)).fetchone()
+        if row is None and not path.exists():
+            return  # folded to its end and removed by another process
+        start = 0 if row is None else int(row[0])
+        records, end = read_lines(path, start)
+        for record in records:
+            try:
+                applied = _apply(db, record)
+            except (IndexError, TypeError, ValueError) as exc:
+                _log.warning("%s: skipped a malformed record (%s)", path, exc)
+                continue
+            if not applied:
+                _log.warning("%s: a record changed nothing in the ledger: %.200s", path, record)
+        if row is None or end != start:
+            db.execute(
+                "INSERT INTO spools (name, folded) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET folded = excluded.folded",
+                (path.name, end),
+            )
+
+    def _fold_paths(self, paths: list[Path]) -> None:
+        """Fold ``paths`` into the database; then remove those whose writer is gone."""
+        if not paths:
+            return
+        with self._spools_lock:
+            own = {spool.path for spool in self._spools.values()}
+        with contextlib.ExitStack() as held:
+            # A file's lock is taken before it is folded: a writer that is gone writes no more.
+            gone = [p for p in paths if p not in own and held.enter_context(writer_gone(p))]
+            with self._transaction() as db:
+                for path in paths:
+                    self._fold_file(db, path)
+            for path in gone:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+        if gone:
+            self._forget_files(gone)
+
+    def _forget_files(self, paths: list[Path]) -> None:
+        """Drop the folding records of removed files (a file name is never used twice)."""
+        with self._transaction() as db:
+            db.executemany("DELETE FROM spools WHERE name = ?", [(p.name,) for p in paths])
+
+    def _fold_execution(self, execution_id: str) -> None:
+        self._fold_paths(spool_files(self._spool_dir, execution_id))
+
+    def _release(self, execution_id: str) -> None:
+        """Fold this run's spool file to its end and remove it: the run is over."""
+        with self._spools_lock:
+            spool = self._spools.pop(execution_id, None)
+        if spool is None:
+            return
+        try:
+            with spool.lock, self._transaction() as db:
+                self._fold_file(db, spool.path)
+        except LedgerError:
+            spool.close()  # its lines stay for the next reader to fold
+            raise
+        with contextlib.suppress(FileNotFoundError):
+            spool.path.unlink()
+        spool.close()
+        self._forget_files([spool.path])
 
     # -- executions -----------------------------------------------------------------------------
 
@@ -308,6 +516,7 @@ class SQLiteLedger(Ledger):
         )
 
     def get_execution(self, execution_id: str) -> ExecutionRecord | None:
+        self._fold_execution(execution_id)
         with self._transaction(write=False) as db:
             row = db.execute(
                 f"SELECT {_EXECUTION_COLUMNS}, {_COUNTS} FROM executions e WHERE execution_id = ?",
@@ -345,6 +554,10 @@ class SQLiteLedger(Ledger):
             changes["host"] = host
         if pid is not None:
             changes["pid"] = pid
+        if status is not None and status != "running" and self._owned(execution_id):
+            self._release(execution_id)  # the run is over: its calls go in first
+        else:
+            self._fold_execution(execution_id)
         with self._transaction() as db:
             if changes:
                 assignments = ", ".join(f"{name} = ?" for name in changes)
@@ -364,6 +577,7 @@ class SQLiteLedger(Ledger):
                 raise LedgerError(f"execution {execution_id!r} is not in the ledger")
 
     def list_executions(self, limit: int = 20) -> list[ExecutionRecord]:
+        self._fold_paths(spool_files(self._spool_dir))
         with self._transaction(write=False) as db:
             rows = db.execute(
                 f"SELECT {_EXECUTION_COLUMNS}, {_COUNTS} FROM executions e "
@@ -375,6 +589,13 @@ class SQLiteLedger(Ledger):
     # -- calls ----------------------------------------------------------------------------------
 
     def append_call(self, execution_id: str, entry: CallEntry) -> None:
+        spool = self._owned(execution_id)
+        if spool is not None:
+            with spool.lock:
+                self._check_new(spool, entry)
+                self._spooled(spool, ["a", execution_id, *_entry_fields(entry)])
+                spool.states[entry.seq] = entry.state
+            return
         # One statement, so one implicit transaction: this runs before every request leaves.
         try:
             added = self._statement(_APPEND, _append_params(execution_id, entry))
@@ -393,6 +614,14 @@ class SQLiteLedger(Ledger):
         idempotency_key: str | None = None,
         at: float | None = None,
     ) -> None:
+        spool = self._owned(execution_id)
+        if spool is not None:
+            at = time.time() if at is None else at
+            with spool.lock:
+                self._check_change(spool, seq, state)
+                self._spooled(spool, ["u", execution_id, seq, state, result, idempotency_key, at])
+                spool.states[seq] = state
+            return
         # One statement, and the transition checked in it: the common case costs one commit.
         sql, params = _update(execution_id, seq, state, result, idempotency_key, at)
         if not self._statement(sql, params):
@@ -412,7 +641,40 @@ class SQLiteLedger(Ledger):
             f"call {seq} of execution {execution_id!r} changed while it was being updated"
         )
 
+    @staticmethod
+    def _check_new(spool: Spool, entry: CallEntry) -> None:
+        if entry.seq in spool.states:
+            raise LedgerError(f"execution {spool.execution_id!r} already has a call {entry.seq}")
+
+    @staticmethod
+    def _check_change(spool: Spool, seq: int, state: str) -> None:
+        old = spool.states.get(seq)
+        if old is None:
+            raise LedgerError(f"execution {spool.execution_id!r} has no call {seq}")
+        check_transition(spool.execution_id, seq, old, state)
+
     def settle_and_append(self, execution_id: str, outcome: Outcome, entry: CallEntry) -> None:
+        spool = self._owned(execution_id)
+        if spool is not None:
+            # One line for both: either both are kept or neither is.
+            with spool.lock:
+                self._check_change(spool, outcome.seq, outcome.state)
+                self._check_new(spool, entry)
+                self._spooled(
+                    spool,
+                    [
+                        "s",
+                        execution_id,
+                        outcome.seq,
+                        outcome.state,
+                        outcome.result,
+                        outcome.at,
+                        *_entry_fields(entry),
+                    ],
+                )
+                spool.states[outcome.seq] = outcome.state
+                spool.states[entry.seq] = entry.state
+            return
         # Both statements in one transaction: one commit for the two state changes.
         sql, params = _update(
             execution_id, outcome.seq, outcome.state, outcome.result, None, outcome.at
@@ -439,6 +701,7 @@ class SQLiteLedger(Ledger):
             raise
 
     def get_calls(self, execution_id: str) -> list[CallEntry]:
+        self._fold_execution(execution_id)
         with self._transaction(write=False) as db:
             rows = db.execute(
                 f"SELECT {_CALL_COLUMNS} FROM calls WHERE execution_id = ? ORDER BY seq",

@@ -301,8 +301,8 @@ def bench_creates(tmp: Path, emulator: Emulator, scale: float) -> Row:
 
 def bench_ledger(tmp: Path, emulator: Emulator, scale: float) -> Row:
     """``n`` send_event calls in one run, journaled in a SQLite ledger (each call's ``sending``
-    with the previous call's outcome: one transaction per call) against the same run with the
-    ledger off."""
+    with the previous call's outcome: one line of the run's spool file per call, folded into
+    the database at the run's end) against the same run with the ledger off."""
     n = max(50, int(500 * scale))
     script = """
         local n = ...
@@ -330,7 +330,7 @@ def bench_ledger(tmp: Path, emulator: Emulator, scale: float) -> Row:
 
     timing = paired(lambda: once(recorded), lambda: once(plain), warmup=1, repeats=7)
     per_call = (statistics.median(timing.subject) - statistics.median(timing.baseline)) / n
-    note(f"l: the ledger added {per_call * 1e6:.0f} µs per send_event (one commit each)")
+    note(f"l: the ledger added {per_call * 1e6:.0f} µs per send_event (one spool line each)")
     recorded.close()
     plain.close()
     admin.close()

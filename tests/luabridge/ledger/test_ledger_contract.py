@@ -28,8 +28,9 @@ from luabridge.ledger import (
     digest,
 )
 
-#: The implementations the contract suite runs against.
-IMPLEMENTATIONS = ["sqlite", "redis"]
+#: The implementations the contract suite runs against ("sqlite-spooled": SQLite with every
+#: execution claimed by the handle that creates it, so its calls go through spool files).
+IMPLEMENTATIONS = ["sqlite", "sqlite-spooled", "redis"]
 
 Opener = Callable[[], Ledger]
 
@@ -40,10 +41,21 @@ def _opener(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Opener
     if kind == "sqlite":
         path = tmp_path / "ledger.sqlite3"
         return lambda: SQLiteLedger(path)
+    if kind == "sqlite-spooled":
+        path = tmp_path / "ledger.sqlite3"
+        return lambda: _ClaimingLedger(path)
     if kind == "redis":
         url = request.getfixturevalue("redis_url")
         return lambda: RedisLedger(url)
     raise AssertionError(f"no opener for ledger implementation {kind!r}")
+
+
+class _ClaimingLedger(SQLiteLedger):
+    """Claims every execution it creates, as a run does (see ``open_journal``)."""
+
+    def create_execution(self, record: ExecutionRecord) -> None:
+        super().create_execution(record)
+        self.claim(record.execution_id, {})
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)

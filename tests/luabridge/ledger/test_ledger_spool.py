@@ -1,0 +1,361 @@
+"""The SQLite ledger's spool files: what a claimed execution writes, and who folds it when.
+
+The contract suite runs every ledger operation through spool files too ("sqlite-spooled");
+these tests look at what only spooling does: the file on disk, folding by readers, a writer
+killed with SIGKILL, folding exactly once, a folder that cannot hold the file, a torn line.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from luabridge.ledger import (
+    CallEntry,
+    ExecutionRecord,
+    LedgerError,
+    Outcome,
+    SQLiteLedger,
+    spool as spool_module,
+)
+from luabridge.ledger.spool import spool_dir, spool_files
+
+
+def execution(execution_id: str = "exec-1") -> ExecutionRecord:
+    return ExecutionRecord(
+        execution_id=execution_id,
+        status="running",
+        script_hash="s",
+        input_hash="i",
+        policy={},
+        accounts={},
+        started_at=time.time(),
+    )
+
+
+def call(seq: int, state: str = "sending") -> CallEntry:
+    return CallEntry(
+        seq=seq,
+        integration="loops",
+        account="default",
+        action="send_event",
+        effect="write",
+        params={"email": "ada@example.com", "event_name": f"e{seq}"},
+        params_hash=f"hash-{seq}",
+        state=state,
+        idempotency_key=f"lb1-key-{seq}",
+        started_at=time.time(),
+    )
+
+
+def done(seq: int, state: str = "succeeded") -> Outcome:
+    return Outcome(seq, state, {"success": True, "seq": seq}, time.time())
+
+
+def rows(path: Path, execution_id: str = "exec-1") -> list[tuple[int, str, int]]:
+    """The calls as the database file holds them now, read past the ledger (no folding)."""
+    db = sqlite3.connect(path)
+    try:
+        return db.execute(
+            "SELECT seq, state, attempts FROM calls WHERE execution_id = ? ORDER BY seq",
+            (execution_id,),
+        ).fetchall()
+    finally:
+        db.close()
+
+
+def folding_rows(path: Path) -> list[tuple[str, int]]:
+    db = sqlite3.connect(path)
+    try:
+        return db.execute("SELECT name, folded FROM spools").fetchall()
+    finally:
+        db.close()
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "ledger.sqlite3"
+
+
+def test_claimed_calls_go_to_the_spool_until_read(path: Path) -> None:
+    with SQLiteLedger(path) as ledger:
+        ledger.create_execution(execution())
+        ledger.claim("exec-1", {})
+        ledger.append_call("exec-1", call(1))
+        ledger.settle_and_append("exec-1", done(1), call(2))
+        ledger.update_call("exec-1", 2, state="unknown")
+        (file,) = spool_files(spool_dir(path), "exec-1")
+        assert len(file.read_bytes().splitlines()) == 3
+        assert oct(file.stat().st_mode & 0o777) == "0o600"
+        assert rows(path) == []  # nothing committed yet: the lines are the record
+        seen = [(c.seq, c.state, c.result) for c in ledger.get_calls("exec-1")]
+        assert seen == [(1, "succeeded", {"success": True, "seq": 1}), (2, "unknown", None)]
+        assert rows(path) == [(1, "succeeded", 1), (2, "unknown", 1)]  # the read folded them
+        assert file.exists()  # the run goes on: its file stays
+        ledger.update_execution("exec-1", status="succeeded", ended_at=time.time())
+        assert spool_files(spool_dir(path)) == []
+        assert folding_rows(path) == []
+        record = ledger.get_execution("exec-1")
+        assert record is not None and (record.calls, record.writes) == (2, 2)
+
+
+def test_spooled_writes_keep_the_rules(path: Path) -> None:
+    with SQLiteLedger(path) as ledger:
+        ledger.create_execution(execution())
+        ledger.append_call("exec-1", call(1))  # before the claim: straight to the database
+        ledger.claim("exec-1", {1: "sending"})
+        (file,) = spool_files(spool_dir(path), "exec-1")
+        with pytest.raises(LedgerError, match="already has a call 1"):
+            ledger.append_call("exec-1", call(1))
+        with pytest.raises(LedgerError, match="has no call 7"):
+            ledger.update_call("exec-1", 7, state="succeeded")
+        with pytest.raises(LedgerError, match="cannot go from 'sending' to 'sending'"):
+            ledger.update_call("exec-1", 1, state="sending")
+        # Both parts of a settle are checked before anything is written.
+        with pytest.raises(LedgerError, match="already has a call 1"):
+            ledger.settle_and_append("exec-1", done(1), call(1))
+        assert file.read_bytes() == b""
+        ledger.update_call("exec-1", 1, state="failed")
+        ledger.update_call("exec-1", 1, state="sending")  # a resume tries it again
+        ledger.update_call("exec-1", 1, state="succeeded")
+        (entry,) = ledger.get_calls("exec-1")
+        assert (entry.state, entry.attempts) == ("succeeded", 2)
+
+
+def test_a_line_is_folded_exactly_once(path: Path) -> None:
+    """Readers fold a live run's file over and over; every line counts once (a second
+    ``sending`` would count a second attempt)."""
+    with SQLiteLedger(path) as writer, SQLiteLedger(path) as reader:
+        writer.create_execution(execution())
+        writer.claim("exec-1", {})
+        writer.append_call("exec-1", call(1))
+        writer.update_call("exec-1", 1, state="failed")
+        assert [c.attempts for c in reader.get_calls("exec-1")] == [1]
+        writer.update_call("exec-1", 1, state="sending")
+        for _ in range(3):
+            assert [(c.state, c.attempts) for c in reader.get_calls("exec-1")] == [("sending", 2)]
+        writer.update_call("exec-1", 1, state="succeeded")
+        assert len(reader.list_executions()) == 1
+        writer.update_execution("exec-1", status="succeeded")
+        assert rows(path) == [(1, "succeeded", 2)]
+
+
+def test_writer_folds_every_so_many_lines(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("luabridge.ledger.sqlite.FOLD_EVERY", 3)
+    with SQLiteLedger(path) as ledger:
+        ledger.create_execution(execution())
+        ledger.claim("exec-1", {})
+        ledger.append_call("exec-1", call(1))
+        for seq in range(2, 8):
+            ledger.settle_and_append("exec-1", done(seq - 1), call(seq))
+        # Seven lines: the first six were folded by the writer itself, without a read.
+        assert [seq for seq, _, _ in rows(path)] == [1, 2, 3, 4, 5, 6]
+
+
+_KILLED_WRITER = textwrap.dedent(
+    """
+    import sys, time
+    from luabridge.ledger import CallEntry, ExecutionRecord, Outcome, SQLiteLedger
+    ledger = SQLiteLedger(sys.argv[1])
+    ledger.create_execution(ExecutionRecord(
+        execution_id="exec-1", status="running", script_hash="s", input_hash="i",
+        policy={}, accounts={}, started_at=time.time()))
+    ledger.claim("exec-1", {})
+    def call(seq):
+        return CallEntry(seq=seq, integration="loops", account="default", action="send_event",
+                         effect="write", params={"n": seq}, params_hash=str(seq))
+    ledger.append_call("exec-1", call(1))
+    for seq in range(2, 41):
+        ledger.settle_and_append("exec-1", Outcome(seq - 1, "succeeded", {"n": seq - 1}, 1.0),
+                                 call(seq))
+    print("ready", flush=True)
+    time.sleep(60)
+    """
+)
+
+
+def test_a_killed_writers_lines_survive_and_its_file_goes(path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_WRITER, str(path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        with SQLiteLedger(path) as reader:
+            # The writer is alive: its file is folded, not removed.
+            assert len(reader.get_calls("exec-1")) == 40
+            assert len(spool_files(spool_dir(path))) == 1
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+            calls = reader.get_calls("exec-1")
+            assert [c.state for c in calls] == ["succeeded"] * 39 + ["sending"]
+            assert all(c.attempts == 1 for c in calls)
+            # Its writer is gone: folded to the end, the file and its folding record go.
+            assert spool_files(spool_dir(path)) == []
+            assert folding_rows(path) == []
+    finally:
+        proc.kill()
+        proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
+
+
+def test_a_file_folded_but_not_removed_is_not_applied_twice(path: Path) -> None:
+    """A writer killed between its last fold and removing its file."""
+    with SQLiteLedger(path) as ledger:
+        ledger.create_execution(execution())
+        ledger.claim("exec-1", {})
+        ledger.append_call("exec-1", call(1))
+        ledger.update_call("exec-1", 1, state="failed")
+        ledger.update_call("exec-1", 1, state="sending")
+        assert ledger.get_calls("exec-1")[0].attempts == 2
+        spool = ledger._spools.pop("exec-1")  # as if the process had died here
+        spool.close()
+        assert [(c.state, c.attempts) for c in ledger.get_calls("exec-1")] == [("sending", 2)]
+        assert spool_files(spool_dir(path)) == []
+
+
+def test_a_torn_line_is_skipped(
+    path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A write the disk took only part of: the call is refused, the next line is intact."""
+    real_write = os.write
+
+    def short_write(fd: int, data: bytes) -> int:
+        return real_write(fd, data[: len(data) // 2])
+
+    with SQLiteLedger(path) as ledger:
+        ledger.create_execution(execution())
+        ledger.claim("exec-1", {})
+        ledger.append_call("exec-1", call(1))
+        monkeypatch.setattr(spool_module.os, "write", short_write)
+        with pytest.raises(LedgerError, match=r"spool file .*only \d+ of \d+ bytes"):
+            ledger.settle_and_append("exec-1", done(1), call(2))
+        monkeypatch.setattr(spool_module.os, "write", real_write)
+        ledger.settle_and_append("exec-1", done(1), call(2))
+        with caplog.at_level(logging.WARNING):
+            calls = ledger.get_calls("exec-1")
+        assert [(c.seq, c.state) for c in calls] == [(1, "succeeded"), (2, "sending")]
+        assert caplog.text == ""  # the torn part was cut off the file
+
+
+def test_a_torn_line_that_cannot_be_cut_off_is_skipped(
+    path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    real_write = os.write
+
+    def short_write(fd: int, data: bytes) -> int:
+        return real_write(fd, data[: len(data) // 2])
+
+    def no_truncate(fd: int, length: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    with SQLiteLedger(path) as ledger:
+        ledger.create_execution(execution())
+        ledger.claim("exec-1", {})
+        ledger.append_call("exec-1", call(1))
+        monkeypatch.setattr(spool_module.os, "write", short_write)
+        monkeypatch.setattr(spool_module.os, "ftruncate", no_truncate)
+        with pytest.raises(LedgerError, match=r"only \d+ of \d+ bytes"):
+            ledger.settle_and_append("exec-1", done(1), call(2))
+        monkeypatch.setattr(spool_module.os, "write", real_write)
+        ledger.settle_and_append("exec-1", done(1), call(2))
+        with caplog.at_level(logging.WARNING):
+            calls = ledger.get_calls("exec-1")
+        assert [(c.seq, c.state) for c in calls] == [(1, "succeeded"), (2, "sending")]
+        assert "skipped a damaged line" in caplog.text
+
+
+def test_a_damaged_record_is_skipped(path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with SQLiteLedger(path) as ledger:
+        ledger.create_execution(execution())
+        ledger.claim("exec-1", {})
+        ledger.append_call("exec-1", call(1))
+        file = ledger._spools["exec-1"].path
+        with open(file, "a") as handle:
+            handle.write('["u", "exec-1"]\n["zz", "exec-1"]\n[]\n')
+        ledger.update_call("exec-1", 1, state="succeeded")
+        with caplog.at_level(logging.WARNING):
+            assert [c.state for c in ledger.get_calls("exec-1")] == ["succeeded"]
+        assert "skipped a malformed record" in caplog.text
+        assert "changed nothing" in caplog.text
+        assert "damaged line" in caplog.text
+
+
+def test_a_folder_that_cannot_hold_the_spool_writes_straight_through(path: Path) -> None:
+    spool_dir(path).write_text("a file where the folder would go")
+    with SQLiteLedger(path) as ledger:
+        ledger.create_execution(execution())
+        ledger.claim("exec-1", {})
+        ledger.append_call("exec-1", call(1))
+        assert rows(path) == [(1, "sending", 1)]
+
+
+def test_a_forked_child_does_not_write_its_parents_spool(path: Path) -> None:
+    with SQLiteLedger(path) as ledger:
+        ledger.create_execution(execution())
+        ledger.claim("exec-1", {})
+        ledger.append_call("exec-1", call(1))
+        (file,) = spool_files(spool_dir(path))
+        before = file.read_bytes()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child's coverage is not collected
+            code = 0
+            try:
+                ledger.update_call("exec-1", 1, state="succeeded")
+            except LedgerError:
+                code = 3
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        # The child had no claim: its change went to the database, which already held call 1
+        # only if the parent had folded it; it had not, so the child was refused.
+        assert os.waitstatus_to_exitcode(status) == 3
+        assert file.read_bytes() == before
+        assert [c.state for c in ledger.get_calls("exec-1")] == ["sending"]
+
+
+def test_a_second_claim_keeps_the_first_files_lines(path: Path) -> None:
+    with SQLiteLedger(path) as ledger:
+        ledger.create_execution(execution())
+        ledger.claim("exec-1", {})
+        ledger.append_call("exec-1", call(1))
+        ledger.claim("exec-1", {1: "sending"})
+        assert rows(path) == [(1, "sending", 1)]
+        assert len(spool_files(spool_dir(path))) == 1
+
+
+def test_closing_the_ledger_folds_and_removes_its_files(path: Path) -> None:
+    ledger = SQLiteLedger(path)
+    ledger.create_execution(execution())
+    ledger.claim("exec-1", {})
+    ledger.append_call("exec-1", call(1))
+    ledger.close()
+    assert rows(path) == [(1, "sending", 1)]
+    assert spool_files(spool_dir(path)) == []
+
+
+def test_a_first_schema_file_gains_the_folding_table(path: Path) -> None:
+    with SQLiteLedger(path) as ledger:
+        ledger.create_execution(execution())
+    db = sqlite3.connect(path)
+    db.execute("DROP TABLE spools")  # as the first schema left it
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    with SQLiteLedger(path) as ledger:
+        assert ledger.get_execution("exec-1") is not None
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("SELECT COUNT(*) FROM spools").fetchone()[0] == 0
+    finally:
+        db.close()
