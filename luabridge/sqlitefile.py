@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
-__all__ = ["ConnectionLender", "fork_generation"]
+__all__ = ["ConnectionLender"]
 
 #: Idle connections kept per file; more are closed when given back.
 MAX_IDLE: Final = 8
@@ -34,11 +34,6 @@ def _forked() -> None:
 
 
 os.register_at_fork(after_in_child=_forked)
-
-
-def fork_generation() -> int:
-    """A number that changes in a forked child: state kept per process compares it."""
-    return _forks
 
 
 class ConnectionLender:

@@ -55,7 +55,7 @@ def spool_files(directory: Path, execution_id: str | None = None) -> list[Path]:
     prefix = "" if execution_id is None else _tag(execution_id) + "-"
     try:
         entries = list(os.scandir(directory))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return []
     return sorted(
         Path(entry.path)
@@ -93,16 +93,17 @@ def read_lines(path: Path, offset: int) -> tuple[list[list[Any]], int]:
 @contextlib.contextmanager
 def writer_gone(path: Path) -> Iterator[bool]:
     """Yields whether the process that wrote ``path`` is gone (its lock could be taken), and
-    holds that lock until the ``with`` block ends."""
+    holds that lock until the ``with`` block ends. A file that cannot be opened or locked
+    (already removed, no permission) counts as still written: it is left alone."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
+    except OSError:
         yield False
         return
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except OSError:
             yield False
         else:
             yield True
@@ -144,7 +145,9 @@ class Spool:
         """Append one record as a line; ``OSError`` when the system did not take all of it."""
         data = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
         if self._torn:
-            data = b"\n" + data  # ends the torn line before it, which a reader then skips
+            # Ends the torn line before it with a byte no JSON text ends with, so that a reader
+            # skips it even when all of it but its newline had been written.
+            data = b"!\n" + data
         written = os.write(self.fd, data)
         if written != len(data):
             # A full disk. The part written has no newline yet (JSON text holds none), so no
@@ -157,8 +160,13 @@ class Spool:
         self._torn = False
         self.lines += 1
 
+    @property
+    def open(self) -> bool:
+        return self.fd >= 0
+
     def close(self) -> None:
-        """Close the file (which drops its lock); closing twice is harmless."""
+        """Close the file (which drops its lock unless a forked process shares it); closing
+        twice is harmless."""
         fd, self.fd = self.fd, -1
         if fd >= 0:
             os.close(fd)

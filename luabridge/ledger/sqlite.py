@@ -14,12 +14,14 @@ Every read folds the spool files of what it reads first, so readers never see th
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
@@ -41,7 +43,7 @@ from luabridge.ledger.spool import (
     spool_files,
     writer_gone,
 )
-from luabridge.sqlitefile import ConnectionLender, fork_generation
+from luabridge.sqlitefile import ConnectionLender
 
 __all__ = ["SQLiteLedger"]
 
@@ -236,6 +238,29 @@ def _apply(db: sqlite3.Connection, record: list[Any]) -> bool:
     return settled and added
 
 
+#: What a malformed spool record raises when applied (a wrong shape, a value SQLite refuses).
+_MALFORMED: Final = (
+    IndexError,
+    TypeError,
+    ValueError,
+    OverflowError,
+    sqlite3.IntegrityError,
+    sqlite3.InterfaceError,
+    sqlite3.ProgrammingError,
+)
+
+#: Every open ledger of this process, so that a forked child can drop what it inherited.
+_LIVE: weakref.WeakSet[SQLiteLedger] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for ledger in list(_LIVE):
+        ledger._forget_inherited()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class SQLiteLedger(Ledger):
     """A ledger in one SQLite file.
 
@@ -268,7 +293,7 @@ class SQLiteLedger(Ledger):
         #: The executions this process runs, by id (see :meth:`claim`).
         self._spools: dict[str, Spool] = {}
         self._spools_lock = threading.Lock()
-        self._generation = fork_generation()
+        _LIVE.add(self)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -352,40 +377,73 @@ class SQLiteLedger(Ledger):
     def claim(self, execution_id: str, states: Mapping[int, str]) -> None:
         """Write the calls of ``execution_id`` to a spool file of this run from now on.
 
-        The caller runs the execution (no other process writes its calls until it ends) and
-        gives the state of each call the ledger holds, by sequence number; the rules the
-        database enforces are checked against those. The spool file is folded into the
-        database when :meth:`update_execution` gives the execution a final status, every
-        ``FOLD_EVERY`` lines, and by every reader before it reads. A folder that cannot hold
-        the file leaves the calls going straight to the database.
+        The caller runs the execution and gives the state of each call the ledger holds, by
+        sequence number; the rules the database enforces are checked against those. Raises
+        ``LedgerError`` when another live process has claimed the execution (then this one
+        must not send anything for it). The spool file is folded into the database when
+        :meth:`update_execution` gives the execution a final status, every ``FOLD_EVERY``
+        lines, and by every reader before it reads. A folder that cannot hold the file leaves
+        the calls going straight to the database, which then checks the rules itself.
         """
-        self._owned(execution_id)  # forgets the files of a parent process
         try:
-            spool = Spool(self._spool_dir, execution_id, dict(states))
+            self._spool_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            claims = os.open(
+                self._spool_dir / "claims.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+            )
         except OSError as exc:
             _log.debug("%s: no spool file for %s (%s)", self.location, execution_id, exc)
             return
-        with self._spools_lock:
-            earlier = self._spools.get(execution_id)
-            self._spools[execution_id] = spool
+        try:
+            # Claims are made one at a time, so two processes resuming the same execution at
+            # once cannot both pass the check below (each would otherwise send its calls).
+            fcntl.flock(claims, fcntl.LOCK_EX)
+            with self._spools_lock:
+                earlier = self._spools.get(execution_id)
+            for path in self._files(execution_id):
+                if earlier is not None and path == earlier.path:
+                    continue
+                with writer_gone(path) as gone:
+                    if not gone:
+                        raise LedgerError(
+                            f"execution {execution_id!r} is being run by another process on "
+                            f"this host (it holds {str(path)!r}); wait for that run to end "
+                            "before resuming it"
+                        )
+            try:
+                spool = Spool(self._spool_dir, execution_id, dict(states))
+            except OSError as exc:
+                _log.debug("%s: no spool file for %s (%s)", self.location, execution_id, exc)
+                return
+            with self._spools_lock:
+                self._spools[execution_id] = spool
+        finally:
+            os.close(claims)  # and with it the claims lock
         if earlier is not None:
             # A second claim without an end in between: the earlier file's lines still count.
-            earlier.close()
+            with earlier.lock:
+                earlier.close()
             self._fold_paths([earlier.path])
 
+    def _forget_inherited(self) -> None:
+        """In a forked child: the parent's spool files are not the child's to write, fold
+        away or remove, and a lock some other thread of the parent held is never released."""
+        self._spools_lock = threading.Lock()
+        spools, self._spools = self._spools, {}
+        for spool in spools.values():
+            spool.close()  # the parent's descriptor keeps the file's lock
+
     def _owned(self, execution_id: str) -> Spool | None:
-        """This process's spool file for ``execution_id``, if it claimed it."""
-        if not self._spools:
-            return None
-        if self._generation != fork_generation():
-            # A forked child: its parent's files are not its own to write or remove.
-            with self._spools_lock:
-                self._generation = fork_generation()
-                spools, self._spools = self._spools, {}
-            for spool in spools.values():
-                spool.close()
-            return None
-        return self._spools.get(execution_id)
+        """This process's spool file for ``execution_id``, if it claimed it. Writers check,
+        under its lock, that it is still open: a run's end closes it."""
+        return self._spools.get(execution_id) if self._spools else None
+
+    def _files(self, execution_id: str | None = None) -> list[Path]:
+        try:
+            return spool_files(self._spool_dir, execution_id)
+        except OSError as exc:
+            raise self._error(
+                f"cannot list the spool folder {str(self._spool_dir)!r}", exc
+            ) from exc
 
     def _spooled(self, spool: Spool, record: list[Any]) -> None:
         """Write ``record`` to ``spool``; fold the file once it holds ``FOLD_EVERY`` lines."""
@@ -406,12 +464,16 @@ class SQLiteLedger(Ledger):
         if row is None and not path.exists():
             return  # folded to its end and removed by another process
         start = 0 if row is None else int(row[0])
-        records, end = read_lines(path, start)
+        try:
+            records, end = read_lines(path, start)
+        except OSError as exc:
+            raise self._error(f"cannot read the spool file {str(path)!r}", exc) from exc
         for record in records:
             try:
                 applied = _apply(db, record)
-            except (IndexError, TypeError, ValueError) as exc:
-                _log.warning("%s: skipped a malformed record (%s)", path, exc)
+            except _MALFORMED as exc:
+                # Only a write reported as failed, or a hand-edited file, leaves such a line.
+                _log.warning("%s: skipped a malformed record (%s): %.200s", path, exc, record)
                 continue
             if not applied:
                 _log.warning("%s: a record changed nothing in the ledger: %.200s", path, record)
@@ -422,9 +484,11 @@ class SQLiteLedger(Ledger):
                 (path.name, end),
             )
 
-    def _fold_paths(self, paths: list[Path]) -> None:
-        """Fold ``paths`` into the database; then remove those whose writer is gone."""
-        if not paths:
+    def _fold_paths(self, paths: list[Path], *, prune: bool = False) -> None:
+        """Fold ``paths`` into the database; then remove those whose writer is gone. With
+        ``prune`` (``paths`` is the whole folder), also drop the folding records of files that
+        are no longer there (a process killed between removing a file and its record)."""
+        if not paths and not prune:
             return
         with self._spools_lock:
             own = {spool.path for spool in self._spools.values()}
@@ -434,6 +498,14 @@ class SQLiteLedger(Ledger):
             with self._transaction() as db:
                 for path in paths:
                     self._fold_file(db, path)
+                if prune:
+                    listed = {p.name for p in paths}
+                    stale = [
+                        (name,)
+                        for (name,) in db.execute("SELECT name FROM spools").fetchall()
+                        if name not in listed and not (self._spool_dir / name).exists()
+                    ]
+                    db.executemany("DELETE FROM spools WHERE name = ?", stale)
             for path in gone:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
@@ -446,23 +518,26 @@ class SQLiteLedger(Ledger):
             db.executemany("DELETE FROM spools WHERE name = ?", [(p.name,) for p in paths])
 
     def _fold_execution(self, execution_id: str) -> None:
-        self._fold_paths(spool_files(self._spool_dir, execution_id))
+        self._fold_paths(self._files(execution_id))
 
     def _release(self, execution_id: str) -> None:
-        """Fold this run's spool file to its end and remove it: the run is over."""
+        """Fold this run's spool file to its end and remove it: the run is over. A call still
+        finishing on another thread (a host call past the deadline) then writes straight to
+        the database."""
         with self._spools_lock:
             spool = self._spools.pop(execution_id, None)
         if spool is None:
             return
-        try:
-            with spool.lock, self._transaction() as db:
-                self._fold_file(db, spool.path)
-        except LedgerError:
-            spool.close()  # its lines stay for the next reader to fold
-            raise
-        with contextlib.suppress(FileNotFoundError):
-            spool.path.unlink()
-        spool.close()
+        with spool.lock:
+            try:
+                with self._transaction() as db:
+                    self._fold_file(db, spool.path)
+            except LedgerError:
+                spool.close()  # its lines stay for the next reader to fold
+                raise
+            with contextlib.suppress(FileNotFoundError):
+                spool.path.unlink()
+            spool.close()
         self._forget_files([spool.path])
 
     # -- executions -----------------------------------------------------------------------------
@@ -577,7 +652,7 @@ class SQLiteLedger(Ledger):
                 raise LedgerError(f"execution {execution_id!r} is not in the ledger")
 
     def list_executions(self, limit: int = 20) -> list[ExecutionRecord]:
-        self._fold_paths(spool_files(self._spool_dir))
+        self._fold_paths(self._files(), prune=True)
         with self._transaction(write=False) as db:
             rows = db.execute(
                 f"SELECT {_EXECUTION_COLUMNS}, {_COUNTS} FROM executions e "
@@ -592,10 +667,11 @@ class SQLiteLedger(Ledger):
         spool = self._owned(execution_id)
         if spool is not None:
             with spool.lock:
-                self._check_new(spool, entry)
-                self._spooled(spool, ["a", execution_id, *_entry_fields(entry)])
-                spool.states[entry.seq] = entry.state
-            return
+                if spool.open:
+                    self._check_new(spool, entry)
+                    self._spooled(spool, ["a", execution_id, *_entry_fields(entry)])
+                    spool.states[entry.seq] = entry.state
+                    return
         # One statement, so one implicit transaction: this runs before every request leaves.
         try:
             added = self._statement(_APPEND, _append_params(execution_id, entry))
@@ -618,10 +694,13 @@ class SQLiteLedger(Ledger):
         if spool is not None:
             at = time.time() if at is None else at
             with spool.lock:
-                self._check_change(spool, seq, state)
-                self._spooled(spool, ["u", execution_id, seq, state, result, idempotency_key, at])
-                spool.states[seq] = state
-            return
+                if spool.open:
+                    self._check_change(spool, seq, state)
+                    self._spooled(
+                        spool, ["u", execution_id, seq, state, result, idempotency_key, at]
+                    )
+                    spool.states[seq] = state
+                    return
         # One statement, and the transition checked in it: the common case costs one commit.
         sql, params = _update(execution_id, seq, state, result, idempotency_key, at)
         if not self._statement(sql, params):
@@ -658,23 +737,14 @@ class SQLiteLedger(Ledger):
         if spool is not None:
             # One line for both: either both are kept or neither is.
             with spool.lock:
-                self._check_change(spool, outcome.seq, outcome.state)
-                self._check_new(spool, entry)
-                self._spooled(
-                    spool,
-                    [
-                        "s",
-                        execution_id,
-                        outcome.seq,
-                        outcome.state,
-                        outcome.result,
-                        outcome.at,
-                        *_entry_fields(entry),
-                    ],
-                )
-                spool.states[outcome.seq] = outcome.state
-                spool.states[entry.seq] = entry.state
-            return
+                if spool.open:
+                    self._check_change(spool, outcome.seq, outcome.state)
+                    self._check_new(spool, entry)
+                    record = ["s", execution_id, outcome.seq, outcome.state, outcome.result]
+                    self._spooled(spool, [*record, outcome.at, *_entry_fields(entry)])
+                    spool.states[outcome.seq] = outcome.state
+                    spool.states[entry.seq] = entry.state
+                    return
         # Both statements in one transaction: one commit for the two state changes.
         sql, params = _update(
             execution_id, outcome.seq, outcome.state, outcome.result, None, outcome.at

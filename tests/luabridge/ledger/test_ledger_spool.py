@@ -275,6 +275,32 @@ def test_a_torn_line_that_cannot_be_cut_off_is_skipped(
         assert "skipped a damaged line" in caplog.text
 
 
+def test_a_refused_line_missing_only_its_newline_stays_refused(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """All of a line but its newline written, and the file cannot be cut: the record was
+    reported as not kept, so it must not come back when the next line ends it."""
+    real_write = os.write
+
+    def all_but_newline(fd: int, data: bytes) -> int:
+        return real_write(fd, data[:-1])
+
+    def no_truncate(fd: int, length: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    with SQLiteLedger(path) as ledger:
+        ledger.create_execution(execution())
+        ledger.claim("exec-1", {})
+        ledger.append_call("exec-1", call(1))
+        monkeypatch.setattr(spool_module.os, "write", all_but_newline)
+        monkeypatch.setattr(spool_module.os, "ftruncate", no_truncate)
+        with pytest.raises(LedgerError):
+            ledger.update_call("exec-1", 1, state="succeeded")
+        monkeypatch.setattr(spool_module.os, "write", real_write)
+        ledger.update_call("exec-1", 1, state="failed")
+        assert [c.state for c in ledger.get_calls("exec-1")] == ["failed"]
+
+
 def test_a_damaged_record_is_skipped(path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with SQLiteLedger(path) as ledger:
         ledger.create_execution(execution())
@@ -298,9 +324,13 @@ def test_a_folder_that_cannot_hold_the_spool_writes_straight_through(path: Path)
         ledger.claim("exec-1", {})
         ledger.append_call("exec-1", call(1))
         assert rows(path) == [(1, "sending", 1)]
+        assert [c.seq for c in ledger.get_calls("exec-1")] == [1]
+        assert len(ledger.list_executions()) == 1
 
 
-def test_a_forked_child_does_not_write_its_parents_spool(path: Path) -> None:
+def test_a_forked_child_leaves_its_parents_spool_alone(path: Path) -> None:
+    """A child that writes, and closes its copy of the ledger, neither writes to nor folds
+    away nor removes the file its parent is still writing."""
     with SQLiteLedger(path) as ledger:
         ledger.create_execution(execution())
         ledger.claim("exec-1", {})
@@ -313,14 +343,54 @@ def test_a_forked_child_does_not_write_its_parents_spool(path: Path) -> None:
             try:
                 ledger.update_call("exec-1", 1, state="succeeded")
             except LedgerError:
-                code = 3
+                code = 3  # no claim here: the database, which has no call 1 yet, refuses
+            ledger.close()
             os._exit(code)
         _, status = os.waitpid(pid, 0)
-        # The child had no claim: its change went to the database, which already held call 1
-        # only if the parent had folded it; it had not, so the child was refused.
         assert os.waitstatus_to_exitcode(status) == 3
-        assert file.read_bytes() == before
-        assert [c.state for c in ledger.get_calls("exec-1")] == ["sending"]
+        assert file.exists() and file.read_bytes() == before
+        ledger.settle_and_append("exec-1", done(1), call(2))
+        ledger.update_call("exec-1", 2, state="succeeded")
+        ledger.update_execution("exec-1", status="succeeded")
+        assert rows(path) == [(1, "succeeded", 1), (2, "succeeded", 1)]
+
+
+def test_a_claim_held_by_another_process_is_refused(path: Path) -> None:
+    """Two processes resuming one execution at once: the second may not send anything."""
+    with SQLiteLedger(path) as first, SQLiteLedger(path) as second:
+        first.create_execution(execution())
+        first.claim("exec-1", {})
+        with pytest.raises(LedgerError, match="being run by another process"):
+            second.claim("exec-1", {})
+        first.update_execution("exec-1", status="failed")
+        second.claim("exec-1", {})  # the first run is over: no file of it is left
+        second.append_call("exec-1", call(1))
+        assert len(spool_files(spool_dir(path))) == 1
+
+
+def test_a_change_after_the_runs_end_goes_to_the_database(path: Path) -> None:
+    """A host call that finishes on its own thread after the run ended (its deadline)."""
+    with SQLiteLedger(path) as ledger:
+        ledger.create_execution(execution())
+        ledger.claim("exec-1", {})
+        ledger.append_call("exec-1", call(1))
+        spool = ledger._spools["exec-1"]
+        ledger.update_execution("exec-1", status="failed")
+        assert not spool.open and spool_files(spool_dir(path)) == []
+        ledger.update_call("exec-1", 1, state="succeeded")
+        assert rows(path) == [(1, "succeeded", 1)]
+
+
+def test_folding_records_of_removed_files_are_pruned(path: Path) -> None:
+    with SQLiteLedger(path) as ledger:
+        ledger.create_execution(execution())
+    db = sqlite3.connect(path)
+    db.execute("INSERT INTO spools (name, folded) VALUES ('gone-0000.spool', 10)")
+    db.commit()
+    db.close()
+    with SQLiteLedger(path) as ledger:
+        assert len(ledger.list_executions()) == 1
+    assert folding_rows(path) == []
 
 
 def test_a_second_claim_keeps_the_first_files_lines(path: Path) -> None:
