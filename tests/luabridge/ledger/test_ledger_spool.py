@@ -7,6 +7,7 @@ killed with SIGKILL, folding exactly once, a folder that cannot hold the file, a
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -308,7 +309,8 @@ def test_a_damaged_record_is_skipped(path: Path, caplog: pytest.LogCaptureFixtur
         ledger.append_call("exec-1", call(1))
         file = ledger._spools["exec-1"].path
         with open(file, "a") as handle:
-            handle.write('["u", "exec-1"]\n["zz", "exec-1"]\n[]\n')
+            handle.write('["u", "exec-1"]\n["zz", "exec-1"]\n[]\n["a", "exec-1", 9]\n')
+            handle.write(json.dumps(["a", "exec-1", *[None] * 13]) + "\n")
         ledger.update_call("exec-1", 1, state="succeeded")
         with caplog.at_level(logging.WARNING):
             assert [c.state for c in ledger.get_calls("exec-1")] == ["succeeded"]
