@@ -338,6 +338,8 @@ class SQLiteLedger(Ledger):
         #: The executions this process runs, by id (see :meth:`claim`).
         self._spools: dict[str, Spool] = {}
         self._spools_lock = threading.Lock()
+        #: Names of spool files this ledger folded and removed whose folding records remain.
+        self._removed: list[tuple[str]] = []
         _LIVE.add(self)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -415,6 +417,9 @@ class SQLiteLedger(Ledger):
         for execution_id in ids:
             with contextlib.suppress(LedgerError):
                 self._release(execution_id)
+        if self._removed:
+            with contextlib.suppress(LedgerError):
+                self._forget_files([self._spool_dir / name for (name,) in self._removed])
         self._lender.close()
 
     # -- spool files ----------------------------------------------------------------------------
@@ -473,6 +478,7 @@ class SQLiteLedger(Ledger):
         """In a forked child: the parent's spool files are not the child's to write, fold
         away or remove, and a lock some other thread of the parent held is never released."""
         self._spools_lock = threading.Lock()
+        self._removed = []
         spools, self._spools = self._spools, {}
         for spool in spools.values():
             spool.close()  # the parent's descriptor keeps the file's lock
@@ -578,16 +584,25 @@ class SQLiteLedger(Ledger):
         if spool is None:
             return
         with spool.lock:
-            try:
-                with self._transaction() as db:
-                    self._fold_file(db, spool.path)
-            except LedgerError:
-                spool.close()  # its lines stay for the next reader to fold
-                raise
+            if spool.lines:
+                try:
+                    with self._transaction() as db:
+                        self._fold_file(db, spool.path)
+                        # The folding records of files this ledger removed before: gone now,
+                        # in the same commit (a run's end makes one transaction, not two).
+                        db.executemany("DELETE FROM spools WHERE name = ?", self._removed)
+                except LedgerError:
+                    spool.close()  # its lines stay for the next reader to fold
+                    raise
+                self._removed = []
             with contextlib.suppress(FileNotFoundError):
                 spool.path.unlink()
             spool.close()
-        self._forget_files([spool.path])
+        if spool.lines:
+            # Its folding record may go only once the file is gone, so with the next run's end
+            # (or when the ledger closes): a record dropped first would let a reader that
+            # still finds the file fold it again from its start.
+            self._removed.append((spool.path.name,))
 
     # -- executions -----------------------------------------------------------------------------
 

@@ -104,9 +104,22 @@ def test_claimed_calls_go_to_the_spool_until_read(path: Path) -> None:
         assert file.exists()  # the run goes on: its file stays
         ledger.update_execution("exec-1", status="succeeded", ended_at=time.time())
         assert spool_files(spool_dir(path)) == []
-        assert folding_rows(path) == []
+        # The file's folding record goes with the next run's end (one commit per run end).
+        assert [name for name, _ in folding_rows(path)] == [file.name]
         record = ledger.get_execution("exec-1")
         assert record is not None and (record.calls, record.writes) == (2, 2)
+        ledger.create_execution(execution("exec-2"))
+        ledger.claim("exec-2", {})
+        ledger.append_call("exec-2", call(1))
+        ledger.update_execution("exec-2", status="succeeded")
+        assert [name for name, _ in folding_rows(path)] != [file.name]
+        assert len(folding_rows(path)) == 1
+        # A run that made no call ends without a transaction for its spool.
+        ledger.create_execution(execution("exec-3"))
+        ledger.claim("exec-3", {})
+        ledger.update_execution("exec-3", status="succeeded")
+        assert len(folding_rows(path)) == 1 and spool_files(spool_dir(path)) == []
+    assert folding_rows(path) == []  # closing the ledger dropped the last one
 
 
 def test_spooled_writes_keep_the_rules(path: Path) -> None:
