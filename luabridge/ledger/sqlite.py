@@ -215,6 +215,29 @@ def _update(
     )
 
 
+def _apply_one(db: sqlite3.Connection, record: list[Any]) -> bool:
+    """Apply one spool record (see ``_Folding``) as its own statements; False when it changed
+    nothing it should have. The slow, exact path a fold falls back to."""
+    kind, execution_id = record[0], record[1]
+    if kind == "u":
+        sql, params = _update(execution_id, *record[2:7])
+        return bool(db.execute(sql, params).rowcount)
+    if kind == "s":
+        sql, params = _update(execution_id, record[2], record[3], record[4], None, record[5])
+        if not db.execute(sql, params).rowcount:
+            return False
+        fields = record[6:]
+    elif kind == "a":
+        fields = record[2:]
+    else:
+        return False
+    return bool(db.execute(_APPEND_FOLDED, _row(execution_id, list(fields))).rowcount)
+
+
+class _Replay(Exception):
+    """The batched fold cannot stand for the records one by one (see ``_fold_file``)."""
+
+
 class _Folding:
     """The records of one fold, applied in order (see ``SQLiteLedger._fold_file``).
 
@@ -239,20 +262,22 @@ class _Folding:
         if kind == "u":
             return self._change(execution_id, *record[2:7])
         if kind == "s":
-            settled = self._change(execution_id, record[2], record[3], record[4], None, record[5])
+            if not self._change(execution_id, record[2], record[3], record[4], None, record[5]):
+                return False  # as settle_and_append: neither part without the other
             fields = list(record[6:])
         elif kind == "a":
-            settled, fields = True, list(record[2:])
+            fields = list(record[2:])
         else:
             return False
-        # A malformed record is refused here, not by the insert at the end (which would fail
-        # the whole fold): thirteen fields, none empty that the table requires.
+        # A malformed record is refused here, not by the insert at the end: thirteen fields,
+        # none empty that the table requires. (One the insert still refuses sends the whole
+        # fold down the record-by-record path: see SQLiteLedger._fold_file.)
         if len(fields) != 13 or None in (*fields[:8], fields[10], fields[12]):
             raise ValueError(f"a new call needs 13 fields with values, got {fields!r:.100}")
         if (execution_id, fields[0]) in self.fresh:
             return False
         self.fresh[(execution_id, fields[0])] = fields
-        return settled
+        return True
 
     def _change(
         self, execution_id: str, seq: int, state: str, result: Any, key: str | None, at: Any
@@ -417,9 +442,16 @@ class SQLiteLedger(Ledger):
         for execution_id in ids:
             with contextlib.suppress(LedgerError):
                 self._release(execution_id)
-        if self._removed:
+        with self._spools_lock:
+            left, self._spools = list(self._spools.values()), {}
+        for spool in left:
+            with spool.lock:
+                spool.close()  # its fold failed: its lines stay for the next reader
+        with self._spools_lock:
+            removed, self._removed = self._removed, []
+        if removed:
             with contextlib.suppress(LedgerError):
-                self._forget_files([self._spool_dir / name for (name,) in self._removed])
+                self._forget_files([self._spool_dir / name for (name,) in removed])
         self._lender.close()
 
     # -- spool files ----------------------------------------------------------------------------
@@ -519,25 +551,59 @@ class SQLiteLedger(Ledger):
             records, end = read_lines(path, start)
         except OSError as exc:
             raise self._error(f"cannot read the spool file {str(path)!r}", exc) from exc
-        folding = _Folding(db)
-        for record in records:
-            try:
-                applied = folding.apply(record)
-            except _MALFORMED as exc:
-                # Only a write reported as failed, or a hand-edited file, leaves such a line.
-                _log.warning("%s: skipped a malformed record (%s): %.200s", path, exc, record)
-                continue
-            if not applied:
-                _log.warning("%s: a record changed nothing in the ledger: %.200s", path, record)
-        kept = folding.finish()
-        if kept:
-            _log.warning("%s: %d new calls were in the ledger already; kept those", path, kept)
+        db.execute("SAVEPOINT fold")
+        try:
+            notes = self._fold_batched(db, records)
+        except (_Replay, *_MALFORMED):
+            # A new call the database already held (its later changes belong to that row), or
+            # a value the batched insert refused: undo, and apply the records one at a time,
+            # skipping only the ones that are wrong.
+            db.execute("ROLLBACK TO fold")
+            notes = self._fold_one_by_one(db, records)
+        db.execute("RELEASE fold")
+        for note in notes:
+            _log.warning("%s: %s", path, note)
         if row is None or end != start:
             db.execute(
                 "INSERT INTO spools (name, folded) VALUES (?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET folded = excluded.folded",
                 (path.name, end),
             )
+
+    @staticmethod
+    def _fold_batched(db: sqlite3.Connection, records: list[list[Any]]) -> list[str]:
+        """The records applied by ``_Folding``; what to warn about. Raises ``_Replay`` or a
+        ``_MALFORMED`` error when only the one-by-one path gives the exact result."""
+        folding = _Folding(db)
+        notes: list[str] = []
+        for record in records:
+            try:
+                applied = folding.apply(record)
+            except _MALFORMED as exc:
+                # Only a write reported as failed, or a hand-edited file, leaves such a line.
+                notes.append(f"skipped a malformed record ({exc}): {record!r:.200}")
+                continue
+            if not applied:
+                notes.append(f"a record changed nothing in the ledger: {record!r:.200}")
+        if folding.finish():
+            raise _Replay
+        return notes
+
+    @staticmethod
+    def _fold_one_by_one(db: sqlite3.Connection, records: list[list[Any]]) -> list[str]:
+        notes: list[str] = []
+        for record in records:
+            db.execute("SAVEPOINT one")
+            try:
+                applied = _apply_one(db, record)
+            except _MALFORMED as exc:
+                db.execute("ROLLBACK TO one")
+                notes.append(f"skipped a malformed record ({exc}): {record!r:.200}")
+                applied = True
+            db.execute("RELEASE one")
+            if not applied:
+                notes.append(f"a record changed nothing in the ledger: {record!r:.200}")
+        return notes
 
     def _fold_paths(self, paths: list[Path], *, prune: bool = False) -> None:
         """Fold ``paths`` into the database; then remove those whose writer is gone. With
@@ -577,31 +643,41 @@ class SQLiteLedger(Ledger):
 
     def _release(self, execution_id: str) -> None:
         """Fold this run's spool file to its end and remove it: the run is over. A call still
-        finishing on another thread (a host call past the deadline) then writes straight to
-        the database."""
+        finishing on another thread (a host call past the deadline) waits for the file's lock
+        and then writes straight to the database, which by then holds every line."""
         with self._spools_lock:
-            spool = self._spools.pop(execution_id, None)
+            spool = self._spools.get(execution_id)
         if spool is None:
             return
         with spool.lock:
+            if not spool.open:
+                return  # another thread ended it first
             if spool.lines:
+                with self._spools_lock:
+                    removed, self._removed = self._removed, []
                 try:
                     with self._transaction() as db:
                         self._fold_file(db, spool.path)
                         # The folding records of files this ledger removed before: gone now,
                         # in the same commit (a run's end makes one transaction, not two).
-                        db.executemany("DELETE FROM spools WHERE name = ?", self._removed)
+                        db.executemany("DELETE FROM spools WHERE name = ?", removed)
                 except LedgerError:
-                    spool.close()  # its lines stay for the next reader to fold
+                    # The file stays this run's, open: a call still finishing on another thread
+                    # writes its line there, and a later reader folds it all.
+                    with self._spools_lock:
+                        self._removed[:0] = removed
                     raise
-                self._removed = []
-            with contextlib.suppress(FileNotFoundError):
-                spool.path.unlink()
-            spool.close()
-        if spool.lines:
-            # Its folding record may go only once the file is gone, so with the next run's end
-            # (or when the ledger closes): a record dropped first would let a reader that
-            # still finds the file fold it again from its start.
+            with self._spools_lock:
+                self._spools.pop(execution_id, None)
+            try:
+                with contextlib.suppress(FileNotFoundError):
+                    spool.path.unlink()
+            finally:
+                spool.close()
+        # Its folding record may go only once the file is gone, so with the next run's end (or
+        # when the ledger closes): a record dropped first would let a reader that still finds
+        # the file fold it again from its start.
+        with self._spools_lock:
             self._removed.append((spool.path.name,))
 
     # -- executions -----------------------------------------------------------------------------

@@ -444,3 +444,93 @@ def test_a_first_schema_file_gains_the_folding_table(path: Path) -> None:
         assert db.execute("SELECT COUNT(*) FROM spools").fetchone()[0] == 0
     finally:
         db.close()
+
+
+def _line(ledger: SQLiteLedger, record: list[object]) -> None:
+    with open(ledger._spools["exec-1"].path, "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def _fields(seq: int) -> list[object]:
+    entry = call(seq)
+    return [
+        seq, entry.integration, entry.account, entry.action, entry.effect, entry.params,
+        entry.params_hash, "sending", entry.idempotency_key, None, 1.0, None, 1,
+    ]  # fmt: skip
+
+
+def test_a_refused_settle_keeps_its_new_call_out(
+    path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Either both parts of a settle-and-append record are folded, or neither."""
+    with SQLiteLedger(path) as ledger:
+        ledger.create_execution(execution())
+        ledger.claim("exec-1", {})
+        ledger.append_call("exec-1", call(1))
+        _line(ledger, ["s", "exec-1", 1, "sending", None, 2.0, *_fields(2)])  # not allowed
+        with caplog.at_level(logging.WARNING):
+            assert [(c.seq, c.state) for c in ledger.get_calls("exec-1")] == [(1, "sending")]
+        assert "changed nothing" in caplog.text
+
+
+def test_a_new_call_the_database_held_takes_its_later_changes(
+    path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The batched fold cannot stand for this one: it is replayed record by record."""
+    with SQLiteLedger(path) as ledger:
+        ledger.create_execution(execution())
+        ledger.append_call("exec-1", call(1))  # in the database before the claim
+        ledger.claim("exec-1", {})  # told nothing of it
+        ledger.append_call("exec-1", call(1))
+        ledger.update_call("exec-1", 1, state="succeeded")
+        ledger.append_call("exec-1", call(2))
+        with caplog.at_level(logging.WARNING):
+            calls = ledger.get_calls("exec-1")
+        assert [(c.seq, c.state, c.attempts) for c in calls] == [
+            (1, "succeeded", 1),
+            (2, "sending", 1),
+        ]
+        assert "changed nothing" in caplog.text  # the second append of call 1
+
+
+def test_a_value_sqlite_refuses_skips_that_record_only(
+    path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with SQLiteLedger(path) as ledger:
+        ledger.create_execution(execution())
+        ledger.claim("exec-1", {})
+        ledger.append_call("exec-1", call(1))
+        bad = _fields(2)
+        bad[1] = ["not", "a", "name"]  # SQLite cannot store a list
+        _line(ledger, ["a", "exec-1", *bad])
+        _line(ledger, ["a", "exec-1", *_fields(3)])
+        ledger._spools["exec-1"].states[3] = "sending"
+        ledger.update_call("exec-1", 3, state="succeeded")
+        with caplog.at_level(logging.WARNING):
+            calls = ledger.get_calls("exec-1")
+        assert [(c.seq, c.state) for c in calls] == [(1, "sending"), (3, "succeeded")]
+        assert "skipped a malformed record" in caplog.text
+        assert len(ledger.list_executions()) == 1
+
+
+def test_a_failed_fold_at_the_runs_end_keeps_the_file_open(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call finishing late on another thread still has its file to write to."""
+    with SQLiteLedger(path) as ledger:
+        ledger.create_execution(execution())
+        ledger.claim("exec-1", {})
+        ledger.append_call("exec-1", call(1))
+        real = SQLiteLedger._fold_file
+
+        def busy(self: SQLiteLedger, db: sqlite3.Connection, file: Path) -> None:
+            raise LedgerError("the ledger is busy")
+
+        monkeypatch.setattr(SQLiteLedger, "_fold_file", busy)
+        with pytest.raises(LedgerError, match="busy"):
+            ledger.update_execution("exec-1", status="succeeded")
+        monkeypatch.setattr(SQLiteLedger, "_fold_file", real)
+        ledger.update_call("exec-1", 1, state="succeeded")  # to the file, which is still open
+        assert rows(path) == []
+    assert rows(path) == [(1, "succeeded", 1)]  # closing the ledger folded it
+    assert spool_files(spool_dir(path)) == []
