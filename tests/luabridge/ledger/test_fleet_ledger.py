@@ -7,34 +7,17 @@ import json
 import time
 
 import pytest
+from records import running, sent
 
 from luabridge.ledger import CallEntry, ExecutionRecord, LedgerError, Outcome, RedisLedger
 
 
 def record(execution_id: str) -> ExecutionRecord:
-    return ExecutionRecord(
-        execution_id=execution_id,
-        status="running",
-        script_hash="s",
-        input_hash="i",
-        policy={},
-        accounts={},
-        started_at=time.time(),
-        host="h",
-        pid=1,
-    )
+    return running(execution_id, host="h", pid=1)
 
 
 def call(seq: int) -> CallEntry:
-    return CallEntry(
-        seq=seq,
-        integration="loops",
-        account="default",
-        action="send_event",
-        effect="write",
-        params={"email": "a@b.co"},
-        params_hash="p",
-    )
+    return sent(seq)
 
 
 def commands(url: str) -> dict[str, int]:

@@ -6,20 +6,13 @@ import socket
 import time
 
 import pytest
+from records import running
 
 from luabridge.ledger import ExecutionRecord, LedgerError, RedisLedger
 
 
 def record(execution_id: str) -> ExecutionRecord:
-    return ExecutionRecord(
-        execution_id=execution_id,
-        status="running",
-        script_hash="s",
-        input_hash="i",
-        policy={},
-        accounts={},
-        started_at=time.time(),
-    )
+    return running(execution_id)
 
 
 def test_redis_ledger_unreachable_is_ledger_error() -> None:

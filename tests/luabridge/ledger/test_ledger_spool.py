@@ -7,6 +7,7 @@ killed with SIGKILL, folding exactly once, a folder that cannot hold the file, a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -16,9 +17,11 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from records import running, sent
 
 from luabridge.ledger import (
     CallEntry,
@@ -32,24 +35,12 @@ from luabridge.ledger.spool import spool_dir, spool_files
 
 
 def execution(execution_id: str = "exec-1") -> ExecutionRecord:
-    return ExecutionRecord(
-        execution_id=execution_id,
-        status="running",
-        script_hash="s",
-        input_hash="i",
-        policy={},
-        accounts={},
-        started_at=time.time(),
-    )
+    return running(execution_id)
 
 
 def call(seq: int, state: str = "sending") -> CallEntry:
-    return CallEntry(
-        seq=seq,
-        integration="loops",
-        account="default",
-        action="send_event",
-        effect="write",
+    return sent(
+        seq,
         params={"email": "ada@example.com", "event_name": f"e{seq}"},
         params_hash=f"hash-{seq}",
         state=state,
@@ -82,16 +73,23 @@ def folding_rows(path: Path) -> list[tuple[str, int]]:
         db.close()
 
 
+@contextlib.contextmanager
+def claimed(path: Path) -> Iterator[SQLiteLedger]:
+    """A ledger on ``path`` running ``exec-1`` (claimed), whose call 1 is ``sending``."""
+    with SQLiteLedger(path) as ledger:
+        ledger.create_execution(execution())
+        ledger.claim("exec-1", {})
+        ledger.append_call("exec-1", call(1))
+        yield ledger
+
+
 @pytest.fixture
 def path(tmp_path: Path) -> Path:
     return tmp_path / "ledger.sqlite3"
 
 
 def test_claimed_calls_go_to_the_spool_until_read(path: Path) -> None:
-    with SQLiteLedger(path) as ledger:
-        ledger.create_execution(execution())
-        ledger.claim("exec-1", {})
-        ledger.append_call("exec-1", call(1))
+    with claimed(path) as ledger:
         ledger.settle_and_append("exec-1", done(1), call(2))
         ledger.update_call("exec-1", 2, state="unknown")
         (file,) = spool_files(spool_dir(path), "exec-1")
@@ -165,10 +163,7 @@ def test_a_line_is_folded_exactly_once(path: Path) -> None:
 
 def test_writer_folds_every_so_many_lines(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("luabridge.ledger.sqlite.FOLD_EVERY", 3)
-    with SQLiteLedger(path) as ledger:
-        ledger.create_execution(execution())
-        ledger.claim("exec-1", {})
-        ledger.append_call("exec-1", call(1))
+    with claimed(path) as ledger:
         for seq in range(2, 8):
             ledger.settle_and_append("exec-1", done(seq - 1), call(seq))
         # Seven lines: the first six were folded by the writer itself, without a read.
@@ -225,10 +220,7 @@ def test_a_killed_writers_lines_survive_and_its_file_goes(path: Path) -> None:
 
 def test_a_file_folded_but_not_removed_is_not_applied_twice(path: Path) -> None:
     """A writer killed between its last fold and removing its file."""
-    with SQLiteLedger(path) as ledger:
-        ledger.create_execution(execution())
-        ledger.claim("exec-1", {})
-        ledger.append_call("exec-1", call(1))
+    with claimed(path) as ledger:
         ledger.update_call("exec-1", 1, state="failed")
         ledger.update_call("exec-1", 1, state="sending")
         assert ledger.get_calls("exec-1")[0].attempts == 2
@@ -238,88 +230,50 @@ def test_a_file_folded_but_not_removed_is_not_applied_twice(path: Path) -> None:
         assert spool_files(spool_dir(path)) == []
 
 
-def test_a_torn_line_is_skipped(
-    path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    ("kept", "cut", "warned"),
+    [
+        ("half", True, False),  # the torn part is cut off the file
+        ("half", False, True),  # it cannot be: the next line ends it, and a reader skips it
+        ("all but the newline", False, True),  # ended so that it is no JSON: not revived
+    ],
+)
+def test_a_torn_write_is_not_kept(
+    path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    kept: str,
+    cut: bool,
+    warned: bool,
 ) -> None:
-    """A write the disk took only part of: the call is refused, the next line is intact."""
+    """A write the disk took only part of (a full disk): the change is refused, and the next
+    line and everything before it are intact."""
     real_write = os.write
 
     def short_write(fd: int, data: bytes) -> int:
-        return real_write(fd, data[: len(data) // 2])
+        return real_write(fd, data[: len(data) // 2] if kept == "half" else data[:-1])
 
-    with SQLiteLedger(path) as ledger:
-        ledger.create_execution(execution())
-        ledger.claim("exec-1", {})
-        ledger.append_call("exec-1", call(1))
+    def no_truncate(fd: int, length: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    with claimed(path) as ledger:
         monkeypatch.setattr(spool_module.os, "write", short_write)
+        if not cut:
+            monkeypatch.setattr(spool_module.os, "ftruncate", no_truncate)
         with pytest.raises(LedgerError, match=r"spool file .*only \d+ of \d+ bytes"):
             ledger.settle_and_append("exec-1", done(1), call(2))
         monkeypatch.setattr(spool_module.os, "write", real_write)
-        ledger.settle_and_append("exec-1", done(1), call(2))
-        with caplog.at_level(logging.WARNING):
-            calls = ledger.get_calls("exec-1")
-        assert [(c.seq, c.state) for c in calls] == [(1, "succeeded"), (2, "sending")]
-        assert caplog.text == ""  # the torn part was cut off the file
-
-
-def test_a_torn_line_that_cannot_be_cut_off_is_skipped(
-    path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    real_write = os.write
-
-    def short_write(fd: int, data: bytes) -> int:
-        return real_write(fd, data[: len(data) // 2])
-
-    def no_truncate(fd: int, length: int) -> None:
-        raise OSError(28, "No space left on device")
-
-    with SQLiteLedger(path) as ledger:
-        ledger.create_execution(execution())
-        ledger.claim("exec-1", {})
-        ledger.append_call("exec-1", call(1))
-        monkeypatch.setattr(spool_module.os, "write", short_write)
-        monkeypatch.setattr(spool_module.os, "ftruncate", no_truncate)
-        with pytest.raises(LedgerError, match=r"only \d+ of \d+ bytes"):
-            ledger.settle_and_append("exec-1", done(1), call(2))
-        monkeypatch.setattr(spool_module.os, "write", real_write)
-        ledger.settle_and_append("exec-1", done(1), call(2))
-        with caplog.at_level(logging.WARNING):
-            calls = ledger.get_calls("exec-1")
-        assert [(c.seq, c.state) for c in calls] == [(1, "succeeded"), (2, "sending")]
-        assert "skipped a damaged line" in caplog.text
-
-
-def test_a_refused_line_missing_only_its_newline_stays_refused(
-    path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """All of a line but its newline written, and the file cannot be cut: the record was
-    reported as not kept, so it must not come back when the next line ends it."""
-    real_write = os.write
-
-    def all_but_newline(fd: int, data: bytes) -> int:
-        return real_write(fd, data[:-1])
-
-    def no_truncate(fd: int, length: int) -> None:
-        raise OSError(28, "No space left on device")
-
-    with SQLiteLedger(path) as ledger:
-        ledger.create_execution(execution())
-        ledger.claim("exec-1", {})
-        ledger.append_call("exec-1", call(1))
-        monkeypatch.setattr(spool_module.os, "write", all_but_newline)
-        monkeypatch.setattr(spool_module.os, "ftruncate", no_truncate)
-        with pytest.raises(LedgerError):
-            ledger.update_call("exec-1", 1, state="succeeded")
-        monkeypatch.setattr(spool_module.os, "write", real_write)
         ledger.update_call("exec-1", 1, state="failed")
-        assert [c.state for c in ledger.get_calls("exec-1")] == ["failed"]
+        ledger.append_call("exec-1", call(2))
+        with caplog.at_level(logging.WARNING):
+            calls = ledger.get_calls("exec-1")
+        assert [(c.seq, c.state) for c in calls] == [(1, "failed"), (2, "sending")]
+        assert ("skipped a damaged line" in caplog.text) is warned
+        assert "changed nothing" not in caplog.text
 
 
 def test_a_damaged_record_is_skipped(path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with SQLiteLedger(path) as ledger:
-        ledger.create_execution(execution())
-        ledger.claim("exec-1", {})
-        ledger.append_call("exec-1", call(1))
+    with claimed(path) as ledger:
         file = ledger._spools["exec-1"].path
         with open(file, "a") as handle:
             handle.write('["u", "exec-1"]\n["zz", "exec-1"]\n[]\n["a", "exec-1", 9]\n')
@@ -334,10 +288,7 @@ def test_a_damaged_record_is_skipped(path: Path, caplog: pytest.LogCaptureFixtur
 
 def test_a_folder_that_cannot_hold_the_spool_writes_straight_through(path: Path) -> None:
     spool_dir(path).write_text("a file where the folder would go")
-    with SQLiteLedger(path) as ledger:
-        ledger.create_execution(execution())
-        ledger.claim("exec-1", {})
-        ledger.append_call("exec-1", call(1))
+    with claimed(path) as ledger:
         assert rows(path) == [(1, "sending", 1)]
         assert [c.seq for c in ledger.get_calls("exec-1")] == [1]
         assert len(ledger.list_executions()) == 1
@@ -346,10 +297,7 @@ def test_a_folder_that_cannot_hold_the_spool_writes_straight_through(path: Path)
 def test_a_forked_child_leaves_its_parents_spool_alone(path: Path) -> None:
     """A child that writes, and closes its copy of the ledger, neither writes to nor folds
     away nor removes the file its parent is still writing."""
-    with SQLiteLedger(path) as ledger:
-        ledger.create_execution(execution())
-        ledger.claim("exec-1", {})
-        ledger.append_call("exec-1", call(1))
+    with claimed(path) as ledger:
         (file,) = spool_files(spool_dir(path))
         before = file.read_bytes()
         pid = os.fork()
@@ -385,10 +333,7 @@ def test_a_claim_held_by_another_process_is_refused(path: Path) -> None:
 
 def test_a_change_after_the_runs_end_goes_to_the_database(path: Path) -> None:
     """A host call that finishes on its own thread after the run ended (its deadline)."""
-    with SQLiteLedger(path) as ledger:
-        ledger.create_execution(execution())
-        ledger.claim("exec-1", {})
-        ledger.append_call("exec-1", call(1))
+    with claimed(path) as ledger:
         spool = ledger._spools["exec-1"]
         ledger.update_execution("exec-1", status="failed")
         assert not spool.open and spool_files(spool_dir(path)) == []
@@ -409,10 +354,7 @@ def test_folding_records_of_removed_files_are_pruned(path: Path) -> None:
 
 
 def test_a_second_claim_keeps_the_first_files_lines(path: Path) -> None:
-    with SQLiteLedger(path) as ledger:
-        ledger.create_execution(execution())
-        ledger.claim("exec-1", {})
-        ledger.append_call("exec-1", call(1))
+    with claimed(path) as ledger:
         ledger.claim("exec-1", {1: "sending"})
         assert rows(path) == [(1, "sending", 1)]
         assert len(spool_files(spool_dir(path))) == 1
@@ -463,10 +405,7 @@ def test_a_refused_settle_keeps_its_new_call_out(
     path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Either both parts of a settle-and-append record are folded, or neither."""
-    with SQLiteLedger(path) as ledger:
-        ledger.create_execution(execution())
-        ledger.claim("exec-1", {})
-        ledger.append_call("exec-1", call(1))
+    with claimed(path) as ledger:
         _line(ledger, ["s", "exec-1", 1, "sending", None, 2.0, *_fields(2)])  # not allowed
         with caplog.at_level(logging.WARNING):
             assert [(c.seq, c.state) for c in ledger.get_calls("exec-1")] == [(1, "sending")]
@@ -496,10 +435,7 @@ def test_a_new_call_the_database_held_takes_its_later_changes(
 def test_a_value_sqlite_refuses_skips_that_record_only(
     path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with SQLiteLedger(path) as ledger:
-        ledger.create_execution(execution())
-        ledger.claim("exec-1", {})
-        ledger.append_call("exec-1", call(1))
+    with claimed(path) as ledger:
         bad = _fields(2)
         bad[1] = ["not", "a", "name"]  # SQLite cannot store a list
         _line(ledger, ["a", "exec-1", *bad])
@@ -517,10 +453,7 @@ def test_a_failed_fold_at_the_runs_end_keeps_the_file_open(
     path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A call finishing late on another thread still has its file to write to."""
-    with SQLiteLedger(path) as ledger:
-        ledger.create_execution(execution())
-        ledger.claim("exec-1", {})
-        ledger.append_call("exec-1", call(1))
+    with claimed(path) as ledger:
         real = SQLiteLedger._fold_file
 
         def busy(self: SQLiteLedger, db: sqlite3.Connection, file: Path) -> None:

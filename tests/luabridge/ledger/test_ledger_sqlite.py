@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from records import running
 
 from luabridge.errors import ConfigError
 from luabridge.ledger import (
@@ -22,15 +23,7 @@ from luabridge.ledger import (
 
 
 def record(execution_id: str) -> ExecutionRecord:
-    return ExecutionRecord(
-        execution_id=execution_id,
-        status="running",
-        script_hash="s",
-        input_hash="i",
-        policy={},
-        accounts={},
-        started_at=1.0,
-    )
+    return running(execution_id, started_at=1.0)
 
 
 def test_sqlite_ledger_file_is_wal(tmp_path: Path) -> None:
