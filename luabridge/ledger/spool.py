@@ -114,7 +114,7 @@ def writer_gone(path: Path) -> Iterator[bool]:
 class Spool:
     """The spool file of one run of ``execution_id``, and the states of the execution's calls.
 
-    - ``directory``: where the file goes (created owner-only when missing)
+    - ``directory``: where the file goes (it must exist: ``SQLiteLedger.claim`` makes it)
     - ``states``: each recorded call's state by sequence number, so that the rules the database
       would enforce (no second call with a number, only the allowed state changes) are checked
       here before a line is written
@@ -124,7 +124,6 @@ class Spool:
     """
 
     def __init__(self, directory: Path, execution_id: str, states: dict[int, str]) -> None:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.execution_id = execution_id
         self.name = f"{_tag(execution_id)}-{secrets.token_hex(8)}{_SUFFIX}"
         self.path = directory / self.name

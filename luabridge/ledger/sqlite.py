@@ -128,18 +128,15 @@ _APPEND: Final = (
     "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
     "WHERE EXISTS (SELECT 1 FROM executions WHERE execution_id = ?)"
 )
+_INTO_CALLS: Final = (
+    f"INTO calls (execution_id, {_CALL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 #: The same without the check that the execution exists (known when its other call was found).
-_APPEND_KNOWN: Final = (
-    f"INSERT INTO calls (execution_id, {_CALL_COLUMNS}) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-
-
+_APPEND_KNOWN: Final = "INSERT " + _INTO_CALLS
 #: A folded spool record's new call (see ``_fold_file``); a call already there is left alone.
-_APPEND_FOLDED: Final = (
-    f"INSERT OR IGNORE INTO calls (execution_id, {_CALL_COLUMNS}) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
+_APPEND_FOLDED: Final = "INSERT OR IGNORE " + _INTO_CALLS
+#: Drops the folding record of a spool file that is gone.
+_FORGET: Final = "DELETE FROM spools WHERE name = ?"
 
 
 def _entry_fields(entry: CallEntry) -> list[Any]:
@@ -215,25 +212,6 @@ def _update(
     )
 
 
-def _apply_one(db: sqlite3.Connection, record: list[Any]) -> bool:
-    """Apply one spool record (see ``_Folding``) as its own statements; False when it changed
-    nothing it should have. The slow, exact path a fold falls back to."""
-    kind, execution_id = record[0], record[1]
-    if kind == "u":
-        sql, params = _update(execution_id, *record[2:7])
-        return bool(db.execute(sql, params).rowcount)
-    if kind == "s":
-        sql, params = _update(execution_id, record[2], record[3], record[4], None, record[5])
-        if not db.execute(sql, params).rowcount:
-            return False
-        fields = record[6:]
-    elif kind == "a":
-        fields = record[2:]
-    else:
-        return False
-    return bool(db.execute(_APPEND_FOLDED, _row(execution_id, list(fields))).rowcount)
-
-
 class _Replay(Exception):
     """The batched fold cannot stand for the records one by one (see ``_fold_file``)."""
 
@@ -245,15 +223,17 @@ class _Folding:
     execution_id, seq, state, result, key, at]`` a state change, and ``["s", execution_id, seq,
     state, result, at, *fields]`` a state change and then a new call (``settle_and_append``).
 
-    A call that is new in this fold is kept as its fields, its later changes are made to them
-    here by the rules ``_update`` follows in SQL, and all such calls are inserted at the end in
-    one ``executemany``: a run's fold at its end was one statement per record before (12 ms
-    for 500 calls, a quarter of what the ledger cost the run). A change to a call already in
-    the database is made there at once.
+    With ``batch``, a call that is new in this fold is kept as its fields, its later changes
+    are made to them here by the rules ``_update`` follows in SQL, and all such calls are
+    inserted by :meth:`finish` in one ``executemany``: a run's fold at its end was one statement
+    per record before (12 ms for 500 calls, a quarter of what the ledger cost the run). Without
+    it (the exact path a fold falls back to), every record is its own statements. A change to a
+    call already in the database is made there at once.
     """
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, *, batch: bool) -> None:
         self.db = db
+        self.batch = batch
         self.fresh: dict[tuple[str, int], list[Any]] = {}
 
     def apply(self, record: list[Any]) -> bool:
@@ -261,19 +241,20 @@ class _Folding:
         kind, execution_id = record[0], record[1]
         if kind == "u":
             return self._change(execution_id, *record[2:7])
-        if kind == "s":
-            if not self._change(execution_id, record[2], record[3], record[4], None, record[5]):
-                return False  # as settle_and_append: neither part without the other
-            fields = list(record[6:])
-        elif kind == "a":
-            fields = list(record[2:])
-        else:
+        if kind not in ("a", "s"):
             return False
-        # A malformed record is refused here, not by the insert at the end: thirteen fields,
-        # none empty that the table requires. (One the insert still refuses sends the whole
-        # fold down the record-by-record path: see SQLiteLedger._fold_file.)
+        fields = list(record[6:] if kind == "s" else record[2:])
+        # A malformed record is refused before any part of it is applied: thirteen fields,
+        # none empty that the table requires. (One the batched insert still refuses sends the
+        # whole fold down the record-by-record path: see SQLiteLedger._fold_file.)
         if len(fields) != 13 or None in (*fields[:8], fields[10], fields[12]):
             raise ValueError(f"a new call needs 13 fields with values, got {fields!r:.100}")
+        if kind == "s" and not self._change(
+            execution_id, record[2], record[3], record[4], None, record[5]
+        ):
+            return False  # as settle_and_append: neither part without the other
+        if not self.batch:
+            return bool(self.db.execute(_APPEND_FOLDED, _row(execution_id, fields)).rowcount)
         if (execution_id, fields[0]) in self.fresh:
             return False
         self.fresh[(execution_id, fields[0])] = fields
@@ -553,13 +534,13 @@ class SQLiteLedger(Ledger):
             raise self._error(f"cannot read the spool file {str(path)!r}", exc) from exc
         db.execute("SAVEPOINT fold")
         try:
-            notes = self._fold_batched(db, records)
+            notes = self._fold_records(db, records, batch=True)
         except (_Replay, *_MALFORMED):
             # A new call the database already held (its later changes belong to that row), or
             # a value the batched insert refused: undo, and apply the records one at a time,
             # skipping only the ones that are wrong.
             db.execute("ROLLBACK TO fold")
-            notes = self._fold_one_by_one(db, records)
+            notes = self._fold_records(db, records, batch=False)
         db.execute("RELEASE fold")
         for note in notes:
             _log.warning("%s: %s", path, note)
@@ -571,38 +552,31 @@ class SQLiteLedger(Ledger):
             )
 
     @staticmethod
-    def _fold_batched(db: sqlite3.Connection, records: list[list[Any]]) -> list[str]:
-        """The records applied by ``_Folding``; what to warn about. Raises ``_Replay`` or a
-        ``_MALFORMED`` error when only the one-by-one path gives the exact result."""
-        folding = _Folding(db)
+    def _fold_records(
+        db: sqlite3.Connection, records: list[list[Any]], *, batch: bool
+    ) -> list[str]:
+        """Apply ``records`` (see ``_Folding``); what to warn about. Batched, raises ``_Replay``
+        or a ``_MALFORMED`` error when only the one-by-one path gives the exact result; one by
+        one, each record is undone alone when it turns out malformed."""
+        folding = _Folding(db, batch=batch)
         notes: list[str] = []
         for record in records:
+            if not batch:
+                db.execute("SAVEPOINT one")
             try:
                 applied = folding.apply(record)
             except _MALFORMED as exc:
                 # Only a write reported as failed, or a hand-edited file, leaves such a line.
-                notes.append(f"skipped a malformed record ({exc}): {record!r:.200}")
-                continue
-            if not applied:
-                notes.append(f"a record changed nothing in the ledger: {record!r:.200}")
-        if folding.finish():
-            raise _Replay
-        return notes
-
-    @staticmethod
-    def _fold_one_by_one(db: sqlite3.Connection, records: list[list[Any]]) -> list[str]:
-        notes: list[str] = []
-        for record in records:
-            db.execute("SAVEPOINT one")
-            try:
-                applied = _apply_one(db, record)
-            except _MALFORMED as exc:
-                db.execute("ROLLBACK TO one")
+                if not batch:
+                    db.execute("ROLLBACK TO one")
                 notes.append(f"skipped a malformed record ({exc}): {record!r:.200}")
                 applied = True
-            db.execute("RELEASE one")
+            if not batch:
+                db.execute("RELEASE one")
             if not applied:
                 notes.append(f"a record changed nothing in the ledger: {record!r:.200}")
+        if batch and folding.finish():
+            raise _Replay
         return notes
 
     def _fold_paths(self, paths: list[Path], *, prune: bool = False) -> None:
@@ -626,7 +600,7 @@ class SQLiteLedger(Ledger):
                         for (name,) in db.execute("SELECT name FROM spools").fetchall()
                         if name not in listed and not (self._spool_dir / name).exists()
                     ]
-                    db.executemany("DELETE FROM spools WHERE name = ?", stale)
+                    db.executemany(_FORGET, stale)
             for path in gone:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
@@ -636,7 +610,7 @@ class SQLiteLedger(Ledger):
     def _forget_files(self, paths: list[Path]) -> None:
         """Drop the folding records of removed files (a file name is never used twice)."""
         with self._transaction() as db:
-            db.executemany("DELETE FROM spools WHERE name = ?", [(p.name,) for p in paths])
+            db.executemany(_FORGET, [(p.name,) for p in paths])
 
     def _fold_execution(self, execution_id: str) -> None:
         self._fold_paths(self._files(execution_id))
@@ -660,7 +634,7 @@ class SQLiteLedger(Ledger):
                         self._fold_file(db, spool.path)
                         # The folding records of files this ledger removed before: gone now,
                         # in the same commit (a run's end makes one transaction, not two).
-                        db.executemany("DELETE FROM spools WHERE name = ?", removed)
+                        db.executemany(_FORGET, removed)
                 except LedgerError:
                     # The file stays this run's, open: a call still finishing on another thread
                     # writes its line there, and a later reader folds it all.
