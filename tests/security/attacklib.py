@@ -84,6 +84,17 @@ def hostile_bridge(base_url: str, **limits: Any) -> Bridge:
     return Bridge.from_config(environ=environ, isolation="process", workers=2, limits=limits)
 
 
+def one_state_bridge(isolation: str, base_url: str, *, timeout: float) -> Bridge:
+    """A bridge whose runs all land on one Lua state (one worker under process isolation),
+    already warmed by one run, with no ledger."""
+    environ = {**KEYS, "LOOPS_BASE_URL": base_url}
+    bridge = Bridge.from_config(
+        environ=environ, isolation=isolation, workers=1, ledger=None, limits={"timeout": timeout}
+    )
+    assert bridge.run("return 1").ok
+    return bridge
+
+
 @pytest.fixture(scope="module", name="shared_bridge")
 def shared_bridge_fixture(
     loops_emulator: EmulatorServer, guarded_secrets: list[str]

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from attacklib import KEYS  # the deployment's fake keys
+from attacklib import one_state_bridge  # the deployment's fake keys
 
 from luabridge import Bridge, sandbox
 from luabridge.limits import Limits
@@ -22,11 +22,7 @@ from luabridge.limits import Limits
 
 @pytest.fixture(params=["inprocess", "process"], name="bridge")
 def bridge_fixture(request: pytest.FixtureRequest, loops_emulator: Any) -> Iterator[Bridge]:
-    environ = {**KEYS, "LOOPS_BASE_URL": loops_emulator.base_url}
-    bridge = Bridge.from_config(
-        environ=environ, isolation=request.param, workers=1, ledger=None, limits={"timeout": 5}
-    )
-    assert bridge.run("return 1").ok
+    bridge = one_state_bridge(request.param, loops_emulator.base_url, timeout=5)
     yield bridge
     bridge.close()
 
