@@ -60,6 +60,13 @@ The file is `$XDG_DATA_HOME/luabridge/loops-contacts.sqlite3`
 (`~/.local/share/luabridge/loops-contacts.sqlite3` when `XDG_DATA_HOME` is not set); set
 `{ENV_VAR}` to another file path to move it. Rows are kept apart per account (its name plus a
 fingerprint of its base URL and API key), so two teams never see each other's contacts.
+
+A call's contact is written to the file behind the call: the row is queued, and a thread of
+the process commits the queue, one transaction for everything queued in the last 50 ms. The
+same process always reads what it recorded (a read waits for the queue); another process sees
+a row within about 50 ms. A row that cannot be written is reported in `directory_error` of the
+next call that records a contact. A process killed with SIGKILL can lose the rows of its last
+50 ms: `find_contact` records such a contact again.
 """
 
 integration = Integration(

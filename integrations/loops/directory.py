@@ -4,15 +4,26 @@ The Loops API can neither list contacts nor fetch one by its id (reference, sect
 integration keeps its own record, per account, of every contact it creates, updates, finds,
 fetches or deletes. ``list_contacts`` pages over it and ``get_contact`` resolves ids through it.
 It relies only on ``sqlite3``; one file serves every account, process and thread of a workspace.
+
+Recording a contact after a call is written behind: ``upsert`` queues the row and a writer
+thread of the directory commits the queue, one transaction for whatever has piled up, while the
+calling thread goes on with its next request. Every other method waits for the queue to be
+written first, so this process always reads what it recorded; another process sees a row a
+moment later. A process killed with SIGKILL can lose the rows still queued (find_contact records
+a contact again); ``close`` and the interpreter's exit write them.
 """
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
+import logging
 import os
 import sqlite3
+import threading
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -22,6 +33,8 @@ from luabridge.errors import LuabridgeError
 from luabridge.sqlitefile import ConnectionLender
 
 from .wire import CONTACT_KEYS
+
+_log = logging.getLogger(__name__)
 
 __all__ = [
     "ENV_VAR",
@@ -131,6 +144,133 @@ def _norm_user_id(user_id: Any) -> str | None:
     return user_id if isinstance(user_id, str) and user_id else None
 
 
+#: Seconds the writer waits for more rows before it writes what is queued, and the rows that
+#: make it write at once.
+_LINGER: Final = 0.05
+_BATCH: Final = 256
+#: One queued upsert: account, contact (a copy), replace, when it was seen.
+_Row = tuple[str, dict[str, Any], bool, float]
+
+
+class _WriteBehind:
+    """The queue of rows ``upsert`` has accepted and the thread that commits them.
+
+    ``write`` commits a batch in one transaction (it raises ``DirectoryError``). A batch that
+    cannot be written is dropped and its failure kept, to be reported once by the next
+    ``failure()``; it is also logged. After a fork the child starts with an empty queue (the
+    parent writes what it had queued) and a new thread of its own.
+    """
+
+    def __init__(self, write: Any) -> None:
+        self._write = write
+        self._reset()
+
+    def _reset(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._queue: list[_Row] = []
+        self._urgent = False  # someone waits for the queue: write it without lingering
+        self._busy = False  # a batch is taken and not yet committed
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+        self._failure: DirectoryError | None = None
+
+    def put(self, row: _Row) -> None:
+        with self._cond:
+            if self._stopped:
+                raise DirectoryError("the contact directory has been closed")
+            self._queue.append(row)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="loops-directory-writer", daemon=True
+                )
+                self._thread.start()
+            elif len(self._queue) == 1 or len(self._queue) >= _BATCH:
+                self._cond.notify()  # the first row wakes the writer, a full batch ends its wait
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue:
+                    if self._stopped:
+                        return
+                    self._cond.wait()
+                # Linger a moment so that a run making many calls gets one transaction for
+                # many rows: each is then a few times cheaper, and this thread takes the
+                # interpreter lock from the calls far less often.
+                deadline = time.monotonic() + _LINGER
+                while not (self._urgent or self._stopped or len(self._queue) >= _BATCH):
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+                batch, self._queue, self._busy = self._queue, [], True
+                self._urgent = False
+            failure = None
+            try:
+                self._write(batch)
+            except DirectoryError as exc:
+                failure = exc
+            except Exception as exc:  # the thread must outlive any bug in one batch
+                failure = DirectoryError(f"recording contacts failed ({type(exc).__name__}: {exc})")
+            if failure is not None:
+                ids = ", ".join(str(row[1].get("id")) for row in batch[:5])
+                more = f" and {len(batch) - 5} more" if len(batch) > 5 else ""
+                _log.warning("could not record contact(s) %s%s: %s", ids, more, failure)
+                failure = DirectoryError(
+                    f"an earlier contact ({ids}{more}) could not be recorded: {failure}"
+                )
+            with self._cond:
+                self._busy = False
+                if failure is not None:
+                    self._failure = failure
+                self._cond.notify_all()
+
+    def drain(self) -> None:
+        """Wait until every queued row is committed (or its batch failed)."""
+        with self._cond:
+            if self._queue:
+                self._urgent = True
+                self._cond.notify_all()
+            while self._queue or self._busy:
+                self._cond.wait()
+
+    def failure(self) -> DirectoryError | None:
+        """The failure of a batch since the last call, once."""
+        with self._cond:
+            failure, self._failure = self._failure, None
+            return failure
+
+    def stop(self) -> None:
+        """Write what is queued, then end the thread; ``put`` refuses rows from then on."""
+        with self._cond:
+            self._stopped = True
+            thread, self._thread = self._thread, None
+            self._cond.notify_all()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+        failure = self.failure()
+        if failure is not None:
+            _log.warning("closing the contact directory: %s", failure)
+
+
+#: Every open directory's queue: written at the interpreter's exit, reset in a forked child.
+_QUEUES: weakref.WeakSet[_WriteBehind] = weakref.WeakSet()
+
+
+def _stop_all() -> None:
+    for queue in list(_QUEUES):
+        queue.stop()
+
+
+def _reset_all_in_child() -> None:
+    for queue in list(_QUEUES):
+        queue._reset()
+
+
+atexit.register(_stop_all)
+os.register_at_fork(after_in_child=_reset_all_in_child)
+
+
 class ContactDirectory:
     """The contacts of every account, as this integration last saw them, in one SQLite file.
 
@@ -162,6 +302,8 @@ class ContactDirectory:
             closed=lambda: DirectoryError(f"{self!r} has been closed; open a new ContactDirectory"),
         )
         self._transaction = self._lender.transaction
+        self._behind = _WriteBehind(self._write_rows)
+        _QUEUES.add(self._behind)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -187,8 +329,23 @@ class ContactDirectory:
         self.close()
 
     def close(self) -> None:
-        """Close every connection this object opened. Closing twice is harmless."""
+        """Write the queued rows, then close every connection this object opened. Closing
+        twice is harmless."""
+        self._behind.stop()
         self._lender.close()
+
+    def flush(self) -> None:
+        """Wait until every contact ``upsert`` accepted is committed; raises the
+        ``DirectoryError`` of one that could not be (once)."""
+        self._behind.drain()
+        failure = self._behind.failure()
+        if failure is not None:
+            raise failure
+
+    def _write_rows(self, rows: list[_Row]) -> None:
+        with self._transaction() as db:
+            for account_id, contact, replace, now in rows:
+                self._upsert_row(db, account_id, contact, replace=replace, now=now)
 
     def _error(self, what: str, exc: BaseException) -> DirectoryError:
         return DirectoryError(
@@ -224,12 +381,22 @@ class ContactDirectory:
         With ``replace`` (a full snapshot, as ``/contacts/find`` returns) the stored copy is
         replaced; otherwise the given fields are laid over it. Any other row of the account that
         claims the same email or userId is dropped: it describes a contact that no longer exists.
+
+        The row is written behind (see the module's notes): this returns once it is queued.
+        It raises the ``DirectoryError`` of an earlier row that could not be written, if one
+        has not been reported yet (this row is queued all the same).
         """
         contact_id = contact.get("id")
         if not isinstance(contact_id, str) or not contact_id:
             raise ValueError(f"a contact needs a non-empty string 'id' to be recorded: {contact!r}")
-        with self._transaction() as db:
-            self._upsert_row(db, account_id, contact, replace=replace, now=time.time())
+        row = dict(contact)
+        lists = row.get("mailingLists")
+        if isinstance(lists, Mapping):
+            row["mailingLists"] = dict(lists)  # the caller may change its own copy later
+        self._behind.put((account_id, row, replace, time.time()))
+        failure = self._behind.failure()
+        if failure is not None:
+            raise failure
 
     @staticmethod
     def _upsert_row(
@@ -282,6 +449,7 @@ class ContactDirectory:
         """Forget the account's contacts matching any identifier given; returns how many."""
         if email is None and user_id is None and contact_id is None:
             raise ValueError("remove() needs an email, a user_id or a contact_id")
+        self._behind.drain()
         with self._transaction() as db:
             cursor = db.execute(
                 "DELETE FROM contacts WHERE account = ? AND (email = ? OR user_id = ? OR "
@@ -292,6 +460,7 @@ class ContactDirectory:
 
     def get(self, account_id: str, contact_id: str) -> dict[str, Any] | None:
         """The stored contact with this id, or None when the account never saw it."""
+        self._behind.drain()
         with self._transaction(write=False) as db:
             row = db.execute(
                 "SELECT data FROM contacts WHERE account = ? AND contact_id = ?",
@@ -303,6 +472,7 @@ class ContactDirectory:
         self, account_id: str, *, email: str | None = None, user_id: str | None = None
     ) -> dict[str, Any] | None:
         """The stored contact with this email (any case) or userId, or None."""
+        self._behind.drain()
         with self._transaction(write=False) as db:
             row = db.execute(
                 "SELECT data FROM contacts WHERE account = ? AND (email = ? OR user_id = ?) "
@@ -316,6 +486,7 @@ class ContactDirectory:
         account's total."""
         if limit < 0 or offset < 0:
             raise ValueError(f"limit and offset must be >= 0 (got {limit}, {offset})")
+        self._behind.drain()
         with self._transaction(write=False) as db:
             rows = db.execute(
                 "SELECT data FROM contacts WHERE account = ? ORDER BY seq LIMIT ? OFFSET ?",
@@ -331,6 +502,7 @@ class ContactDirectory:
     def sync_state(self, account_id: str) -> tuple[str, float] | None:
         """``(source, synced_at)`` of the account's last fill from Loops, or None when the
         directory holds only what this integration has touched."""
+        self._behind.drain()
         with self._transaction(write=False) as db:
             row = db.execute(
                 "SELECT source, synced_at FROM sync WHERE account = ?", (account_id,)
@@ -340,6 +512,7 @@ class ContactDirectory:
     def mark_synced(self, account_id: str, source: str, *, at: float | None = None) -> None:
         """Record that ``source`` (``webhooks``, ``import``, ``emulator``) filled the account's
         rows at ``at`` (default: now)."""
+        self._behind.drain()
         with self._transaction() as db:
             self._mark(db, account_id, source, time.time() if at is None else at)
 
@@ -359,6 +532,7 @@ class ContactDirectory:
         ``added``, ``updated`` and ``unchanged`` rows. Importing the same contacts again
         changes nothing (all ``unchanged``)."""
         counts = {"added": 0, "updated": 0, "unchanged": 0}
+        self._behind.drain()
         now = time.time()
         with self._transaction() as db:
             for contact in contacts:
@@ -380,6 +554,7 @@ class ContactDirectory:
         ``upsert`` over the contact or ``remove`` it (``contact_id`` / ``email`` /
         ``user_id``), all in one transaction. Returns False, changing nothing, when the id was
         applied before (a replay)."""
+        self._behind.drain()
         now = time.time()
         with self._transaction() as db:
             db.execute(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import sqlite3
 import subprocess
@@ -511,3 +512,202 @@ def test_damaged_directory_writes_say_so_in_the_result(
 def test_healthy_directory_results_carry_no_directory_error(loops: LoopsAccount) -> None:
     created = call(loops, "create_contact", email="healthy@example.com")
     assert created["success"] is True and "directory_error" not in created
+
+
+# -- the write-behind queue: upsert returns once a row is queued, a writer thread commits it --
+
+
+def contact(i: int) -> dict[str, object]:
+    return {"id": f"c{i}", "email": f"p{i}@example.com", "mailingLists": {"news": True}}
+
+
+def rows_in(path: Path) -> int:
+    """The rows committed to the file, read past this process's directory objects."""
+    with sqlite3.connect(path) as db:
+        return int(db.execute("SELECT COUNT(*) FROM contacts").fetchone()[0])
+
+
+def hold_write_lock(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("BEGIN IMMEDIATE")
+    return db
+
+
+def test_the_same_object_reads_every_row_it_queued(tmp_path: Path) -> None:
+    """Rows queued from several threads are all there for the next read, with no flush."""
+    with ContactDirectory(tmp_path / "c.sqlite3") as directory:
+
+        def fill(start: int) -> None:
+            for i in range(start, start + 100):
+                directory.upsert(A, contact(i))
+
+        threads = [threading.Thread(target=fill, args=(n * 100,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        rows, total = directory.page(A, limit=1000, offset=0)
+        assert total == 400 and len(rows) == 400
+        assert directory.get(A, "c399") == contact(399)
+        assert directory.lookup(A, email="P7@example.com") == contact(7)
+
+
+def test_a_later_change_to_the_callers_dict_is_not_recorded(tmp_path: Path) -> None:
+    with ContactDirectory(tmp_path / "c.sqlite3") as directory:
+        given = contact(1)
+        directory.upsert(A, given)
+        given["email"] = "changed@example.com"
+        given["mailingLists"]["news"] = False  # type: ignore[index]
+        assert directory.get(A, "c1") == contact(1)
+
+
+def test_remove_comes_after_the_queued_upsert(tmp_path: Path) -> None:
+    with ContactDirectory(tmp_path / "c.sqlite3") as directory:
+        for i in range(50):
+            directory.upsert(A, contact(i))
+        assert directory.remove(A, contact_id="c49") == 1
+        assert directory.page(A, limit=100, offset=0)[1] == 49
+
+
+def test_flush_commits_for_other_readers_and_close_writes_the_rest(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite3"
+    directory = ContactDirectory(path)
+    for i in range(200):
+        directory.upsert(A, contact(i))
+    directory.flush()
+    assert rows_in(path) == 200
+    for i in range(200, 300):
+        directory.upsert(A, contact(i))
+    directory.close()
+    assert rows_in(path) == 300
+    with pytest.raises(DirectoryError, match="has been closed"):
+        directory.upsert(A, contact(1))
+
+
+def test_a_row_that_cannot_be_written_is_reported_by_the_next_upsert_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another process holds the write lock past the busy timeout: the queued row fails in the
+    background; the failure is logged, and the next upsert (and only it) raises it."""
+    path = tmp_path / "c.sqlite3"
+    with ContactDirectory(path, busy_timeout=0.05) as directory:
+        lock = hold_write_lock(path)
+        directory.upsert(A, contact(1))
+        directory._behind.drain()
+        lock.execute("ROLLBACK")
+        lock.close()
+        with pytest.raises(DirectoryError) as info:
+            directory.upsert(A, contact(2))
+        message = str(info.value)
+        assert "an earlier contact (c1) could not be recorded" in message
+        assert "database is locked" in message and "held the directory's write lock" in message
+        assert "could not record contact(s) c1" in caplog.text
+        directory.flush()  # reported once: nothing left to raise
+        assert directory.get(A, "c1") is None
+        assert directory.get(A, "c2") == contact(2)
+
+
+def test_flush_raises_a_failure_not_yet_reported(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite3"
+    with ContactDirectory(path, busy_timeout=0.05) as directory:
+        lock = hold_write_lock(path)
+        for i in range(7):
+            directory.upsert(A, contact(i))
+        with pytest.raises(DirectoryError, match=r"could not be recorded|database is locked"):
+            directory.flush()
+        lock.execute("ROLLBACK")
+        lock.close()
+        directory.flush()
+
+
+def test_a_create_after_a_failed_record_says_so_in_its_result(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """The user-level contract: Loops did both creates; the second result carries the first
+    one's directory failure, so the script learns that the first id will not resolve."""
+    path = tmp_path / "contacts.sqlite3"
+    account = open_team(emulator, path)
+    try:
+        assert call(account, "list_contacts")["success"] is True  # the directory is open
+        account.directory.busy_timeout = 0.05
+        account.directory._lender.busy_timeout = 0.05
+        lock = hold_write_lock(path)
+        try:
+            first = call(account, "create_contact", email="first@example.com")
+            account.directory._behind.drain()
+        finally:
+            lock.execute("ROLLBACK")
+            lock.close()
+        assert first["success"] is True and "directory_error" not in first
+        second = call(account, "create_contact", email="second@example.com")
+        assert second["success"] is True
+        error = second["directory_error"]
+        assert "the contact directory could not record it" in error
+        assert f"an earlier contact ({first['id']}) could not be recorded" in error
+        third = call(account, "create_contact", email="third@example.com")
+        assert "directory_error" not in third
+        listed = [c["email"] for c in call(account, "list_contacts")["contacts"]]
+        assert listed == ["second@example.com", "third@example.com"]
+    finally:
+        account.close()
+
+
+def test_the_interpreters_exit_writes_the_queue(tmp_path: Path) -> None:
+    """A process that never closes its directory still leaves every queued row behind."""
+    path = tmp_path / "c.sqlite3"
+    code = (
+        "from integrations.loops.directory import ContactDirectory\n"
+        f"d = ContactDirectory({str(path)!r})\n"
+        "for i in range(500):\n"
+        "    d.upsert('acct', {'id': f'c{i}', 'email': f'p{i}@example.com'})\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
+    assert rows_in(path) == 500
+
+
+def _child_writes() -> None:
+    directory, write = _FORKED
+    directory._behind._write = write  # no gate in the child
+    for i in range(1000, 1010):
+        directory.upsert(A, contact(i))
+    directory.close()
+
+
+_FORKED: list[Any] = []
+
+
+def test_a_forked_child_writes_its_own_rows_and_not_its_parents(tmp_path: Path) -> None:
+    """The parent forks with one batch being written and more rows queued: the child writes
+    only its own rows, the parent its own, each exactly once. (The parent's writer waits in
+    Python here, not inside SQLite: SQLite does not survive a fork in the middle of its own
+    locking, whatever this module does.)"""
+    path = tmp_path / "c.sqlite3"
+    directory = ContactDirectory(path)
+    gate = threading.Event()
+    write = directory._behind._write
+    _FORKED[:] = [directory, write]
+
+    def gated(rows: list[Any]) -> None:
+        gate.wait(30)
+        write(rows)
+
+    directory._behind._write = gated
+    try:
+        for i in range(10):
+            directory.upsert(A, contact(i))
+        child = multiprocessing.get_context("fork").Process(target=_child_writes)
+        child.start()
+        child.join(30)
+        assert child.exitcode == 0
+        assert rows_in(path) == 10  # the child's; the parent's wait at the gate
+        gate.set()
+        directory.flush()
+        rows, total = directory.page(A, limit=100, offset=0)
+        assert total == 20
+        assert sorted(r["id"] for r in rows) == sorted(
+            [f"c{i}" for i in range(10)] + [f"c{i}" for i in range(1000, 1010)]
+        )
+    finally:
+        gate.set()
+        _FORKED.clear()
+        directory.close()
