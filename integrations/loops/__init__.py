@@ -61,12 +61,14 @@ The file is `$XDG_DATA_HOME/luabridge/loops-contacts.sqlite3`
 `{ENV_VAR}` to another file path to move it. Rows are kept apart per account (its name plus a
 fingerprint of its base URL and API key), so two teams never see each other's contacts.
 
-A call's contact is written to the file behind the call: the row is queued, and a thread of
-the process commits the queue, one transaction for everything queued in the last 50 ms. The
-same process always reads what it recorded (a read waits for the queue); another process sees
-a row within about 50 ms. A row that cannot be written is reported in `directory_error` of the
-next call that records a contact. A process killed with SIGKILL can lose the rows of its last
-50 ms: `find_contact` records such a contact again.
+A call's contact is written to the file behind the call: the row is queued, and the queue is
+written in one transaction once it is 50 ms old or 64 rows long, by the call that finds it due,
+or by a timer when the process goes quiet. Anything that reads or changes the file in the same
+process writes the queue first, so the process always reads what it recorded; another process
+sees a row within about 100 ms. When the queue cannot be written, the call that wrote it says
+so in `directory_error`, naming the contacts lost; when the timer could not, the next call that
+records a contact does. A process killed with SIGKILL can lose its last 100 ms of rows:
+`find_contact` records such a contact again.
 """
 
 integration = Integration(

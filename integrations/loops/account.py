@@ -26,6 +26,7 @@ from .directory import (
     LOCAL_ID_PREFIX,
     ContactDirectory,
     DirectoryError,
+    EarlierContactsLost,
     account_identity,
     default_directory_path,
 )
@@ -210,6 +211,12 @@ def record(ctx: CallContext, contact: Mapping[str, Any], *, replace: bool = Fals
     account = account_of(ctx)
     try:
         account.directory.upsert(account.account_id, contact, replace=replace)
+    except EarlierContactsLost as exc:
+        _log.warning("the contact directory lost contacts of earlier calls: %s", exc)
+        return (
+            "Loops did it and the contact directory recorded it, but it lost contacts of "
+            f"earlier calls: {exc}"
+        )
     except DirectoryError as exc:
         _log.warning("could not record contact %s: %s", contact.get("id"), exc)
         return f"Loops did it, but the contact directory could not record it: {exc}"

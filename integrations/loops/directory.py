@@ -5,12 +5,12 @@ integration keeps its own record, per account, of every contact it creates, upda
 fetches or deletes. ``list_contacts`` pages over it and ``get_contact`` resolves ids through it.
 It relies only on ``sqlite3``; one file serves every account, process and thread of a workspace.
 
-Recording a contact after a call is written behind: ``upsert`` queues the row and a writer
-thread of the directory commits the queue, one transaction for whatever has piled up, while the
-calling thread goes on with its next request. Every other method waits for the queue to be
-written first, so this process always reads what it recorded; another process sees a row a
-moment later. A process killed with SIGKILL can lose the rows still queued (find_contact records
-a contact again); ``close`` and the interpreter's exit write them.
+Recording a contact after a call is written behind: ``upsert`` queues the row, and the queue of
+the file is written in one transaction once it is 50 ms old or 64 rows long, by the upsert that
+finds it due, by a timer when the process goes quiet, and always before any other method of any
+directory of this process touches the file. So this process reads what it recorded, and another
+process sees a row within about 100 ms. A process killed with SIGKILL can lose the rows still
+queued (find_contact records a contact again); ``close`` and the interpreter's exit write them.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import json
 import logging
 import os
 import sqlite3
+import sys
 import threading
 import time
-import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -41,6 +41,7 @@ __all__ = [
     "LOCAL_ID_PREFIX",
     "ContactDirectory",
     "DirectoryError",
+    "EarlierContactsLost",
     "account_identity",
     "default_directory_path",
 ]
@@ -144,131 +145,165 @@ def _norm_user_id(user_id: Any) -> str | None:
     return user_id if isinstance(user_id, str) and user_id else None
 
 
-#: Seconds the writer waits for more rows before it writes what is queued, and the rows that
-#: make it write at once.
+#: How long a queued row may wait: the next upsert after that writes the queue, and a timer
+#: writes it this much later again when no upsert comes. Also the rows that make it write.
 _LINGER: Final = 0.05
-_BATCH: Final = 256
-#: One queued upsert: account, contact (a copy), replace, when it was seen.
-_Row = tuple[str, dict[str, Any], bool, float]
+_BATCH: Final = 64
+#: One queued upsert: the directory that queued it (its write), account, contact (a copy),
+#: replace, when it was seen.
+_Row = tuple[Any, str, dict[str, Any], bool, float]
 
 
-class _WriteBehind:
-    """The queue of rows ``upsert`` has accepted and the thread that commits them.
+class EarlierContactsLost(DirectoryError):
+    """Contacts queued by earlier calls could not be written (the message names them); the
+    contact of the call that gets this error was queued all the same."""
 
-    ``write`` commits a batch in one transaction (it raises ``DirectoryError``). A batch that
-    cannot be written is dropped and its failure kept, to be reported once by the next
-    ``failure()``; it is also logged. After a fork the child starts with an empty queue (the
-    parent writes what it had queued) and a new thread of its own.
+
+def _lost(rows: Sequence[_Row], exc: BaseException) -> str:
+    ids = [str(row[2].get("id")) for row in rows]
+    shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+    return f"{shown}: {exc}"
+
+
+class _Queue:
+    """The rows queued for one file by every ``ContactDirectory`` of this process open on it.
+
+    Whoever touches the file next writes the queue first, in the thread that touches it: an
+    upsert once the queue is ``_LINGER`` old or ``_BATCH`` long, any other method always, a
+    timer when the process goes quiet, ``close`` and the interpreter's exit. ``lock`` is held
+    for the whole write, so two writes never interleave and a fork never lands inside one
+    (see ``_before_fork``). A write that fails drops its rows; a timer's failure is kept in
+    ``lost`` for the next upsert or read to report.
     """
 
-    def __init__(self, write: Any) -> None:
-        self._write = write
-        self._reset()
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.rows: list[_Row] = []
+        self.oldest = 0.0
+        self.timer: threading.Timer | None = None
+        self.lost: list[str] = []
 
-    def _reset(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
-        self._queue: list[_Row] = []
-        self._urgent = False  # someone waits for the queue: write it without lingering
-        self._busy = False  # a batch is taken and not yet committed
-        self._thread: threading.Thread | None = None
-        self._stopped = False
-        self._failure: DirectoryError | None = None
+    def put(self, row: _Row) -> bool:
+        """Queue ``row``; True when the queue is due to be written now."""
+        with self.lock:
+            if not self.rows:
+                self.oldest = row[4]
+                if self.timer is None:
+                    self._arm()
+            self.rows.append(row)
+            return len(self.rows) >= _BATCH or row[4] - self.oldest >= _LINGER
 
-    def put(self, row: _Row) -> None:
-        with self._cond:
-            if self._stopped:
-                raise DirectoryError("the contact directory has been closed")
-            self._queue.append(row)
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="loops-directory-writer", daemon=True
-                )
-                self._thread.start()
-            elif len(self._queue) == 1 or len(self._queue) >= _BATCH:
-                self._cond.notify()  # the first row wakes the writer, a full batch ends its wait
+    def _arm(self) -> None:
+        timer = threading.Timer(2 * _LINGER, self._quiet)
+        timer.daemon = True
+        try:
+            timer.start()
+        except RuntimeError:  # no new threads (the interpreter is shutting down): atexit writes
+            return
+        self.timer = timer
 
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._queue:
-                    if self._stopped:
-                        return
-                    self._cond.wait()
-                # Linger a moment so that a run making many calls gets one transaction for
-                # many rows: each is then a few times cheaper, and this thread takes the
-                # interpreter lock from the calls far less often.
-                deadline = time.monotonic() + _LINGER
-                while not (self._urgent or self._stopped or len(self._queue) >= _BATCH):
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    self._cond.wait(left)
-                batch, self._queue, self._busy = self._queue, [], True
-                self._urgent = False
-            failure = None
-            try:
-                self._write(batch)
-            except DirectoryError as exc:
-                failure = exc
-            except Exception as exc:  # the thread must outlive any bug in one batch
-                failure = DirectoryError(f"recording contacts failed ({type(exc).__name__}: {exc})")
-            if failure is not None:
-                ids = ", ".join(str(row[1].get("id")) for row in batch[:5])
-                more = f" and {len(batch) - 5} more" if len(batch) > 5 else ""
-                _log.warning("could not record contact(s) %s%s: %s", ids, more, failure)
-                failure = DirectoryError(
-                    f"an earlier contact ({ids}{more}) could not be recorded: {failure}"
-                )
-            with self._cond:
-                self._busy = False
-                if failure is not None:
-                    self._failure = failure
-                self._cond.notify_all()
+    def _quiet(self) -> None:
+        with self.lock:
+            self.timer = None
+            if self.rows:
+                if time.time() - self.oldest < _LINGER:
+                    self._arm()
+                    return
+                try:
+                    self._write_locked(None)
+                except DirectoryError as exc:
+                    self.lost.append(str(exc))
+                    _log.warning("could not record contacts: %s", exc)
 
-    def drain(self) -> None:
-        """Wait until every queued row is committed (or its batch failed)."""
-        with self._cond:
-            if self._queue:
-                self._urgent = True
-                self._cond.notify_all()
-            while self._queue or self._busy:
-                self._cond.wait()
+    def write(self, write: Any) -> None:
+        """Write the queue with ``write`` (a directory's), in this thread; raises
+        ``DirectoryError`` naming the contacts that were dropped."""
+        with self.lock:
+            self._write_locked(write)
 
-    def failure(self) -> DirectoryError | None:
-        """The failure of a batch since the last call, once."""
-        with self._cond:
-            failure, self._failure = self._failure, None
-            return failure
+    def _write_locked(self, write: Any) -> None:
+        rows, self.rows = self.rows, []
+        if not rows:
+            return
+        try:
+            (write or rows[-1][0])(rows)
+        except DirectoryError as exc:
+            raise DirectoryError(f"could not record the contact(s) {_lost(rows, exc)}") from exc
+        except Exception as exc:  # a bug in one row must not leave the queue stuck
+            raise DirectoryError(f"could not record the contact(s) {_lost(rows, exc)}") from exc
 
-    def stop(self) -> None:
-        """Write what is queued, then end the thread; ``put`` refuses rows from then on."""
-        with self._cond:
-            self._stopped = True
-            thread, self._thread = self._thread, None
-            self._cond.notify_all()
-        if thread is not None and thread is not threading.current_thread():
-            thread.join()
-        failure = self.failure()
-        if failure is not None:
-            _log.warning("closing the contact directory: %s", failure)
+    def take_lost(self) -> list[str]:
+        with self.lock:
+            lost, self.lost = self.lost, []
+            return lost
 
 
-#: Every open directory's queue: written at the interpreter's exit, reset in a forked child.
-_QUEUES: weakref.WeakSet[_WriteBehind] = weakref.WeakSet()
+#: The queue of each file this process has open, by its real path.
+_QUEUES: dict[str, _Queue] = {}
+_QUEUES_LOCK = threading.Lock()
 
 
-def _stop_all() -> None:
-    for queue in list(_QUEUES):
-        queue.stop()
+def _queue_for(path: Path) -> _Queue:
+    key = os.path.realpath(path)
+    with _QUEUES_LOCK:
+        queue = _QUEUES.get(key)
+        if queue is None:
+            queue = _QUEUES[key] = _Queue()
+        return queue
 
 
-def _reset_all_in_child() -> None:
-    for queue in list(_QUEUES):
-        queue._reset()
+def _write_all() -> None:
+    """Write every queue (at the interpreter's exit, or a forked multiprocessing child's)."""
+    for queue in list(_QUEUES.values()):
+        try:
+            queue.write(None)
+        except DirectoryError as exc:
+            _log.warning("at exit: %s", exc)
+        except Exception:  # one bad queue must not keep the others unwritten
+            _log.exception("at exit: writing the contact directory failed")
 
 
-atexit.register(_stop_all)
-os.register_at_fork(after_in_child=_reset_all_in_child)
+def _before_fork() -> None:
+    _QUEUES_LOCK.acquire()
+    for queue in _QUEUES.values():
+        queue.lock.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    for queue in _QUEUES.values():
+        queue.lock.release()
+    _QUEUES_LOCK.release()
+
+
+def _after_fork_in_child() -> None:
+    """The parent writes what it had queued; the child starts empty, with fresh locks and no
+    timer (its thread is not in the child)."""
+    global _QUEUES_LOCK, _CHILD_UNFINALIZED
+    for queue in _QUEUES.values():
+        queue.__init__()  # type: ignore[misc]  # in place: every directory holds its queue
+    _QUEUES_LOCK = threading.Lock()
+    _CHILD_UNFINALIZED = True
+
+
+#: Set in a forked child until its first upsert has registered the exit hook below.
+_CHILD_UNFINALIZED = False
+
+
+def _finalize_child() -> None:
+    """A multiprocessing child ends with os._exit, past atexit, but it runs the finalizers
+    registered while it ran (those registered at the fork itself it clears as it starts):
+    so the first upsert of a forked child registers one that writes the queues."""
+    global _CHILD_UNFINALIZED
+    _CHILD_UNFINALIZED = False
+    mp = sys.modules.get("multiprocessing.util")
+    if mp is not None:
+        mp.Finalize(None, _write_all, exitpriority=10)
+
+
+atexit.register(_write_all)
+os.register_at_fork(
+    before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+)
 
 
 class ContactDirectory:
@@ -302,8 +337,9 @@ class ContactDirectory:
             closed=lambda: DirectoryError(f"{self!r} has been closed; open a new ContactDirectory"),
         )
         self._transaction = self._lender.transaction
-        self._behind = _WriteBehind(self._write_rows)
-        _QUEUES.add(self._behind)
+        self._queue = _queue_for(self.path)
+        self._closed = False
+        self._close_lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -331,20 +367,35 @@ class ContactDirectory:
     def close(self) -> None:
         """Write the queued rows, then close every connection this object opened. Closing
         twice is harmless."""
-        self._behind.stop()
-        self._lender.close()
+        # One closer at a time: a second one must not close the connections while the first
+        # still writes the queue with one of them.
+        with self._close_lock:
+            self._closed = True
+            try:
+                self._sync()
+            except DirectoryError as exc:
+                _log.warning("closing the contact directory: %s", exc)
+            finally:
+                self._lender.close()
 
     def flush(self) -> None:
-        """Wait until every contact ``upsert`` accepted is committed; raises the
-        ``DirectoryError`` of one that could not be (once)."""
-        self._behind.drain()
-        failure = self._behind.failure()
-        if failure is not None:
-            raise failure
+        """Write every queued contact of this file now; raises ``DirectoryError`` naming the
+        contacts that could not be written (those queued here, or by a timer earlier)."""
+        self._sync()
+
+    def _sync(self) -> None:
+        """Write the file's queue before this object touches the file (see ``_Queue``)."""
+        queue = self._queue
+        if queue.rows:
+            queue.write(self._write_rows)
+        if queue.lost:
+            lost = queue.take_lost()
+            if lost:
+                raise DirectoryError("; ".join(lost))
 
     def _write_rows(self, rows: list[_Row]) -> None:
         with self._transaction() as db:
-            for account_id, contact, replace, now in rows:
+            for _write, account_id, contact, replace, now in rows:
                 self._upsert_row(db, account_id, contact, replace=replace, now=now)
 
     def _error(self, what: str, exc: BaseException) -> DirectoryError:
@@ -382,9 +433,10 @@ class ContactDirectory:
         replaced; otherwise the given fields are laid over it. Any other row of the account that
         claims the same email or userId is dropped: it describes a contact that no longer exists.
 
-        The row is written behind (see the module's notes): this returns once it is queued.
-        It raises the ``DirectoryError`` of an earlier row that could not be written, if one
-        has not been reported yet (this row is queued all the same).
+        The row is written behind (see the module's notes): queued, and written with the
+        queue once it is due. Raises ``DirectoryError`` when that write fails (it names the
+        contacts dropped, this one among them), or ``EarlierContactsLost`` when a write
+        after earlier calls failed (this row is queued all the same).
         """
         contact_id = contact.get("id")
         if not isinstance(contact_id, str) or not contact_id:
@@ -393,10 +445,17 @@ class ContactDirectory:
         lists = row.get("mailingLists")
         if isinstance(lists, Mapping):
             row["mailingLists"] = dict(lists)  # the caller may change its own copy later
-        self._behind.put((account_id, row, replace, time.time()))
-        failure = self._behind.failure()
-        if failure is not None:
-            raise failure
+        if self._closed:
+            raise DirectoryError(f"{self!r} has been closed; open a new ContactDirectory")
+        if _CHILD_UNFINALIZED:
+            _finalize_child()
+        queue = self._queue
+        if queue.put((self._write_rows, account_id, row, replace, time.time())):
+            queue.write(self._write_rows)
+        if queue.lost:
+            lost = queue.take_lost()
+            if lost:
+                raise EarlierContactsLost("; ".join(lost))
 
     @staticmethod
     def _upsert_row(
@@ -449,7 +508,7 @@ class ContactDirectory:
         """Forget the account's contacts matching any identifier given; returns how many."""
         if email is None and user_id is None and contact_id is None:
             raise ValueError("remove() needs an email, a user_id or a contact_id")
-        self._behind.drain()
+        self._sync()
         with self._transaction() as db:
             cursor = db.execute(
                 "DELETE FROM contacts WHERE account = ? AND (email = ? OR user_id = ? OR "
@@ -460,7 +519,7 @@ class ContactDirectory:
 
     def get(self, account_id: str, contact_id: str) -> dict[str, Any] | None:
         """The stored contact with this id, or None when the account never saw it."""
-        self._behind.drain()
+        self._sync()
         with self._transaction(write=False) as db:
             row = db.execute(
                 "SELECT data FROM contacts WHERE account = ? AND contact_id = ?",
@@ -472,7 +531,7 @@ class ContactDirectory:
         self, account_id: str, *, email: str | None = None, user_id: str | None = None
     ) -> dict[str, Any] | None:
         """The stored contact with this email (any case) or userId, or None."""
-        self._behind.drain()
+        self._sync()
         with self._transaction(write=False) as db:
             row = db.execute(
                 "SELECT data FROM contacts WHERE account = ? AND (email = ? OR user_id = ?) "
@@ -486,7 +545,7 @@ class ContactDirectory:
         account's total."""
         if limit < 0 or offset < 0:
             raise ValueError(f"limit and offset must be >= 0 (got {limit}, {offset})")
-        self._behind.drain()
+        self._sync()
         with self._transaction(write=False) as db:
             rows = db.execute(
                 "SELECT data FROM contacts WHERE account = ? ORDER BY seq LIMIT ? OFFSET ?",
@@ -502,7 +561,7 @@ class ContactDirectory:
     def sync_state(self, account_id: str) -> tuple[str, float] | None:
         """``(source, synced_at)`` of the account's last fill from Loops, or None when the
         directory holds only what this integration has touched."""
-        self._behind.drain()
+        self._sync()
         with self._transaction(write=False) as db:
             row = db.execute(
                 "SELECT source, synced_at FROM sync WHERE account = ?", (account_id,)
@@ -512,7 +571,7 @@ class ContactDirectory:
     def mark_synced(self, account_id: str, source: str, *, at: float | None = None) -> None:
         """Record that ``source`` (``webhooks``, ``import``, ``emulator``) filled the account's
         rows at ``at`` (default: now)."""
-        self._behind.drain()
+        self._sync()
         with self._transaction() as db:
             self._mark(db, account_id, source, time.time() if at is None else at)
 
@@ -532,7 +591,7 @@ class ContactDirectory:
         ``added``, ``updated`` and ``unchanged`` rows. Importing the same contacts again
         changes nothing (all ``unchanged``)."""
         counts = {"added": 0, "updated": 0, "unchanged": 0}
-        self._behind.drain()
+        self._sync()
         now = time.time()
         with self._transaction() as db:
             for contact in contacts:
@@ -554,7 +613,7 @@ class ContactDirectory:
         ``upsert`` over the contact or ``remove`` it (``contact_id`` / ``email`` /
         ``user_id``), all in one transaction. Returns False, changing nothing, when the id was
         applied before (a replay)."""
-        self._behind.drain()
+        self._sync()
         now = time.time()
         with self._transaction() as db:
             db.execute(
