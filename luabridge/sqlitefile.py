@@ -12,6 +12,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,6 +32,13 @@ _forks = 0
 def _forked() -> None:
     global _forks
     _forks += 1
+    # A lock held by another thread at the fork would be held for ever in the child.
+    for lender in list(_LENDERS):
+        lender._lock = threading.Lock()
+
+
+#: Every lender of this process, for _forked.
+_LENDERS: weakref.WeakSet[ConnectionLender] = weakref.WeakSet()
 
 
 os.register_at_fork(after_in_child=_forked)
@@ -70,6 +78,7 @@ class ConnectionLender:
         self._forks = _forks
         self._lock = threading.Lock()
         self._closed = False
+        _LENDERS.add(self)
 
     def borrow(self) -> sqlite3.Connection:
         """An idle connection, or a new one; give it back with :meth:`give_back`."""
@@ -140,9 +149,13 @@ class ConnectionLender:
             self.give_back(db)
 
     def close(self) -> None:
-        """Close every connection; later borrowing raises the ``closed`` error."""
+        """Close the idle connections; one lent out is closed when it is given back (closing
+        it under a transaction in another thread would crash the process). Later borrowing
+        raises the ``closed`` error."""
         with self._lock:
             self._closed = True
-            connections, self._connections, self._idle = self._connections, [], []
-        for connection in connections:
+            idle, self._idle = self._idle, []
+            for connection in idle:
+                self._connections.remove(connection)
+        for connection in idle:
             connection.close()

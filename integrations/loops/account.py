@@ -214,7 +214,7 @@ def record(ctx: CallContext, contact: Mapping[str, Any], *, replace: bool = Fals
     except EarlierContactsLost as exc:
         _log.warning("the contact directory lost contacts of earlier calls: %s", exc)
         return (
-            "Loops did it and the contact directory recorded it, but it lost contacts of "
+            "Loops did it and the contact directory queued it, but it lost contacts of "
             f"earlier calls: {exc}"
         )
     except DirectoryError as exc:

@@ -183,15 +183,20 @@ class _Queue:
         self.timer: threading.Timer | None = None
         self.lost: list[str] = []
 
-    def put(self, row: _Row) -> bool:
-        """Queue ``row``; True when the queue is due to be written now."""
+    def put(self, row: _Row, directory: ContactDirectory) -> bool:
+        """Queue ``row`` for ``directory`` (refused once it is closed: checked under the lock
+        ``close`` holds, so no row of a closed directory stays queued); True when the queue is
+        due to be written now."""
         with self.lock:
+            if directory._closed:
+                raise DirectoryError(f"{directory!r} has been closed; open a new ContactDirectory")
+            now = time.monotonic()
             if not self.rows:
-                self.oldest = row[4]
+                self.oldest = now
                 if self.timer is None:
                     self._arm()
             self.rows.append(row)
-            return len(self.rows) >= _BATCH or row[4] - self.oldest >= _LINGER
+            return len(self.rows) >= _BATCH or now - self.oldest >= _LINGER
 
     def _arm(self) -> None:
         timer = threading.Timer(2 * _LINGER, self._quiet)
@@ -206,7 +211,7 @@ class _Queue:
         with self.lock:
             self.timer = None
             if self.rows:
-                if time.time() - self.oldest < _LINGER:
+                if time.monotonic() - self.oldest < _LINGER:
                     self._arm()
                     return
                 try:
@@ -278,23 +283,22 @@ def _after_fork_in_parent() -> None:
 def _after_fork_in_child() -> None:
     """The parent writes what it had queued; the child starts empty, with fresh locks and no
     timer (its thread is not in the child)."""
-    global _QUEUES_LOCK, _CHILD_UNFINALIZED
+    global _QUEUES_LOCK
     for queue in _QUEUES.values():
         queue.__init__()  # type: ignore[misc]  # in place: every directory holds its queue
     _QUEUES_LOCK = threading.Lock()
-    _CHILD_UNFINALIZED = True
 
 
-#: Set in a forked child until its first upsert has registered the exit hook below.
-_CHILD_UNFINALIZED = False
+#: The process whose first upsert has registered the exit hook below (0: none yet).
+_finalized_pid = 0
 
 
-def _finalize_child() -> None:
-    """A multiprocessing child ends with os._exit, past atexit, but it runs the finalizers
-    registered while it ran (those registered at the fork itself it clears as it starts):
-    so the first upsert of a forked child registers one that writes the queues."""
-    global _CHILD_UNFINALIZED
-    _CHILD_UNFINALIZED = False
+def _finalize_process() -> None:
+    """A multiprocessing child (fork or forkserver) ends with os._exit, past atexit, but it
+    runs the finalizers registered while it ran: so the first upsert of each process
+    registers one that writes the queues, whenever multiprocessing is loaded."""
+    global _finalized_pid
+    _finalized_pid = os.getpid()
     mp = sys.modules.get("multiprocessing.util")
     if mp is not None:
         mp.Finalize(None, _write_all, exitpriority=10)
@@ -339,7 +343,6 @@ class ContactDirectory:
         self._transaction = self._lender.transaction
         self._queue = _queue_for(self.path)
         self._closed = False
-        self._close_lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -367,12 +370,14 @@ class ContactDirectory:
     def close(self) -> None:
         """Write the queued rows, then close every connection this object opened. Closing
         twice is harmless."""
-        # One closer at a time: a second one must not close the connections while the first
-        # still writes the queue with one of them.
-        with self._close_lock:
+        # Under the file's queue lock: no write of the queue (by another thread, the timer or
+        # another closer) is in progress while the connections close, and no row of this
+        # object can be queued after this (see _Queue.put).
+        queue = self._queue
+        with queue.lock:
             self._closed = True
             try:
-                self._sync()
+                queue._write_locked(self._write_rows)
             except DirectoryError as exc:
                 _log.warning("closing the contact directory: %s", exc)
             finally:
@@ -381,14 +386,17 @@ class ContactDirectory:
     def flush(self) -> None:
         """Write every queued contact of this file now; raises ``DirectoryError`` naming the
         contacts that could not be written (those queued here, or by a timer earlier)."""
-        self._sync()
+        self._sync(report=True)
 
-    def _sync(self) -> None:
-        """Write the file's queue before this object touches the file (see ``_Queue``)."""
+    def _sync(self, *, report: bool = False) -> None:
+        """Write the file's queue before this object touches the file (see ``_Queue``). The
+        lock is taken even when the queue looks empty: a write in progress in another thread
+        has emptied it already, and what this object does must come after that write.
+        ``report``: also raise what a quiet write lost (only ``flush`` does: a read or a
+        removal is not to fail for another call's contacts)."""
         queue = self._queue
-        if queue.rows:
-            queue.write(self._write_rows)
-        if queue.lost:
+        queue.write(self._write_rows)
+        if report and queue.lost:
             lost = queue.take_lost()
             if lost:
                 raise DirectoryError("; ".join(lost))
@@ -445,12 +453,11 @@ class ContactDirectory:
         lists = row.get("mailingLists")
         if isinstance(lists, Mapping):
             row["mailingLists"] = dict(lists)  # the caller may change its own copy later
-        if self._closed:
-            raise DirectoryError(f"{self!r} has been closed; open a new ContactDirectory")
-        if _CHILD_UNFINALIZED:
-            _finalize_child()
+        json.dumps(row)  # a value JSON cannot hold fails this call, not a later batch
+        if _finalized_pid != os.getpid():
+            _finalize_process()
         queue = self._queue
-        if queue.put((self._write_rows, account_id, row, replace, time.time())):
+        if queue.put((self._write_rows, account_id, row, replace, time.time()), self):
             queue.write(self._write_rows)
         if queue.lost:
             lost = queue.take_lost()
