@@ -183,10 +183,13 @@ class _Queue:
         self.timer: threading.Timer | None = None
         self.lost: list[str] = []
 
-    def put(self, row: _Row, directory: ContactDirectory) -> bool:
-        """Queue ``row`` for ``directory`` (refused once it is closed: checked under the lock
+    def put(
+        self, directory: ContactDirectory, account_id: str, contact: dict[str, Any], replace: bool
+    ) -> bool:
+        """Queue an upsert by ``directory`` (refused once it is closed: checked under the lock
         ``close`` holds, so no row of a closed directory stays queued); True when the queue is
         due to be written now."""
+        row = (directory._write_rows, account_id, contact, replace, time.time())
         with self.lock:
             if directory._closed:
                 raise DirectoryError(f"{directory!r} has been closed; open a new ContactDirectory")
@@ -232,15 +235,16 @@ class _Queue:
             return
         try:
             (write or rows[-1][0])(rows)
-        except DirectoryError as exc:
-            raise DirectoryError(f"could not record the contact(s) {_lost(rows, exc)}") from exc
-        except Exception as exc:  # a bug in one row must not leave the queue stuck
+        except Exception as exc:  # DirectoryError, or a bug in one row: never a stuck queue
             raise DirectoryError(f"could not record the contact(s) {_lost(rows, exc)}") from exc
 
-    def take_lost(self) -> list[str]:
+    def take_lost(self) -> str | None:
+        """What quiet writes lost since the last call, once; None when nothing was."""
+        if not self.lost:
+            return None
         with self.lock:
             lost, self.lost = self.lost, []
-            return lost
+        return "; ".join(lost) or None
 
 
 #: The queue of each file this process has open, by its real path.
@@ -394,12 +398,10 @@ class ContactDirectory:
         has emptied it already, and what this object does must come after that write.
         ``report``: also raise what a quiet write lost (only ``flush`` does: a read or a
         removal is not to fail for another call's contacts)."""
-        queue = self._queue
-        queue.write(self._write_rows)
-        if report and queue.lost:
-            lost = queue.take_lost()
-            if lost:
-                raise DirectoryError("; ".join(lost))
+        self._queue.write(self._write_rows)
+        lost = self._queue.take_lost() if report else None
+        if lost:
+            raise DirectoryError(lost)
 
     def _write_rows(self, rows: list[_Row]) -> None:
         with self._transaction() as db:
@@ -457,12 +459,11 @@ class ContactDirectory:
         if _finalized_pid != os.getpid():
             _finalize_process()
         queue = self._queue
-        if queue.put((self._write_rows, account_id, row, replace, time.time()), self):
+        if queue.put(self, account_id, row, replace):
             queue.write(self._write_rows)
-        if queue.lost:
-            lost = queue.take_lost()
-            if lost:
-                raise EarlierContactsLost("; ".join(lost))
+        lost = queue.take_lost()
+        if lost:
+            raise EarlierContactsLost(lost)
 
     @staticmethod
     def _upsert_row(
