@@ -190,8 +190,13 @@ def test_instruction_budget_and_output_start_from_zero(bridge: Bridge) -> None:
     assert second.usage["output_bytes"] == first.usage["output_bytes"]
 
 
-def test_memory_of_a_finished_run_is_given_back(bridge: Bridge) -> None:
-    """A run that ends holding 40 MiB in globals leaves the next run the whole limit."""
+def test_memory_of_a_finished_run_is_given_back(
+    bridge: Bridge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that ends holding 40 MiB in globals leaves the next run the whole limit. (In
+    process, the state is collected and reused here although its heap is past
+    ``_BLOATED_BYTES``; a worker closes such a state, and the next test covers that.)"""
+    monkeypatch.setattr(sandbox, "_BLOATED_BYTES", 1 << 40)
     hold = """
     big = {}
     for i = 1, 40 do big[i] = string.rep(string.char(64 + i % 26), 1024 * 1024) end
@@ -282,6 +287,31 @@ def test_a_state_that_keeps_memory_is_closed() -> None:
     state.dirty = True
     assert sandbox.execute("return 2", None, host=sandbox._UNUSED, limits=Limits()).ok
     assert state not in sandbox._idle and state.session.lua is None
+
+
+def test_a_state_left_with_a_large_heap_is_closed_without_a_collection() -> None:
+    """A run that ends with more than ``_BLOATED_BYTES`` in its heap has its state closed,
+    which frees it faster than a full collection would; a smaller run keeps its state."""
+    sandbox._idle.clear()
+    assert sandbox.execute("return 1", None, host=sandbox._UNUSED, limits=Limits()).ok
+    (state,) = sandbox._idle
+    small = "local t = {} for i = 1, 1000 do t[i] = {i} end return #t"
+    assert sandbox.execute(small, None, host=sandbox._UNUSED, limits=Limits()).value == 1000
+    assert sandbox._idle == [state] and not state.bloated
+    collections: list[Any] = []
+    collect = state.settle_fn
+
+    def counted(*args: Any) -> Any:
+        collections.append(args)
+        return collect(*args)
+
+    state.settle_fn = counted
+    big = "local t = {} for i = 1, 8 do t[i] = string.rep('x', 1024 * 1024) .. i end return #t"
+    assert sandbox.execute(big, None, host=sandbox._UNUSED, limits=Limits()).value == 8
+    assert state.bloated and collections == [(state.floor_kb + sandbox._SETTLE_SLACK_KB,)]
+    assert sandbox.execute("return 3", None, host=sandbox._UNUSED, limits=Limits()).value == 3
+    assert state not in sandbox._idle and state.session.lua is None
+    assert len(collections) == 1  # the small run's garbage was collected; the big run's not
 
 
 def test_a_state_that_hit_the_memory_limit_is_not_reused() -> None:
