@@ -834,3 +834,64 @@ def test_a_cookie_loops_sets_is_never_sent_back() -> None:
         assert not client._http.cookies
     finally:
         client.close()
+
+
+def test_a_request_carries_the_clients_headers_and_httpxs_json_body() -> None:
+    """The client builds its requests itself: the same headers, URL, query and body bytes as
+    httpx's own json= would give, on the first attempt and on a retry alike."""
+    handler, seen = replies(
+        httpx.Response(429, headers={"retry-after": "0"}),
+        httpx.Response(200, json={"success": True}),
+    )
+    client = make_client(handler)
+    body = {"email": "zoë@example.com", "n": 1.5, "tags": ["a", None]}
+    try:
+        client.request(
+            "post", "/events/send", json=body, params={"x": "1 2"}, idempotency_key="k-1"
+        )
+        expected = httpx.Request("POST", "http://loops.test/api/v1/events/send", json=body)
+        assert len(seen) == 2
+        for request in seen:
+            assert request.method == "POST"
+            assert str(request.url) == "http://loops.test/api/v1/events/send?x=1+2"
+            assert request.content == expected.content
+            assert request.headers["content-type"] == "application/json"
+            assert request.headers["content-length"] == str(len(expected.content))
+            assert request.headers["idempotency-key"] == "k-1"
+            assert request.headers["authorization"] == f"Bearer {KEY}"
+            assert request.headers["accept"] == "application/json"
+            assert request.headers["user-agent"].startswith("luabridge")
+            assert request.extensions["timeout"]["read"] == pytest.approx(client.timeout, abs=1)
+        client.request("GET", "/api-key")
+        assert "content-type" not in seen[-1].headers and seen[-1].content == b""
+        assert "idempotency-key" not in seen[-1].headers
+    finally:
+        client.close()
+
+
+def test_a_body_json_cannot_hold_fails_before_it_takes_a_rate_slot() -> None:
+    """NaN is refused while the request is built, with nothing sent and the client's one slot
+    per second still free for the next call."""
+    handler, seen = replies(httpx.Response(200, json={"success": True}))
+    client = make_client(handler, rate_limit=1)
+    try:
+        with pytest.raises(ValueError, match="JSON"):
+            client.request("POST", "/events/send", json={"n": float("nan")})
+        assert seen == []
+        client.request("POST", "/events/send", json={"n": 1}, deadline=time.monotonic() + 0.3)
+        assert len(seen) == 1
+    finally:
+        client.close()
+
+
+def test_a_client_keeps_a_bounded_number_of_parsed_urls() -> None:
+    handler, seen = replies(httpx.Response(200, json={"success": True}))
+    client = make_client(handler)
+    try:
+        for i in range(80):
+            client.request("GET", f"/things/{i}")
+        client.request("GET", "/things/79")
+        assert [r.url.path for r in seen] == [f"/api/v1/things/{i}" for i in [*range(80), 79]]
+        assert len(client._urls) == 64
+    finally:
+        client.close()
