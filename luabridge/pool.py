@@ -184,14 +184,6 @@ class _QueueTimeout(Exception):
     """No worker became free before the run's queue deadline."""
 
 
-class _HostCallTimeout(Exception):
-    """The run's time ran out while the parent was still serving one of its host calls."""
-
-    def __init__(self, what: str) -> None:
-        super().__init__(what)
-        self.what = what
-
-
 class WorkerPool:
     """Pre-started worker processes that run scripts with a hard wall-clock kill.
 
@@ -464,44 +456,50 @@ class WorkerPool:
         started: float,
         cpu_at_start: float | None,
     ) -> RunOutcome:
-        """Serve ``worker``'s host calls until its outcome, or kill it at the deadline."""
+        """Serve ``worker``'s host calls until its outcome, or kill it at the deadline.
+
+        A helper thread reads the worker's frames, serves its host calls and answers them for
+        the rest of the run (see ``_RunServer``); this thread waits for the end and stops
+        waiting at the kill time, whatever the helper is doing.
+        """
         kill_at = started + limits.timeout + _KILL_GRACE
-        try:
-            while True:
-                message = _recv(worker.sock, kill_at)
-                op = message.get("op")
-                if op == "host":
-                    result = _serve_host_until(host, message, kill_at)
-                    _send(worker.sock, {"op": "reply", "result": result})
-                elif op == "done":
-                    outcome = _outcome(message.get("outcome"))
-                    etype = (outcome.error or {}).get("type")
-                    self._release(worker, retire=etype in ("MemoryError", "InternalError"))
-                    return outcome
-        except _HostCallTimeout as exc:
+        server = _RunServer(worker.sock, host, kill_at)
+        with _CALLERS_LOCK:
+            caller = _IDLE_CALLERS.pop() if _IDLE_CALLERS else None
+        (caller or _HostCaller()).call(server.serve)
+        end, value = server.wait()
+        if end == "done":
+            try:
+                outcome = _outcome(value.get("outcome"))
+            except (ValueError, TypeError, KeyError, AttributeError):
+                end = "died"
+            else:
+                etype = (outcome.error or {}).get("type")
+                self._release(worker, retire=etype in ("MemoryError", "InternalError"))
+                return outcome
+        if end == "host-timeout":
             self._discard(worker)
             msg = (
                 f"time limit reached ({limits.timeout:g} s) while the bridge was still serving "
-                f"the script's call to {exc.what} (a slow answer from the service, or a lock "
+                f"the script's call to {value} (a slow answer from the service, or a lock "
                 "held elsewhere); the run was stopped. Raise the timeout, or make fewer or "
                 "smaller calls per run"
             )
             return _failed("TimeoutError", msg, started)
-        except _Timeout:
+        if end == "timeout":
             cause = self._stall_cause(worker, cpu_at_start, started)
             self._discard(worker)
             return _failed(
                 "TimeoutError", f"time limit reached ({limits.timeout:g} s); {cause}", started
             )
-        except (_Closed, OSError, ValueError, TypeError, KeyError):
+        if end == "died":
             reason = worker.death()
             self._discard(worker)
             msg = f"the worker process running the script died ({reason}); the run was stopped"
             return _failed("WorkerCrashError", msg, started)
-        except BaseException:
-            # Nothing may leave a worker busy and lost: whatever happened, it is replaced.
-            self._discard(worker)
-            raise
+        # Nothing may leave a worker busy and lost: whatever happened, it is replaced.
+        self._discard(worker)
+        raise value
 
     @staticmethod
     def _stall_cause(worker: _Worker, cpu_at_start: float | None, started: float) -> str:
@@ -578,12 +576,13 @@ def _outcome(data: Any) -> RunOutcome:
 
 
 class _HostCaller:
-    """A long-lived thread that serves host calls handed to it, one at a time.
+    """A long-lived thread that serves the host calls of the runs handed to it (a
+    ``_RunServer`` each), one run at a time.
 
-    A thread per call cost a thread's creation, a start-up handshake and a join on every call
-    (five context switches where two do). Idle callers wait in ``_IDLE_CALLERS``; one whose
-    call outlived its deadline finishes it in the background, its answer dropped, and then
-    goes back to waiting like the others.
+    A thread per run (or per call) cost a thread's creation, a start-up handshake and a join
+    each time. Idle callers wait in ``_IDLE_CALLERS``; one whose run was given up at its kill
+    time finishes the call it was serving in the background, and then goes back to waiting
+    like the others.
     """
 
     def __init__(self) -> None:
@@ -619,32 +618,78 @@ def _reset_callers() -> None:
 os.register_at_fork(after_in_child=_reset_callers)
 
 
-def _serve_host_until(host: Host, message: dict[str, Any], deadline: float) -> Any:
-    """Serve one host call, but give up at ``deadline`` (the run's kill time).
+class _RunServer:
+    """The parent's side of one run after its acknowledgement, on a helper thread: reads the
+    worker's frames, serves each host call and sends its reply, until the ``done`` frame.
 
-    A host call (an HTTP request, a "did you mean" over a long name) runs in the parent, where
-    no hook or kill reaches it; running it on a helper thread keeps the wall-clock bound. A call
-    still going at the deadline finishes in the background and its answer is dropped.
+    Served on the thread that reads the socket, a host call costs two wake-ups (the worker's
+    frame, then the reply); handed from the run's thread to a helper and back, it cost four,
+    about 90 us more per call here. The run's thread only waits (``wait``) and gives up at the
+    kill time: a host call (an HTTP request, a lock held elsewhere) runs where no hook or kill
+    reaches it, and this keeps the wall-clock bound. A call still going then finishes in the
+    background, and its reply is never sent.
     """
-    box: list[Any] = []
-    done = threading.Event()
 
-    def target() -> None:
+    def __init__(self, sock: socket.socket, host: Host, kill_at: float) -> None:
+        self.sock = sock
+        self.host = host
+        self.kill_at = kill_at
+        self.lock = threading.Lock()
+        self.finished = threading.Event()
+        self.calling: str | None = None  # the host call being served, as the script wrote it
+        self.end: tuple[str, Any] | None = None
+        self.abandoned = False
+
+    def serve(self) -> None:
         try:
-            box.append(_serve_host(host, message))
+            while True:
+                message = _recv(self.sock, self.kill_at)
+                op = message.get("op")
+                if op == "host":
+                    with self.lock:
+                        if self.abandoned:
+                            return  # the run has been given up: serve nothing more
+                        self.calling = _call_name(message)
+                    try:
+                        result = _serve_host(self.host, message)
+                    except BaseException as exc:
+                        msg = (
+                            f"internal error in the bridge ({type(exc).__name__}); "
+                            "the run was stopped"
+                        )
+                        result = ["limit", msg, "InternalError"]
+                    with self.lock:
+                        if self.abandoned:
+                            return
+                        self.calling = None
+                    _send(self.sock, {"op": "reply", "result": result})
+                elif op == "done":
+                    self._finish("done", message)
+                    return
+        except _Timeout:
+            self._finish("timeout", None)
+        except (_Closed, OSError, ValueError, TypeError, KeyError):
+            self._finish("died", None)
         except BaseException as exc:
-            msg = f"internal error in the bridge ({type(exc).__name__}); the run was stopped"
-            box.append(["limit", msg, "InternalError"])
-        finally:
-            done.set()
+            self._finish("error", exc)
 
-    with _CALLERS_LOCK:
-        caller = _IDLE_CALLERS.pop() if _IDLE_CALLERS else None
-    (caller or _HostCaller()).call(target)
-    done.wait(max(0.0, deadline - time.monotonic()))
-    if not box:
-        raise _HostCallTimeout(_call_name(message))
-    return box[0]
+    def _finish(self, end: str, value: Any) -> None:
+        with self.lock:
+            if not self.abandoned:
+                self.end = (end, value)
+        self.finished.set()
+
+    def wait(self) -> tuple[str, Any]:
+        """How the run ended: ``done`` (with its frame), ``timeout``, ``host-timeout`` (with
+        the call being served), ``died``, or ``error`` (with the exception)."""
+        self.finished.wait(max(0.0, self.kill_at - time.monotonic()))
+        with self.lock:
+            if self.end is None:
+                self.abandoned = True
+                if self.calling is not None:
+                    return "host-timeout", self.calling
+                return "timeout", None
+            return self.end
 
 
 def _call_name(message: dict[str, Any]) -> str:

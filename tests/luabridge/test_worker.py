@@ -858,32 +858,44 @@ def test_worker_slow_host_call_timeout_names_the_call() -> None:
     assert "string.find" not in result.error.message
 
 
-def test_worker_host_calls_reuse_a_thread_and_leave_a_stuck_one_behind() -> None:
-    """Host calls in a row are served by one long-lived thread, not a new thread each; a call
-    past its deadline is left to finish in the background and the next call does not wait."""
-    from luabridge import pool as pool_module
-
-    threads: list[threading.Thread] = []  # kept alive, so no two can be taken for one
+def test_worker_host_calls_are_served_off_the_runs_thread_by_a_reused_helper() -> None:
+    """Every host call of a run is served by one long-lived helper thread (not the run's own
+    thread, nor a new thread per call or per run); a run whose call is stuck past the kill
+    time is given up, its helper left to finish in the background, and the next run gets
+    another helper and does not wait."""
+    threads: list[threading.Thread] = []
 
     class Host:
-        def call(self, *args: Any) -> list[Any]:
-            threads.append(threading.current_thread())
-            if args == ("stuck",):
-                time.sleep(1.0)
-            return ["ok", list(args)]
+        spec: dict[str, Any] = {}  # noqa: RUF012 - a test double
 
-    host: Any = Host()
-    plain = {"method": "call", "args": ["x"]}
-    for _ in range(5):
-        assert pool_module._serve_host_until(host, plain, time.monotonic() + 5) == ["ok", ["x"]]
-    assert all(t is threads[0] for t in threads) and threads[0] is not threading.current_thread()
-    with pytest.raises(pool_module._HostCallTimeout):
-        stuck = {"method": "call", "args": ["stuck"]}
-        pool_module._serve_host_until(host, stuck, time.monotonic() + 0.1)
-    began = time.monotonic()
-    assert pool_module._serve_host_until(host, plain, began + 5) == ["ok", ["x"]]
-    assert time.monotonic() - began < 0.5
-    assert threads[-1] is not threads[-2]  # another thread, while the stuck one sleeps
+        def help(self, topic: str | None) -> list[Any]:
+            threads.append(threading.current_thread())
+            if topic == "stuck":
+                time.sleep(1.5)
+            return ["ok", "x", None]
+
+    pool = WorkerPool(size=1, reserve=False)
+    try:
+        fast = Limits(timeout=5)
+        for _ in range(3):
+            outcome = pool.run(
+                "for i = 1, 4 do app.help('a') end return 1", None, Host(), fast, time.monotonic()
+            )
+            assert outcome.ok, outcome.error
+        assert len(threads) == 12 and all(t is threads[0] for t in threads)
+        assert threads[0] is not threading.current_thread()
+        stuck = pool.run(
+            "return app.help('stuck')", None, Host(), Limits(timeout=0.2), time.monotonic()
+        )
+        assert stuck.error is not None and stuck.error["type"] == "TimeoutError"
+        assert "still serving the script's call to app.help" in stuck.error["message"]
+        began = time.monotonic()
+        outcome = pool.run("app.help('a') return 2", None, Host(), fast, time.monotonic())
+        assert outcome.ok and outcome.value == 2, outcome.error
+        assert time.monotonic() - began < 1.0
+        assert threads[-1] is not threads[-2]  # another helper, while the stuck one sleeps
+    finally:
+        pool.close()
 
 
 def test_worker_no_answer_from_any_worker_is_a_clean_failure(
