@@ -464,10 +464,17 @@ class WorkerPool:
         """
         kill_at = started + limits.timeout + _KILL_GRACE
         server = _RunServer(worker.sock, host, kill_at)
-        with _CALLERS_LOCK:
-            caller = _IDLE_CALLERS.pop() if _IDLE_CALLERS else None
-        (caller or _HostCaller()).call(server.serve)
-        end, value = server.wait()
+        try:
+            with _CALLERS_LOCK:
+                caller = _IDLE_CALLERS.pop() if _IDLE_CALLERS else None
+            (caller or _HostCaller()).call(server.serve)
+            end, value = server.wait()
+        except BaseException:
+            # Ctrl-C while waiting, or no thread for the helper: the helper serves nothing
+            # more, and the worker is replaced rather than left busy.
+            server.abandon()
+            self._discard(worker)
+            raise
         if end == "done":
             try:
                 outcome = _outcome(value.get("outcome"))
@@ -679,6 +686,11 @@ class _RunServer:
                 self.end = (end, value)
         self.finished.set()
 
+    def abandon(self) -> None:
+        """Give the run up: no further host call is served, nor any reply sent."""
+        with self.lock:
+            self.abandoned = True
+
     def wait(self) -> tuple[str, Any]:
         """How the run ended: ``done`` (with its frame), ``timeout``, ``host-timeout`` (with
         the call being served), ``died``, or ``error`` (with the exception)."""
@@ -695,8 +707,8 @@ class _RunServer:
 def _call_name(message: dict[str, Any]) -> str:
     """What a host call was, as the script wrote it: ``loops.send_event``, ``app.help``."""
     method = str(message.get("method"))
-    args = message.get("args") or []
-    if method == "call" and len(args) >= 3:
+    args = message.get("args")
+    if method == "call" and isinstance(args, list) and len(args) >= 3:
         return f"{args[0]}.{args[2]}"
     return f"app.{method}"
 

@@ -898,6 +898,63 @@ def test_worker_host_calls_are_served_off_the_runs_thread_by_a_reused_helper() -
         pool.close()
 
 
+def test_worker_interrupted_run_is_given_up_and_its_worker_replaced() -> None:
+    """Ctrl-C in the run's thread while a helper serves the run's host calls: no call is
+    served after it, and the worker is replaced, not left busy (the pool stays usable)."""
+    import signal
+
+    calls: list[float] = []
+
+    class Host:
+        spec: dict[str, Any] = {}  # noqa: RUF012 - a test double
+
+        def help(self, topic: str | None) -> list[Any]:
+            calls.append(time.monotonic())
+            time.sleep(0.05)
+            return ["ok", "x", None]
+
+    pool = WorkerPool(size=1, reserve=False)
+    try:
+        main = threading.main_thread().ident
+        assert main is not None
+        timer = threading.Timer(0.4, lambda: signal.pthread_kill(main, signal.SIGINT))
+        timer.start()
+        script = "for i = 1, 60 do app.help('a') end return 1"
+        with pytest.raises(KeyboardInterrupt):
+            pool.run(script, None, Host(), Limits(timeout=10), time.monotonic())
+        interrupted = time.monotonic()
+        time.sleep(0.5)
+        assert [c for c in calls if c > interrupted + 0.06] == []
+        assert pool.pids(busy=True) == []
+        outcome = pool.run("return 2", None, Host(), Limits(timeout=5), time.monotonic())
+        assert outcome.ok and outcome.value == 2, outcome.error
+    finally:
+        pool.close()
+
+
+def test_worker_run_whose_helper_cannot_start_replaces_its_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from luabridge import pool as pool_module
+
+    class NoThread:
+        def __init__(self) -> None:
+            raise RuntimeError("can't start new thread")
+
+    pool = WorkerPool(size=1, reserve=False)
+    try:
+        monkeypatch.setattr(pool_module, "_IDLE_CALLERS", [])
+        monkeypatch.setattr(pool_module, "_HostCaller", NoThread)
+        with pytest.raises(RuntimeError, match="new thread"):
+            pool.run("return app.help('a')", None, NullHost(), Limits(timeout=5), time.monotonic())
+        assert pool.pids(busy=True) == []
+        monkeypatch.undo()
+        outcome = pool.run("return 3", None, NullHost(), Limits(timeout=5), time.monotonic())
+        assert outcome.ok and outcome.value == 3, outcome.error
+    finally:
+        pool.close()
+
+
 def test_worker_no_answer_from_any_worker_is_a_clean_failure(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -1221,3 +1278,14 @@ def test_worker_cpu_backstop_set_per_run(null_pool: WorkerPool) -> None:
     soft, _hard = _limits_of(pid)["Max cpu time"]
     assert soft != "unlimited"
     assert 2 + 5 <= int(soft) <= 2 + 5 + 30  # the timeout and margin past the CPU used so far
+
+
+def test_worker_host_call_name_of_a_malformed_frame_is_still_a_name() -> None:
+    """A host frame whose args are not a list (only a broken worker sends one) gets the
+    usual InternalError reply from the host side, so naming it must not raise."""
+    from luabridge.pool import _call_name
+
+    assert _call_name({"method": "call", "args": {"a": 1}}) == "app.call"
+    assert _call_name({"method": "call", "args": ["loops", "default", "send_event"]}) == (
+        "loops.send_event"
+    )
