@@ -413,7 +413,11 @@ class LoopsClient:
         # Every request is built here from these rather than by httpx's build_request, which
         # parses the URL, merges headers, cookies and query parameters and encodes the JSON
         # afresh each time: about 35 us of a request on a mock transport (see request()).
-        self._headers = dict(self._http.headers)
+        # The names as httpx would send them (``Headers`` keys are lower-cased; its raw
+        # pairs keep the case given).
+        self._headers = {
+            name.decode("ascii"): value.decode("latin-1") for name, value in self._http.headers.raw
+        }
         self._urls: dict[str, httpx.URL] = {}
         self._state = ClientState.OPEN
 
@@ -513,7 +517,7 @@ class LoopsClient:
                     f"idempotency_key is {len(idempotency_key)} characters long; Loops accepts "
                     f"at most {_MAX_IDEMPOTENCY_KEY}"
                 )
-            headers["idempotency-key"] = idempotency_key
+            headers["Idempotency-Key"] = idempotency_key
         body = None
         if json is not None:
             # As httpx writes a json= body; encoded once, before any attempt, so that a value
@@ -521,7 +525,8 @@ class LoopsClient:
             body = jsonlib.dumps(
                 json, ensure_ascii=False, separators=(",", ":"), allow_nan=False
             ).encode("utf-8")
-            headers["content-type"] = "application/json"
+            headers["Content-Length"] = str(len(body))
+            headers["Content-Type"] = "application/json"
         url = self._url(path)
         # A write with no Idempotency-Key is sent again only while no attempt can have reached
         # Loops (a refused connection, a 429); after that, a retry could apply it twice.

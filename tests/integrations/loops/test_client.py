@@ -850,8 +850,17 @@ def test_a_request_carries_the_clients_headers_and_httpxs_json_body() -> None:
             "post", "/events/send", json=body, params={"x": "1 2"}, idempotency_key="k-1"
         )
         expected = httpx.Request("POST", "http://loops.test/api/v1/events/send", json=body)
+        # Byte for byte what httpx's own request building sends, names and order included.
+        built = client._http.build_request(
+            "POST",
+            "/events/send",
+            json=body,
+            params={"x": "1 2"},
+            headers={"Idempotency-Key": "k-1"},
+        )
         assert len(seen) == 2
         for request in seen:
+            assert request.headers.raw == built.headers.raw
             assert request.method == "POST"
             assert str(request.url) == "http://loops.test/api/v1/events/send?x=1+2"
             assert request.content == expected.content
@@ -863,6 +872,7 @@ def test_a_request_carries_the_clients_headers_and_httpxs_json_body() -> None:
             assert request.headers["user-agent"].startswith("luabridge")
             assert request.extensions["timeout"]["read"] == pytest.approx(client.timeout, abs=1)
         client.request("GET", "/api-key")
+        assert seen[-1].headers.raw == client._http.build_request("GET", "/api-key").headers.raw
         assert "content-type" not in seen[-1].headers and seen[-1].content == b""
         assert "idempotency-key" not in seen[-1].headers
     finally:
