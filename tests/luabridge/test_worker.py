@@ -122,6 +122,14 @@ def null_pool() -> Iterator[WorkerPool]:
     pool.close()
 
 
+@pytest.fixture
+def lone_pool() -> Iterator[WorkerPool]:
+    """One worker and no reserve: a run that loses its worker waits for a fresh one."""
+    pool = WorkerPool(size=1, reserve=False)
+    yield pool
+    pool.close()
+
+
 def run_in_pool(pool: WorkerPool, source: str, **limits: Any) -> Any:
     return pool.run(source, None, NullHost(), Limits(**limits), time.monotonic())
 
@@ -858,7 +866,9 @@ def test_worker_slow_host_call_timeout_names_the_call() -> None:
     assert "string.find" not in result.error.message
 
 
-def test_worker_host_calls_are_served_off_the_runs_thread_by_a_reused_helper() -> None:
+def test_worker_host_calls_are_served_off_the_runs_thread_by_a_reused_helper(
+    lone_pool: WorkerPool,
+) -> None:
     """Every host call of a run is served by one long-lived helper thread (not the run's own
     thread, nor a new thread per call or per run); a run whose call is stuck past the kill
     time is given up, its helper left to finish in the background, and the next run gets
@@ -874,31 +884,29 @@ def test_worker_host_calls_are_served_off_the_runs_thread_by_a_reused_helper() -
                 time.sleep(1.5)
             return ["ok", "x", None]
 
-    pool = WorkerPool(size=1, reserve=False)
-    try:
-        fast = Limits(timeout=5)
-        for _ in range(3):
-            outcome = pool.run(
-                "for i = 1, 4 do app.help('a') end return 1", None, Host(), fast, time.monotonic()
-            )
-            assert outcome.ok, outcome.error
-        assert len(threads) == 12 and all(t is threads[0] for t in threads)
-        assert threads[0] is not threading.current_thread()
-        stuck = pool.run(
-            "return app.help('stuck')", None, Host(), Limits(timeout=0.2), time.monotonic()
+    fast = Limits(timeout=5)
+    for _ in range(3):
+        outcome = lone_pool.run(
+            "for i = 1, 4 do app.help('a') end return 1", None, Host(), fast, time.monotonic()
         )
-        assert stuck.error is not None and stuck.error["type"] == "TimeoutError"
-        assert "still serving the script's call to app.help" in stuck.error["message"]
-        began = time.monotonic()
-        outcome = pool.run("app.help('a') return 2", None, Host(), fast, time.monotonic())
-        assert outcome.ok and outcome.value == 2, outcome.error
-        assert time.monotonic() - began < 1.0
-        assert threads[-1] is not threads[-2]  # another helper, while the stuck one sleeps
-    finally:
-        pool.close()
+        assert outcome.ok, outcome.error
+    assert len(threads) == 12 and all(t is threads[0] for t in threads)
+    assert threads[0] is not threading.current_thread()
+    stuck = lone_pool.run(
+        "return app.help('stuck')", None, Host(), Limits(timeout=0.2), time.monotonic()
+    )
+    assert stuck.error is not None and stuck.error["type"] == "TimeoutError"
+    assert "still serving the script's call to app.help" in stuck.error["message"]
+    began = time.monotonic()
+    outcome = lone_pool.run("app.help('a') return 2", None, Host(), fast, time.monotonic())
+    assert outcome.ok and outcome.value == 2, outcome.error
+    assert time.monotonic() - began < 1.0
+    assert threads[-1] is not threads[-2]  # another helper, while the stuck one sleeps
 
 
-def test_worker_interrupted_run_is_given_up_and_its_worker_replaced() -> None:
+def test_worker_interrupted_run_is_given_up_and_its_worker_replaced(
+    lone_pool: WorkerPool,
+) -> None:
     """Ctrl-C in the run's thread while a helper serves the run's host calls: no call is
     served after it, and the worker is replaced, not left busy (the pool stays usable)."""
     import signal
@@ -913,27 +921,23 @@ def test_worker_interrupted_run_is_given_up_and_its_worker_replaced() -> None:
             time.sleep(0.05)
             return ["ok", "x", None]
 
-    pool = WorkerPool(size=1, reserve=False)
-    try:
-        main = threading.main_thread().ident
-        assert main is not None
-        timer = threading.Timer(0.4, lambda: signal.pthread_kill(main, signal.SIGINT))
-        timer.start()
-        script = "for i = 1, 60 do app.help('a') end return 1"
-        with pytest.raises(KeyboardInterrupt):
-            pool.run(script, None, Host(), Limits(timeout=10), time.monotonic())
-        interrupted = time.monotonic()
-        time.sleep(0.5)
-        assert [c for c in calls if c > interrupted + 0.06] == []
-        assert pool.pids(busy=True) == []
-        outcome = pool.run("return 2", None, Host(), Limits(timeout=5), time.monotonic())
-        assert outcome.ok and outcome.value == 2, outcome.error
-    finally:
-        pool.close()
+    main = threading.main_thread().ident
+    assert main is not None
+    timer = threading.Timer(0.4, lambda: signal.pthread_kill(main, signal.SIGINT))
+    timer.start()
+    script = "for i = 1, 60 do app.help('a') end return 1"
+    with pytest.raises(KeyboardInterrupt):
+        lone_pool.run(script, None, Host(), Limits(timeout=10), time.monotonic())
+    interrupted = time.monotonic()
+    time.sleep(0.5)
+    assert [c for c in calls if c > interrupted + 0.06] == []
+    assert lone_pool.pids(busy=True) == []
+    outcome = lone_pool.run("return 2", None, Host(), Limits(timeout=5), time.monotonic())
+    assert outcome.ok and outcome.value == 2, outcome.error
 
 
 def test_worker_run_whose_helper_cannot_start_replaces_its_worker(
-    monkeypatch: pytest.MonkeyPatch,
+    lone_pool: WorkerPool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from luabridge import pool as pool_module
 
@@ -941,18 +945,14 @@ def test_worker_run_whose_helper_cannot_start_replaces_its_worker(
         def __init__(self) -> None:
             raise RuntimeError("can't start new thread")
 
-    pool = WorkerPool(size=1, reserve=False)
-    try:
-        monkeypatch.setattr(pool_module, "_IDLE_CALLERS", [])
-        monkeypatch.setattr(pool_module, "_HostCaller", NoThread)
-        with pytest.raises(RuntimeError, match="new thread"):
-            pool.run("return app.help('a')", None, NullHost(), Limits(timeout=5), time.monotonic())
-        assert pool.pids(busy=True) == []
-        monkeypatch.undo()
-        outcome = pool.run("return 3", None, NullHost(), Limits(timeout=5), time.monotonic())
-        assert outcome.ok and outcome.value == 3, outcome.error
-    finally:
-        pool.close()
+    monkeypatch.setattr(pool_module, "_IDLE_CALLERS", [])
+    monkeypatch.setattr(pool_module, "_HostCaller", NoThread)
+    with pytest.raises(RuntimeError, match="new thread"):
+        run_in_pool(lone_pool, "return app.help('a')", timeout=5)
+    assert lone_pool.pids(busy=True) == []
+    monkeypatch.undo()
+    outcome = run_in_pool(lone_pool, "return 3", timeout=5)
+    assert outcome.ok and outcome.value == 3, outcome.error
 
 
 def test_worker_no_answer_from_any_worker_is_a_clean_failure(
